@@ -1,0 +1,278 @@
+"""Pure, strict codec: ``encode(frame) -> bytes`` and ``decode(bytes) -> frame``.
+
+Wire form (msgpack array)::
+
+    [version, kind, sender, incarnation, ts, seq, body]
+
+``seq`` is an int for the stored kinds and nil otherwise; ``body`` is an array
+whose shape depends on the kind (see ``_BODY_CODECS``). Decoding checks the size
+before unpacking and every field's type after; anything wrong raises
+``DecodeError`` (``VersionError`` for an unknown protocol version) and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import msgpack
+
+from .frames import (
+    PROTOCOL_VERSION,
+    STORED_KINDS,
+    Ack,
+    AckEntry,
+    Batch,
+    Control,
+    Data,
+    Event,
+    Frame,
+    Heartbeat,
+    Hello,
+    Kind,
+    Reply,
+    Request,
+)
+
+#: Default upper bound on one frame; larger input is refused before unpacking.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_NAME_LEN = 255
+MAX_BATCH_DEPTH = 8
+
+
+class DecodeError(ValueError):
+    """The bytes are not a valid Clumon+ frame."""
+
+
+class VersionError(DecodeError):
+    """The frame names a protocol version this build does not speak."""
+
+
+# --- encoding -------------------------------------------------------------
+
+
+def _enc_hello(b: Hello) -> list:
+    return [b.dict_version, list(b.series), b.inventory, b.role]
+
+
+def _enc_data(b: Data) -> list:
+    return [b.dict_version, b.values, b.index]
+
+
+def _enc_event(b: Event) -> list:
+    return [b.type, b.subject, b.message, b.attrs]
+
+
+def _enc_batch(b: Batch) -> list:
+    return list(b.frames)
+
+
+def _enc_heartbeat(b: Heartbeat) -> list:
+    return [b.root]
+
+
+def _enc_ack(b: Ack) -> list:
+    return [[e.node, e.incarnation, [x for r in e.ranges for x in r]] for e in b.entries]
+
+
+def _enc_request(b: Request) -> list:
+    return [b.id, b.op, list(b.targets), b.args, float(b.timeout)]
+
+
+def _enc_reply(b: Reply) -> list:
+    return [b.id, b.ok, b.result, b.error]
+
+
+def _enc_control(b: Control) -> list:
+    return [b.op, b.target, b.args]
+
+
+_ENCODERS: dict[Kind, Callable[[Any], list]] = {
+    Kind.HELLO: _enc_hello,
+    Kind.DATA: _enc_data,
+    Kind.EVENT: _enc_event,
+    Kind.BATCH: _enc_batch,
+    Kind.HEARTBEAT: _enc_heartbeat,
+    Kind.ACK: _enc_ack,
+    Kind.REQUEST: _enc_request,
+    Kind.REPLY: _enc_reply,
+    Kind.CONTROL: _enc_control,
+}
+
+
+def encode(frame: Frame) -> bytes:
+    """Serialise a frame. Raises ``ValueError`` for a frame that could not decode."""
+    if (frame.seq is None) == (frame.kind in STORED_KINDS):
+        raise ValueError(f"{frame.kind.name} frame with seq={frame.seq!r}")
+    body = _ENCODERS[frame.kind](frame.body)
+    return msgpack.packb(
+        [frame.version, int(frame.kind), frame.sender, frame.incarnation, float(frame.ts), frame.seq, body],
+        use_bin_type=True,
+    )
+
+
+def encode_batch(sender: str, incarnation: int, ts: float, frames: list[bytes]) -> bytes:
+    """A BATCH frame around already-encoded frames, without copying them twice."""
+    return msgpack.packb(
+        [PROTOCOL_VERSION, int(Kind.BATCH), sender, incarnation, float(ts), None, frames],
+        use_bin_type=True,
+    )
+
+
+# --- decoding -------------------------------------------------------------
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise DecodeError(what)
+
+
+def _int(v: Any, what: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    _need(type(v) is int and lo <= v <= hi, f"{what}: expected int in [{lo}, {hi}]")
+    return v
+
+
+def _float(v: Any, what: str) -> float:
+    _need(type(v) in (float, int), f"{what}: expected number")
+    f = float(v)
+    _need(math.isfinite(f), f"{what}: not finite")
+    return f
+
+
+def _str(v: Any, what: str, max_len: int = MAX_NAME_LEN, empty: bool = False) -> str:
+    _need(type(v) is str and len(v) <= max_len and (empty or v != ""), f"{what}: expected string")
+    return v
+
+
+def _bytes(v: Any, what: str) -> bytes:
+    _need(type(v) is bytes, f"{what}: expected bytes")
+    return v
+
+
+def _map(v: Any, what: str) -> dict:
+    _need(type(v) is dict and all(type(k) is str for k in v), f"{what}: expected map with string keys")
+    return v
+
+
+def _list(v: Any, what: str, n: int | None = None) -> list:
+    _need(type(v) is list and (n is None or len(v) == n), f"{what}: expected array" + (f" of {n}" if n else ""))
+    return v
+
+
+def _dec_hello(b: Any) -> Hello:
+    dv, series, inventory, role = _list(b, "HELLO body", 4)
+    series = _list(series, "HELLO series")
+    _need(len(series) <= 65535, "HELLO series: more than 65535")
+    names = tuple(_str(s, "HELLO series name", 1024) for s in series)
+    return Hello(_int(dv, "dict_version"), names, _map(inventory, "inventory"), _str(role, "role"))
+
+
+def _dec_data(b: Any) -> Data:
+    dv, values, index = _list(b, "DATA body", 3)
+    values = _bytes(values, "DATA values")
+    _need(len(values) % 8 == 0, "DATA values: length not a multiple of 8")
+    if index is not None:
+        index = _bytes(index, "DATA index")
+        _need(len(index) * 4 == len(values), "DATA index: length does not match values")
+    return Data(_int(dv, "dict_version"), values, index)
+
+
+def _dec_event(b: Any) -> Event:
+    typ, subject, message, attrs = _list(b, "EVENT body", 4)
+    return Event(_str(typ, "event type"), _str(subject, "event subject"),
+                 _str(message, "event message", 65536, empty=True), _map(attrs, "event attrs"))
+
+
+def _dec_batch(b: Any) -> Batch:
+    frames = _list(b, "BATCH body")
+    return Batch(tuple(_bytes(f, "BATCH item") for f in frames))
+
+
+def _dec_heartbeat(b: Any) -> Heartbeat:
+    (root,) = _list(b, "HEARTBEAT body", 1)
+    return Heartbeat(_int(root, "root incarnation"))
+
+
+def _dec_ack_entry(e: Any) -> AckEntry:
+    node, inc, flat = _list(e, "ACK entry", 3)
+    flat = _list(flat, "ACK ranges")
+    _need(len(flat) % 2 == 0, "ACK ranges: odd length")
+    nums = [_int(x, "ACK seq") for x in flat]
+    ranges = tuple(zip(nums[0::2], nums[1::2]))
+    _need(all(lo <= hi for lo, hi in ranges), "ACK ranges: lo > hi")
+    return AckEntry(_str(node, "ACK node"), _int(inc, "ACK incarnation"), ranges)
+
+
+def _dec_ack(b: Any) -> Ack:
+    return Ack(tuple(_dec_ack_entry(e) for e in _list(b, "ACK body")))
+
+
+def _dec_request(b: Any) -> Request:
+    rid, op, targets, args, timeout = _list(b, "REQUEST body", 5)
+    targets = tuple(_str(t, "REQUEST target") for t in _list(targets, "REQUEST targets"))
+    t = _float(timeout, "REQUEST timeout")
+    _need(t >= 0, "REQUEST timeout: negative")
+    return Request(_str(rid, "REQUEST id"), _str(op, "REQUEST op"), targets, _map(args, "REQUEST args"), t)
+
+
+def _dec_reply(b: Any) -> Reply:
+    rid, ok, result, error = _list(b, "REPLY body", 4)
+    _need(type(ok) is bool, "REPLY ok: expected bool")
+    if error is not None:
+        error = _map(error, "REPLY error")
+    return Reply(_str(rid, "REPLY id"), ok, result, error)
+
+
+def _dec_control(b: Any) -> Control:
+    op, target, args = _list(b, "CONTROL body", 3)
+    return Control(_str(op, "CONTROL op"), _str(target, "CONTROL target"), _map(args, "CONTROL args"))
+
+
+_DECODERS: dict[Kind, Callable[[Any], Any]] = {
+    Kind.HELLO: _dec_hello,
+    Kind.DATA: _dec_data,
+    Kind.EVENT: _dec_event,
+    Kind.BATCH: _dec_batch,
+    Kind.HEARTBEAT: _dec_heartbeat,
+    Kind.ACK: _dec_ack,
+    Kind.REQUEST: _dec_request,
+    Kind.REPLY: _dec_reply,
+    Kind.CONTROL: _dec_control,
+}
+
+_KINDS = {int(k): k for k in Kind}
+
+
+def unpack(data: bytes, max_frame_bytes: int = MAX_FRAME_BYTES) -> Any:
+    """msgpack-unpack with the size checked first; any failure is a DecodeError."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) > max_frame_bytes:
+        raise DecodeError(f"frame of {len(data)} bytes exceeds max_frame_bytes={max_frame_bytes}")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise DecodeError(f"not msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def decode(data: bytes, max_frame_bytes: int = MAX_FRAME_BYTES) -> Frame:
+    """Parse and validate one frame; raise ``DecodeError`` on anything wrong."""
+    obj = unpack(data, max_frame_bytes)
+    _need(type(obj) is list and len(obj) >= 1, "frame: expected array")
+    if obj[0] != PROTOCOL_VERSION or type(obj[0]) is not int:
+        raise VersionError(f"unknown protocol version {obj[0]!r}")
+    _need(len(obj) == 7, "frame: expected 7 fields")
+    _, kind, sender, incarnation, ts, seq, body = obj
+    _need(type(kind) is int and kind in _KINDS, f"unknown kind {kind!r}")
+    kind = _KINDS[kind]
+    if kind in STORED_KINDS:
+        seq = _int(seq, "seq")
+    else:
+        _need(seq is None, "seq: only stored kinds carry one")
+    try:
+        parsed = _DECODERS[kind](body)
+    except DecodeError:
+        raise
+    except (TypeError, ValueError) as exc:  # wrong arity in tuple unpacking
+        raise DecodeError(f"{kind.name} body: {exc}") from None
+    return Frame(kind, _str(sender, "sender"), _int(incarnation, "incarnation"), _float(ts, "ts"), parsed, seq)

@@ -1,0 +1,146 @@
+"""The parent side of links: one ROUTER for all children.
+
+Shared by the aggregator and the root. It checks and parses every frame (size
+before unpacking, strict decode), counts and quietly logs bad ones per sender,
+tracks the children's liveness, heartbeats down, and hands good frames on. It
+never raises out of the receive loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Callable
+
+import zmq.asyncio
+
+from . import codec, transport
+from .frames import Body, Frame, Heartbeat, Hello, Kind, make
+from .liveness import Liveness, Transition
+from .runtime import QuietLog
+
+log = logging.getLogger("clumon.downlink")
+
+FrameHandler = Callable[[str, Frame, bytes], None]
+TransitionHandler = Callable[[list[Transition]], None]
+
+
+class Downlink:
+    """Children of one parent, over one ROUTER socket."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        bind: str,
+        name: str,
+        incarnation: int,
+        on_frame: FrameHandler,
+        on_transitions: TransitionHandler,
+        heartbeat_interval: float = 5.0,
+        down_after: float = 30.0,
+        max_frame_bytes: int = codec.MAX_FRAME_BYTES,
+        root_incarnation: Callable[[], int] = lambda: 0,
+    ):
+        self.name = name
+        self.incarnation = incarnation
+        self.conn = transport.router(ctx, bind)
+        self.liveness = Liveness(heartbeat_interval, down_after)
+        self._on_frame = on_frame
+        self._on_transitions = on_transitions
+        self._hb_interval = heartbeat_interval
+        self._max_frame_bytes = max_frame_bytes
+        self._root_incarnation = root_incarnation
+        self._quiet = QuietLog(log)
+        self._last_sent: dict[str, float] = {}
+        self.decode_errors: Counter[str] = Counter()
+        self.frames_in = 0
+        self.bytes_in = 0
+        self.send_failures = 0
+
+    @property
+    def port(self) -> int:
+        return self.conn.port()
+
+    def _reject(self, who: str, why: str) -> None:
+        self.decode_errors[who] += 1
+        self._quiet.warn(who, "dropped bad frame from %s: %s", who, why)
+
+    def accept(self, parts: list[bytes]) -> None:
+        """Check one message from a child and hand it on; never raises."""
+        if len(parts) != 2:
+            self._reject(repr(parts[0][:64]) if parts else "?", f"{len(parts)} message parts, expected 2")
+            return
+        ident, data = parts
+        who = ident.decode("utf-8", "replace")
+        self.frames_in += 1
+        self.bytes_in += len(data)
+        try:
+            frame = codec.decode(data, self._max_frame_bytes)
+        except codec.DecodeError as exc:
+            self._reject(who, str(exc))
+            return
+        if frame.sender != who:
+            self._reject(who, f"sender {frame.sender!r} does not match routing id")
+            return
+        transitions = self.liveness.heard(who, frame.incarnation)
+        if frame.kind is Kind.HELLO:
+            self.liveness.children[who].role = frame.body.role
+        if transitions:
+            self._greet(transitions)
+            self._on_transitions(transitions)
+        if frame.kind is Kind.HEARTBEAT:
+            return
+        try:
+            self._on_frame(who, frame, data)
+        except Exception:  # a handler bug must not kill the receive loop
+            log.exception("handling %s from %s failed", frame.kind.name, who)
+
+    def _greet(self, transitions: list[Transition]) -> None:
+        """A child that appeared or restarted hears from us at once, so it replays."""
+        for t in transitions:
+            if t.old is None or t.new == "restarted":
+                self.send(t.subject, Heartbeat(self._root_incarnation()))
+
+    async def receive(self) -> None:
+        async for parts in self.conn.messages():
+            self.accept(parts)
+
+    def send(self, child: str, body: Body) -> bool:
+        """Send a non-stored frame to a direct child."""
+        data = codec.encode(make(self.name, self.incarnation, time.time(), body))
+        return self.send_raw(child, data)
+
+    def send_raw(self, child: str, data: bytes) -> bool:
+        ok = self.conn.send([child.encode(), data])
+        if ok:
+            self._last_sent[child] = time.monotonic()
+        else:
+            self.send_failures += 1
+        return ok
+
+    def tick(self) -> list[Transition]:
+        """Liveness transitions and heartbeats to every child still there."""
+        transitions = self.liveness.tick()
+        if transitions:
+            self._on_transitions(transitions)
+        now = time.monotonic()
+        hb = None
+        for name, child in self.liveness.children.items():
+            if child.state == "down":
+                continue
+            if now - self._last_sent.get(name, 0.0) >= self._hb_interval:
+                if hb is None:
+                    hb = codec.encode(make(self.name, self.incarnation, time.time(), Heartbeat(self._root_incarnation())))
+                self.send_raw(name, hb)
+        return transitions
+
+    def role_of(self, child: str) -> str | None:
+        c = self.liveness.children.get(child)
+        return c.role if c else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+__all__ = ["Downlink", "Hello"]

@@ -1,0 +1,101 @@
+"""Liveness of a parent's direct children: up, suspect, down, restarted.
+
+Pure bookkeeping (no sockets): ``heard`` is called for every frame from a child,
+``tick`` about once a second; both return the transitions that happened, which
+the caller turns into stored EVENTs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+UP = "up"
+SUSPECT = "suspect"
+DOWN = "down"
+RESTARTED = "restarted"
+UNREACHABLE = "unreachable"
+STATES = (UP, SUSPECT, DOWN, RESTARTED, UNREACHABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    subject: str
+    old: str | None
+    new: str
+    at: float  # wall-clock time of the transition
+    incarnation: int
+    last_heard: float  # wall-clock time of the last frame from the subject
+
+
+@dataclass(slots=True)
+class Child:
+    name: str
+    incarnation: int
+    state: str
+    since: float
+    last_heard_mono: float
+    last_heard_wall: float
+    role: str = "agent"
+    frames_in: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Liveness:
+    """Tracks direct children by the time since their last frame."""
+
+    def __init__(
+        self,
+        heartbeat_interval: float = 5.0,
+        down_after: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ):
+        self.suspect_after = 3 * heartbeat_interval
+        self.down_after = down_after
+        self._clock = clock
+        self._wall = wall
+        self.children: dict[str, Child] = {}
+
+    def heard(self, name: str, incarnation: int) -> list[Transition]:
+        """A frame arrived from ``name``: it is up (or restarted)."""
+        mono, wall = self._clock(), self._wall()
+        child = self.children.get(name)
+        if child is None:
+            self.children[name] = Child(name, incarnation, UP, wall, mono, wall, frames_in=1)
+            return [Transition(name, None, UP, wall, incarnation, wall)]
+        child.frames_in += 1
+        out: list[Transition] = []
+        if incarnation != child.incarnation:
+            child.incarnation = incarnation
+            out.append(self._move(child, RESTARTED, wall))
+        elif child.state != UP:
+            out.append(self._move(child, UP, wall))
+        child.last_heard_mono = mono
+        child.last_heard_wall = wall
+        return out
+
+    def _move(self, child: Child, new: str, at: float) -> Transition:
+        t = Transition(child.name, child.state, new, at, child.incarnation, child.last_heard_wall)
+        child.state = new
+        child.since = at
+        return t
+
+    def tick(self) -> list[Transition]:
+        """Children that went quiet become suspect, then down."""
+        mono, wall = self._clock(), self._wall()
+        out = []
+        for child in self.children.values():
+            quiet = mono - child.last_heard_mono
+            if child.state == RESTARTED:
+                out.append(self._move(child, UP, wall))
+            if quiet >= self.down_after and child.state != DOWN:
+                # the time of death is when it was last heard plus down_after
+                out.append(self._move(child, DOWN, wall))
+            elif self.suspect_after <= quiet < self.down_after and child.state == UP:
+                out.append(self._move(child, SUSPECT, wall))
+        return out
+
+    def forget(self, name: str) -> bool:
+        return self.children.pop(name, None) is not None

@@ -1,0 +1,116 @@
+"""Process plumbing shared by the daemons: event loop, signals, readiness, logging.
+
+Nothing here runs at import time; each daemon's ``main()`` calls ``run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Awaitable, Callable
+
+log = logging.getLogger("clumon")
+
+READY_PREFIX = "CLUMON-READY "
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """One line per record on stderr, with the daemon's time and level."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def notify_ready(daemon: str, info: dict[str, Any]) -> None:
+    """Tell systemd (Type=notify) and the log that the daemon serves.
+
+    The log line is ``CLUMON-READY {json}`` on stdout so tests and ``clumon demo``
+    can wait for it instead of sleeping.
+    """
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if addr:
+        if addr.startswith("@"):
+            addr = "\0" + addr[1:]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.connect(addr)
+                s.sendall(b"READY=1")
+        except OSError as exc:
+            log.warning("sd_notify failed: %s", exc)
+    print(READY_PREFIX + json.dumps({"daemon": daemon, "pid": os.getpid(), **info}), flush=True)
+
+
+def notify_stopping() -> None:
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if addr:
+        if addr.startswith("@"):
+            addr = "\0" + addr[1:]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.connect(addr)
+                s.sendall(b"STOPPING=1")
+        except OSError:
+            pass
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(serve: Callable[[asyncio.Event], Awaitable[None]], log_level: str = "INFO") -> int:
+    """Run ``serve(stop)`` under uvloop until SIGTERM/SIGINT sets ``stop``.
+
+    ``serve`` returns after it has drained; the process then exits 0.
+    """
+    setup_logging(log_level)
+    install_uvloop()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+class QuietLog:
+    """Warn once per key per ``every`` seconds, then count silently.
+
+    Used for bad frames: one noisy sender must not flood the log.
+    """
+
+    def __init__(self, logger: logging.Logger, every: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self._log = logger
+        self._every = every
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, key: str, msg: str, *args: Any) -> None:
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._every:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        n = self._suppressed.pop(key, 0)
+        suffix = f" ({n} more suppressed)" if n else ""
+        self._log.warning(msg + suffix, *args)
+        if len(self._last) > 10000:  # bounded: forget the oldest keys
+            for k in sorted(self._last, key=self._last.__getitem__)[:5000]:
+                del self._last[k]

@@ -1,0 +1,124 @@
+"""The one place where sockets are made.
+
+Every ZeroMQ socket of every tier comes from here, so linger, high-water marks,
+keepalive, ROUTER_HANDOVER and ROUTER_MANDATORY are set the same way everywhere.
+The receive helpers await one message and then drain without blocking, which is
+as fast as the blocking API (awaiting each message is ~5x slower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import AsyncIterator
+
+import zmq
+import zmq.asyncio
+
+#: Sockets per context; zmq's default of 1,023 stops a simulator at agent 1,024.
+MAX_SOCKETS = 65536
+DEFAULT_HWM = 100_000
+LINGER_MS = 1000
+DRAIN_YIELD_EVERY = 256
+
+_ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}|ipc://.+|inproc://.+)$")
+
+
+def valid_endpoint(endpoint: str) -> bool:
+    """True for tcp://host:port, ipc://path and inproc://name."""
+    if not isinstance(endpoint, str) or not _ENDPOINT.match(endpoint):
+        return False
+    if endpoint.startswith("tcp://"):
+        return 0 < int(endpoint.rsplit(":", 1)[1]) < 65536
+    return True
+
+
+def make_context(max_sockets: int = MAX_SOCKETS) -> zmq.asyncio.Context:
+    """The process's one asyncio context, sized for many sockets."""
+    ctx = zmq.asyncio.Context()
+    ctx.set(zmq.MAX_SOCKETS, max_sockets)
+    return ctx
+
+
+def _common(sock: zmq.Socket, hwm: int) -> None:
+    sock.setsockopt(zmq.LINGER, LINGER_MS)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+
+
+class Conn:
+    """An asyncio socket plus a blocking shadow of the same handle.
+
+    Awaiting is used only to wait for the first message; draining and sending use
+    the shadow with NOBLOCK, which raises ``zmq.Again`` directly instead of
+    creating a future per call.
+    """
+
+    __slots__ = ("aio", "raw")
+
+    def __init__(self, aio: zmq.asyncio.Socket):
+        self.aio = aio
+        self.raw = zmq.Socket.shadow(aio.underlying)
+
+    async def messages(self) -> AsyncIterator[list[bytes]]:
+        """Yield multipart messages forever: await one, then drain what is queued."""
+        raw = self.raw
+        while True:
+            yield await self.aio.recv_multipart()
+            n = 0
+            while True:
+                try:
+                    msg = raw.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                yield msg
+                n += 1
+                if n % DRAIN_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a draining loop must let timers run
+
+    def send(self, parts: list[bytes]) -> bool:
+        """Send without blocking; False when the peer is unroutable or the queue is full."""
+        try:
+            self.raw.send_multipart(parts, zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:
+            return False
+
+    def port(self) -> int:
+        """The TCP port the socket is bound to (after binding port 0)."""
+        return int(self.raw.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+    def close(self) -> None:
+        self.aio.close()
+
+
+def router(ctx: zmq.asyncio.Context, bind: str, hwm: int = DEFAULT_HWM) -> Conn:
+    """A parent's socket for its children (or the root's query socket).
+
+    ROUTER_HANDOVER lets a rebooted child take over its routing id;
+    ROUTER_MANDATORY makes a send to a vanished child fail instead of vanishing.
+    """
+    sock = ctx.socket(zmq.ROUTER)
+    _common(sock, hwm)
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.bind(bind)
+    return Conn(sock)
+
+
+def dealer(ctx: zmq.asyncio.Context, identity: str, connect: str | None = None, hwm: int = DEFAULT_HWM) -> Conn:
+    """A child's socket to its parent; its routing id is the child's name."""
+    sock = ctx.socket(zmq.DEALER)
+    _common(sock, hwm)
+    sock.setsockopt(zmq.IDENTITY, identity.encode())
+    sock.setsockopt(zmq.RECONNECT_IVL, 200)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+    # Queue nothing for a parent that is not connected: unacknowledged frames are
+    # replayed from the spool, so a queued copy would only arrive late and twice.
+    sock.setsockopt(zmq.IMMEDIATE, 1)
+    if connect:
+        sock.connect(connect)
+    return Conn(sock)
