@@ -1,0 +1,30 @@
+"""Load averages from /proc/loadavg."""
+
+from __future__ import annotations
+
+from .base import Sample, read_bytes
+
+_NAMES = ("node_load1", "node_load5", "node_load15")
+
+
+class LoadCollector:
+    """``node_load1``, ``node_load5``, ``node_load15`` (run-queue averages)."""
+
+    name = "load"
+    default_interval = 1.0
+
+    def __init__(self, procfs: str = "/proc") -> None:
+        self._path = f"{procfs}/loadavg"
+
+    def collect(self) -> list[Sample]:
+        """Read /proc/loadavg; all three values are None if it is unreadable."""
+        raw = read_bytes(self._path)
+        fields = raw.split() if raw else []
+        out = []
+        for i, name in enumerate(_NAMES):
+            try:
+                value: float | None = float(fields[i])
+            except (IndexError, ValueError):
+                value = None
+            out.append(Sample(name, value))
+        return out

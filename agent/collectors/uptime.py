@@ -1,0 +1,24 @@
+"""Uptime from /proc/uptime."""
+
+from __future__ import annotations
+
+from .base import Sample, read_bytes
+
+
+class UptimeCollector:
+    """``node_uptime_seconds``: seconds since boot (boot time itself is inventory)."""
+
+    name = "uptime"
+    default_interval = 1.0
+
+    def __init__(self, procfs: str = "/proc") -> None:
+        self._path = f"{procfs}/uptime"
+
+    def collect(self) -> list[Sample]:
+        """Read /proc/uptime; the value is None if it is unreadable."""
+        raw = read_bytes(self._path)
+        try:
+            value: float | None = float(raw.split()[0]) if raw else None
+        except (IndexError, ValueError):
+            value = None
+        return [Sample("node_uptime_seconds", value)]
