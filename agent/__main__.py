@@ -1,0 +1,40 @@
+"""``clumon-agent``: the per-node monitoring agent."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from clumon.proto.config import ConfigError, load
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clumon-agent", description="Clumon+ node agent")
+    parser.add_argument("--config", help="TOML configuration file")
+    parser.add_argument("--name", help="node name (default: host name)")
+    parser.add_argument("--parent", action="append", help="parent endpoint (repeat for failover order)")
+    parser.add_argument("--state-dir", help="state directory (spool, masks)")
+    args = parser.parse_args(argv)
+
+    from clumon.agent.config import AgentConfig
+
+    overrides = {"name": args.name, "state_dir": args.state_dir,
+                 "parents": args.parent if args.parent else None}
+    try:
+        cfg = load(AgentConfig, args.config, overrides)
+    except ConfigError as exc:
+        print(f"clumon-agent: config error: {exc}", file=sys.stderr)
+        return 2
+
+    from clumon.agent.service import Agent
+    from clumon.proto import runtime, transport
+
+    def start(stop):
+        ctx = transport.make_context()
+        return Agent(cfg, ctx).serve(stop)
+
+    return runtime.run(start, cfg.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The aggregator daemon: children below, one parent above, nothing of its own to lose.
+
+Children's frames go up inside BATCH frames as their original bytes; acks,
+requests and controls from above are routed to the child that leads to their
+node. Liveness transitions of the children, and the aggregator's own health,
+are stored frames of the aggregator itself (spooled like an agent's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import defaultdict
+from typing import Callable
+
+import zmq.asyncio
+
+from clumon.aggregator.config import AggregatorConfig
+from clumon.aggregator.merge import Batcher
+from clumon.proto import runtime
+from clumon.proto.downlink import Downlink
+from clumon.proto.frames import Ack, Control, Data, Event, Frame, Hello, Kind, Request
+from clumon.proto.liveness import Transition
+from clumon.proto.spool import Spool
+from clumon.proto.tree import LatestCache, Routes, walk
+from clumon.proto.uplink import Uplink
+
+log = logging.getLogger("clumon.aggregator")
+
+HEALTH_SERIES = (
+    "clumon_aggregator_frames_in_total",
+    "clumon_aggregator_bytes_in_total",
+    "clumon_aggregator_frames_out_total",
+    "clumon_aggregator_bytes_out_total",
+    "clumon_aggregator_batches_out_total",
+    "clumon_aggregator_decode_errors_total",
+    "clumon_aggregator_frames_unsent_total",
+    "clumon_aggregator_spool_frames",
+    "clumon_aggregator_spool_dropped_total",
+    "clumon_aggregator_children",
+    "clumon_aggregator_children_up",
+    "clumon_aggregator_pending_frames",
+)
+
+
+def transition_event(t: Transition, role: str | None) -> Event:
+    """The stored EVENT for a liveness transition of a direct child."""
+    return Event(
+        "state", t.subject, f"{t.subject}: {t.old or 'new'} -> {t.new}",
+        {"old": t.old, "new": t.new, "at": t.at, "incarnation": t.incarnation,
+         "last_heard": t.last_heard, "role": role or "agent"},
+    )
+
+
+class Aggregator:
+    """One rack's aggregator."""
+
+    def __init__(self, cfg: AggregatorConfig, ctx: zmq.asyncio.Context):
+        self.cfg = cfg
+        self.name = cfg.node_name
+        self.incarnation = time.time_ns()
+        self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age)
+        self.uplink = Uplink(ctx, self.name, self.incarnation, tuple(cfg.parents), cfg.timings,
+                             self.spool, self._from_parent, cfg.max_frame_bytes)
+        self.downlink = Downlink(ctx, cfg.listen, self.name, self.incarnation, self._from_child,
+                                 self._transitions, cfg.heartbeat_interval, cfg.down_after,
+                                 cfg.max_frame_bytes, lambda: self.uplink.root_incarnation)
+        self.batcher = Batcher(self.name, self.incarnation, self.uplink.send_raw,
+                               cfg.batch_max_frames, cfg.batch_max_delay, cfg.max_frame_bytes // 2)
+        self.routes = Routes()
+        self.cache = LatestCache()
+        self.inner_errors = 0
+        self._asked_hello: dict[str, float] = {}
+        self._down_handlers: dict[Kind, Callable[[Frame], None]] = {
+            Kind.ACK: self._route_ack,
+            Kind.CONTROL: self._route_control,
+            Kind.REQUEST: self._route_request,
+        }
+
+    # --- from children ---------------------------------------------------------------
+
+    def _bad_inner(self, sender: str, why: str) -> None:
+        self.inner_errors += 1
+        self.downlink.decode_errors[sender] += 1
+
+    def _from_child(self, child: str, frame: Frame, data: bytes) -> None:
+        if frame.kind is Kind.REPLY:
+            self.uplink.send_raw(data)
+            return
+        if frame.kind not in (Kind.HELLO, Kind.DATA, Kind.EVENT, Kind.BATCH):
+            return
+        for _path, inner, _raw in walk(frame, (), data, self._bad_inner, self.cfg.max_frame_bytes):
+            self.routes.learn(inner.sender, child)
+            if inner.kind is Kind.HELLO:
+                self.cache.hello(inner)
+            elif inner.kind is Kind.DATA and not self.cache.data(inner):
+                self._ask_hello(child, inner.sender)
+        self.batcher.add(data)
+
+    def _ask_hello(self, child: str, node: str) -> None:
+        now = time.monotonic()
+        if now - self._asked_hello.get(node, 0.0) > 5.0:
+            self._asked_hello[node] = now
+            self.downlink.send(child, Control("resend_hello", node, {}))
+
+    def _transitions(self, transitions: list[Transition]) -> None:
+        for t in transitions:
+            log.info("child %s: %s -> %s", t.subject, t.old, t.new)
+            self.uplink.send_stored(transition_event(t, self.downlink.role_of(t.subject)))
+
+    # --- from the parent -------------------------------------------------------------
+
+    def _from_parent(self, frame: Frame) -> None:
+        handler = self._down_handlers.get(frame.kind)
+        if handler is not None:
+            handler(frame)
+
+    def _route_ack(self, frame: Frame) -> None:
+        by_child = defaultdict(list)
+        for entry in frame.body.entries:
+            child = self.routes.child_for(entry.node)
+            if child is not None:
+                by_child[child].append(entry)
+        for child, entries in by_child.items():
+            self.downlink.send(child, Ack(tuple(entries)))
+
+    def _route_control(self, frame: Frame) -> None:
+        body: Control = frame.body
+        if body.target == self.name:
+            return
+        child = self.routes.child_for(body.target)
+        if child is not None:
+            self.downlink.send(child, body)
+
+    def _route_request(self, frame: Frame) -> None:
+        req: Request = frame.body
+        by_child = defaultdict(list)
+        for target in req.targets:
+            child = self.routes.child_for(target)
+            if child is not None:
+                by_child[child].append(target)
+        for child, targets in by_child.items():
+            self.downlink.send(child, Request(req.id, req.op, tuple(targets), req.args, req.timeout))
+
+    # --- own health ------------------------------------------------------------------
+
+    def health_values(self) -> list[float]:
+        d, u, b = self.downlink, self.uplink, self.batcher
+        children = d.liveness.children.values()
+        return [
+            d.frames_in, d.bytes_in, u.frames_out, u.bytes_out, b.batches_out,
+            sum(d.decode_errors.values()), b.frames_unsent, len(self.spool),
+            self.spool.dropped_total, len(children), sum(1 for c in children if c.state == "up"),
+            len(b),
+        ]
+
+    async def _timers(self) -> None:
+        tick_every = min(self.cfg.batch_max_delay, 0.05)
+        next_liveness = next_health = time.monotonic()
+        while True:
+            await asyncio.sleep(tick_every)
+            if self.batcher.due():
+                self.batcher.flush()
+            now = time.monotonic()
+            if now >= next_liveness:
+                next_liveness = now + min(1.0, self.cfg.heartbeat_interval / 2)
+                self.downlink.tick()
+                self.uplink.tick()
+            if now >= next_health:
+                next_health = now + self.cfg.health_interval
+                self.uplink.send_stored(Data.from_values(1, self.health_values()))
+
+    # --- life cycle ------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        await asyncio.sleep(random.uniform(0, self.cfg.jitter))
+        self.uplink.send_stored(Hello(1, HEALTH_SERIES, {"host": self.name, "software_version": "0.1.0"}, "aggregator"))
+        tasks = [
+            asyncio.create_task(self.downlink.receive(), name="children"),
+            asyncio.create_task(self.uplink.receive(), name="parent"),
+            asyncio.create_task(self._timers(), name="timers"),
+        ]
+        runtime.notify_ready("aggregator", {"name": self.name, "listen": self.cfg.listen,
+                                            "port": self.downlink.port, "parents": list(self.cfg.parents)})
+        await stop.wait()
+        runtime.notify_stopping()
+        self.batcher.flush()
+        await asyncio.sleep(0.05)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.downlink.close()
+        self.uplink.close()
+        log.info("aggregator %s stopped", self.name)
