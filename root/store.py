@@ -1,0 +1,437 @@
+"""The root's storage: one ``Store`` over SQLite (embedded) or PostgreSQL (server).
+
+The backend is chosen by the SQLAlchemy URL alone (``sqlite:///path.db`` or
+``postgresql+psycopg://...``). Every method blocks: the root calls ``write`` from
+one writer thread and the reads from an executor; the engine's pool hands each
+thread its own connection.
+
+Trouble with the database (refused connection, file that cannot be opened or
+written, a lock held too long, a server gone away) surfaces as
+``StoreUnavailable``, never as a driver error, and always after a rollback: the
+caller keeps its frames (and holds back their ACKs) and calls ``write`` again
+later. Because every write is idempotent, writing a batch twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from . import schema as S
+from .pgcopy import copy_insert_ignore, pg_error_types
+
+#: Batches at least this large go through COPY on PostgreSQL (measured:
+#: bench figures in docs/ARCHITECTURE_STORAGE.md).
+COPY_THRESHOLD = 200
+#: Seconds before a PostgreSQL connection attempt to an unresponsive host fails.
+PG_CONNECT_TIMEOUT = 10
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRow:
+    """One stored frame: its key, time, kind and its original bytes (``payload``)."""
+
+    node: str
+    incarnation: int
+    seq: int
+    ts: float
+    kind: int
+    dict_version: int | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DictionaryRow:
+    """A HELLO's series dictionary and inventory."""
+
+    node: str
+    incarnation: int
+    dict_version: int
+    series: tuple[str, ...]
+    inventory: dict
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A decoded EVENT, keyed by the frame that carried it (stored once)."""
+
+    ts: float
+    subject: str
+    type: str
+    message: str
+    attrs: dict
+    source: str
+    source_incarnation: int
+    source_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """A node in the live view. ``path`` is the aggregators from the root down,
+    joined by ``/`` (``""`` for a direct child of the root)."""
+
+    name: str
+    path: str
+    parent: str
+    role: str
+    state: str
+    since: float
+    incarnation: int
+    last_seen: float
+    inventory: dict
+
+
+@dataclass(frozen=True, slots=True)
+class StateRow:
+    """One period of a node's state, from ``since`` until the next row."""
+
+    node: str
+    since: float
+    state: str
+    incarnation: int
+
+
+class StoreError(Exception):
+    """The database refused the data itself (not its availability): retrying the
+    same batch unchanged will fail again."""
+
+
+class StoreUnavailable(StoreError):
+    """The database is away (connection refused, file unwritable, locked): the
+    caller keeps its frames and retries later; nothing was committed."""
+
+
+def _jsonable(value: Any) -> Any:
+    """Make msgpack-decoded values JSON-safe: bytes as hex, non-finite floats as
+    None (PostgreSQL's json type rejects NaN), tuples as lists, keys as str."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(_jsonable(value), separators=(",", ":"), allow_nan=False)
+
+
+def _sqlite_pragmas(busy_timeout: float):
+    def on_connect(dbapi_conn, _record) -> None:
+        # Take transaction control away from pysqlite so BEGIN is ours (below).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    return on_connect
+
+
+def make_engine(url: str, busy_timeout: float = 5.0) -> sa.Engine:
+    """An engine for ``url`` set up for the root: SQLite in WAL mode with
+    ``synchronous=NORMAL`` and a busy timeout; PostgreSQL with pre-ping (a
+    restarted server's dead connections are replaced, not reported), a connect
+    timeout and ``lock_timeout`` = ``busy_timeout``."""
+    u = sa.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            u,
+            connect_args={"check_same_thread": False, "timeout": busy_timeout},
+            json_serializer=_dumps,
+        )
+        sa_event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
+        sa_event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return engine
+    engine = sa.create_engine(
+        u, pool_pre_ping=True, json_serializer=_dumps, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT}
+    )
+    sa_event.listen(engine, "connect", _pg_settings(busy_timeout))
+    return engine
+
+
+def _pg_settings(lock_timeout: float):
+    def on_connect(dbapi_conn, _record) -> None:
+        # A lock held elsewhere must end in StoreUnavailable, not a writer stuck forever.
+        dbapi_conn.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
+        dbapi_conn.commit()
+
+    return on_connect
+
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+    sqlite3.OperationalError,
+    sqlite3.InterfaceError,
+) + pg_error_types()[0]
+_REFUSED: tuple[type[BaseException], ...] = (sa.exc.DBAPIError, sqlite3.Error) + pg_error_types()[1]
+
+
+class _Translate:
+    """Context manager turning driver errors into StoreUnavailable / StoreError."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et, ev, tb) -> bool:
+        if ev is None:
+            return False
+        if isinstance(ev, _UNAVAILABLE) or (isinstance(ev, sa.exc.DBAPIError) and ev.connection_invalidated):
+            raise StoreUnavailable(f"database unavailable: {_first_line(ev)}") from ev
+        if isinstance(ev, _REFUSED):
+            raise StoreError(f"database refused the data: {_first_line(ev)}") from ev
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Store:
+    """The root's tables behind a small blocking API; see the module docstring.
+
+    The schema is created or upgraded on first contact. If the database is away
+    when the Store is made, construction still succeeds and the first call that
+    reaches the database retries it (raising ``StoreUnavailable`` meanwhile), so
+    a root can start before its database.
+    """
+
+    def __init__(self, url: str, *, busy_timeout: float = 5.0, copy_threshold: int = COPY_THRESHOLD):
+        self.url = url
+        self.engine = make_engine(url, busy_timeout)
+        self.backend = self.engine.dialect.name
+        self.copy_threshold = copy_threshold
+        self._insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
+        self._schema_lock = threading.Lock()
+        self.schema_version = 0
+        try:
+            self._ensure_schema()
+        except StoreUnavailable:
+            pass
+
+    def _ensure_schema(self) -> None:
+        if self.schema_version:
+            return
+        with self._schema_lock, _Translate():
+            if not self.schema_version:
+                self.schema_version = S.upgrade(self.engine)
+
+    # --- writing -----------------------------------------------------------
+
+    def write(
+        self,
+        frames: list[FrameRow] = (),
+        dictionaries: list[DictionaryRow] = (),
+        events: list[EventRow] = (),
+        nodes: list[NodeRow] = (),
+    ) -> None:
+        """Store everything in ONE transaction, idempotently: frames, dictionaries
+        and events that are already there are skipped; nodes are upserted by name
+        (the last row of a name in the batch wins) and each node's
+        ``(since, state)`` is added to the state history.
+
+        Raises ``StoreUnavailable`` when the database cannot be reached or
+        written; then nothing of the batch is committed.
+        """
+        self._ensure_schema()
+        with _Translate(), self.engine.begin() as conn:
+            if frames:
+                self._insert_ignore(conn, S.frames, [_frame_dict(f) for f in frames])
+            if dictionaries:
+                self._insert_ignore(conn, S.dictionaries, [_dict_dict(d) for d in dictionaries])
+            if events:
+                self._insert_ignore(conn, S.events, [_event_dict(e) for e in events])
+            if nodes:
+                self._upsert_nodes(conn, nodes)
+
+    def _insert_ignore(self, conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+        if self.backend == "postgresql" and len(rows) >= self.copy_threshold:
+            copy_insert_ignore(conn, table, rows, _dumps)
+            return
+        conn.execute(self._insert(table).on_conflict_do_nothing(), rows)
+
+    def _upsert_nodes(self, conn: sa.Connection, nodes: Iterable[NodeRow]) -> None:
+        latest = {n.name: n for n in nodes}
+        rows = [_node_dict(n) for n in latest.values()]
+        stmt = self._insert(S.nodes)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[S.nodes.c.name],
+            set_={c.name: stmt.excluded[c.name] for c in S.nodes.columns if c.name != "name"},
+        )
+        conn.execute(stmt, rows)
+        history = [
+            {"node": n.name, "since": n.since, "state": n.state, "incarnation": n.incarnation}
+            for n in latest.values()
+        ]
+        conn.execute(self._insert(S.state_history).on_conflict_do_nothing(), history)
+
+    def forget(self, node: str) -> bool:
+        """Drop ``node`` from the live view (its history stays until retention
+        removes it). Returns whether the node was there."""
+        self._ensure_schema()
+        with _Translate(), self.engine.begin() as conn:
+            return conn.execute(S.nodes.delete().where(S.nodes.c.name == node)).rowcount > 0
+
+    # --- reading -----------------------------------------------------------
+
+    def _rows(self, query: sa.Executable) -> list[sa.Row]:
+        self._ensure_schema()
+        with _Translate(), self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def dictionaries(self, node: str | None = None) -> list[DictionaryRow]:
+        """Stored dictionaries (of one node, or all), by node, incarnation, version."""
+        t = S.dictionaries
+        q = sa.select(t).order_by(t.c.node, t.c.incarnation, t.c.dict_version)
+        if node is not None:
+            q = q.where(t.c.node == node)
+        return [
+            DictionaryRow(r.node, r.incarnation, r.dict_version, tuple(r.series), r.inventory, r.role)
+            for r in self._rows(q)
+        ]
+
+    def frames(self, node: str, since: float, until: float, kinds: tuple[int, ...] = (2,)) -> list[FrameRow]:
+        """Frames of ``node`` with ``since <= ts <= until`` and a kind in
+        ``kinds`` (default DATA), oldest first."""
+        t = S.frames
+        q = (
+            sa.select(t)
+            .where(t.c.node == node, t.c.ts >= since, t.c.ts <= until, t.c.kind.in_(kinds))
+            .order_by(t.c.ts, t.c.incarnation, t.c.seq)
+        )
+        return [FrameRow(*r) for r in self._rows(q)]
+
+    def nodes(self) -> list[NodeRow]:
+        """Every node of the live view, by name."""
+        return [
+            NodeRow(r.name, r.path, r.parent, r.role, r.state, r.since, r.incarnation, r.last_seen, r.inventory)
+            for r in self._rows(sa.select(S.nodes).order_by(S.nodes.c.name))
+        ]
+
+    def events(
+        self,
+        subject: str | None = None,
+        type: str | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[EventRow]:
+        """Stored events, newest first, optionally of one subject / type and
+        with ``ts >= since``; at most ``limit``."""
+        t = S.events
+        q = sa.select(t).order_by(
+            t.c.ts.desc(), t.c.source, t.c.source_incarnation.desc(), t.c.source_seq.desc()
+        )
+        if subject is not None:
+            q = q.where(t.c.subject == subject)
+        if type is not None:
+            q = q.where(t.c.type == type)
+        if since is not None:
+            q = q.where(t.c.ts >= since)
+        q = q.limit(max(0, int(limit)))
+        return [
+            EventRow(r.ts, r.subject, r.type, r.message, r.attrs, r.source, r.source_incarnation, r.source_seq)
+            for r in self._rows(q)
+        ]
+
+    def state_history(self, node: str, since: float | None = None) -> list[StateRow]:
+        """The states ``node`` has been in, oldest first."""
+        t = S.state_history
+        q = sa.select(t).where(t.c.node == node).order_by(t.c.since)
+        if since is not None:
+            q = q.where(t.c.since >= since)
+        return [StateRow(r.node, r.since, r.state, r.incarnation) for r in self._rows(q)]
+
+    def stats(self) -> dict:
+        """Row counts per table (``<table>_rows``), ``db_bytes`` and ``backend``."""
+        self._ensure_schema()
+        out: dict[str, Any] = {"backend": self.backend, "schema_version": self.schema_version}
+        with _Translate(), self.engine.connect() as conn:
+            for table in S.V1_TABLES:
+                out[f"{table.name}_rows"] = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            out["db_bytes"] = self._db_bytes(conn)
+        return out
+
+    def _db_bytes(self, conn: sa.Connection) -> int:
+        if self.backend == "postgresql":
+            names = [t.name for t in S.metadata.sorted_tables]
+            q = sa.text(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "WHERE c.relname = ANY(:names) AND c.relkind = 'r' AND pg_table_is_visible(c.oid)"
+            )
+            return int(conn.execute(q, {"names": names}).scalar_one())
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+        size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        wal = f"{self.engine.url.database.removeprefix('file:')}-wal"
+        return pages * size + (os.path.getsize(wal) if os.path.exists(wal) else 0)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+
+def _frame_dict(f: FrameRow) -> dict:
+    return {
+        "node": f.node,
+        "incarnation": f.incarnation,
+        "seq": f.seq,
+        "ts": f.ts,
+        "kind": int(f.kind),
+        "dict_version": f.dict_version,
+        "payload": f.payload,
+    }
+
+
+def _dict_dict(d: DictionaryRow) -> dict:
+    return {
+        "node": d.node,
+        "incarnation": d.incarnation,
+        "dict_version": d.dict_version,
+        "series": list(d.series),
+        "inventory": d.inventory,
+        "role": d.role,
+    }
+
+
+def _event_dict(e: EventRow) -> dict:
+    return {
+        "ts": e.ts,
+        "subject": e.subject,
+        "type": e.type,
+        "message": e.message,
+        "attrs": e.attrs,
+        "source": e.source,
+        "source_incarnation": e.source_incarnation,
+        "source_seq": e.source_seq,
+    }
+
+
+def _node_dict(n: NodeRow) -> dict:
+    return {
+        "name": n.name,
+        "path": n.path,
+        "parent": n.parent,
+        "role": n.role,
+        "state": n.state,
+        "since": n.since,
+        "incarnation": n.incarnation,
+        "last_seen": n.last_seen,
+        "inventory": n.inventory,
+    }
