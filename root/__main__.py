@@ -1,0 +1,52 @@
+"""``clumon-root``: the site's root — SQL storage and the query socket."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from clumon.proto.config import ConfigError, load
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clumon-root", description="Clumon+ site root")
+    parser.add_argument("--config", help="TOML configuration file")
+    parser.add_argument("--listen", help="endpoint children connect to (default tcp://*:7400)")
+    parser.add_argument("--query", help="endpoint clients query (default tcp://*:7401)")
+    parser.add_argument("--metrics", help="host:port for /metrics (default 127.0.0.1:7402; '' disables)")
+    parser.add_argument("--database", help="SQLAlchemy URL (default sqlite:////var/lib/clumon/root/clumon.db)")
+    parser.add_argument("--state-dir", help="state directory")
+    args = parser.parse_args(argv)
+
+    from clumon.root.config import RootConfig
+
+    overrides = {"listen": args.listen, "query": args.query, "metrics": args.metrics,
+                 "database": args.database, "state_dir": args.state_dir}
+    try:
+        cfg = load(RootConfig, args.config, overrides)
+    except ConfigError as exc:
+        print(f"clumon-root: config error: {exc}", file=sys.stderr)
+        return 2
+
+    from clumon.proto import runtime, transport
+    from clumon.root.service import Root, prepare_database
+    from clumon.root.store import Store, StoreUnavailable
+
+    try:
+        prepare_database(cfg.database)
+        store = Store(cfg.database)
+    except (StoreUnavailable, OSError) as exc:
+        print(f"clumon-root: cannot open database {cfg.database}: {exc}", file=sys.stderr)
+        return 1
+
+    def start(stop):
+        return Root(cfg, transport.make_context(), store).serve(stop)
+
+    try:
+        return runtime.run(start, cfg.log_level)
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

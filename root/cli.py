@@ -1,0 +1,221 @@
+"""``clumon``: the command line — a client of the root's query socket, and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from clumon.root.client import DEFAULT_ENDPOINT, Client, ClientError
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration(text: str) -> float:
+    """'90', '90s', '5m', '2h', '1d' -> seconds."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30s, 5m, 2h or 1d, got {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _age(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    s = max(0.0, time.time() - ts)
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if float(v).is_integer() and abs(v) < 1e15:
+        return f"{int(v)}"
+    return f"{v:.6g}"
+
+
+_STATE_STYLE = {"up": "green", "suspect": "yellow", "down": "red", "unreachable": "magenta", "restarted": "cyan"}
+
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.table import Table
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*r)
+    _console().print(t)
+
+
+def _styled(state: str) -> str:
+    style = _STATE_STYLE.get(state)
+    return f"[{style}]{state}[/{style}]" if style else state
+
+
+# --- commands: each returns the result it printed (for --json) ----------------------
+
+
+def cmd_nodes(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("nodes")
+    if not a.json:
+        _table("nodes", ["node", "role", "aggregator", "state", "since", "last seen", "incarnation"],
+               [[n["name"], n["role"], n["parent"] or "(root)", _styled(n["state"]), _when(n["since"]),
+                 _age(n["last_seen"]), str(n["incarnation"])] for n in result])
+    return result
+
+
+def cmd_tree(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("tree")
+    if not a.json:
+        from rich.tree import Tree
+
+        def label(e: dict) -> str:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(e.get("nodes_by_state", {}).items()))
+            return f"{e['name']} ({e['role']}, {_styled(e['state'])})" + (f" — {counts}" if counts and e["role"] != "agent" else "")
+
+        def build(node: Any, e: dict) -> None:
+            for ch in e["children"]:
+                build(node.add(label(ch)), ch)
+
+        t = Tree(label(result))
+        build(t, result)
+        _console().print(t)
+    return result
+
+
+def cmd_latest(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("latest", node=a.node, series=a.series or None)
+    if not a.json:
+        _table(f"latest values of {a.node} ({result['state']})", ["series", "value", "age"],
+               [[k, _num(v), _age(ts)] for k, (v, ts) in result["values"].items()])
+    return result
+
+
+def cmd_series(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("series", node=a.node, series=a.series, since=a.since, until=a.until, step=a.step)
+    if not a.json:
+        pts = result["points"]
+        _table(f"{a.series} on {a.node} ({len(pts)} points, tier {result.get('tier', 'raw')})", ["time", "value"],
+               [[_when(p[0]), _num(p[1])] for p in pts])
+    return result
+
+
+def cmd_read(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("read", targets=[a.target], series=a.series or [], max_age=a.max_age)
+    if not a.json:
+        rows = []
+        for node, part in sorted(result["nodes"].items()):
+            mode = "live" if part.get("live") else "cached"
+            for k, (v, ts) in sorted(part["values"].items()):
+                rows.append([node, k, _num(v), _age(ts), mode])
+        _table(f"read {a.target}", ["node", "series", "value", "age", "mode"], rows)
+        for what in ("down", "unknown", "timed_out"):
+            if result.get(what):
+                _console().print(f"{what.replace('_', ' ')}: {', '.join(result[what])}")
+    return result
+
+
+def cmd_events(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("events", node=a.node, kind=a.kind, since=a.since, limit=a.limit)
+    if not a.json:
+        _table("events", ["time", "subject", "type", "message", "from"],
+               [[_when(e["ts"]), e["subject"], e["type"], e["message"], e["source"]] for e in result])
+    return result
+
+
+def cmd_health(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("health")
+    if not a.json:
+        _table("root health", ["figure", "value"],
+               [[k, json.dumps(v) if isinstance(v, dict) else _num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)]
+                for k, v in result.items()])
+    return result
+
+
+def cmd_forget(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("forget", node=a.node)
+    if not a.json:
+        _console().print(f"forgot {a.node}")
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clumon", description="Clumon+ command line")
+    p.add_argument("--endpoint", default=os.environ.get("CLUMON_ENDPOINT", DEFAULT_ENDPOINT),
+                   help=f"root query endpoint (default {DEFAULT_ENDPOINT}, or $CLUMON_ENDPOINT)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the root")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run a root, 2 aggregators and 4 agents on localhost")
+    d.add_argument("--dir", default="clumon-demo", help="working directory (database, logs, state)")
+    d.add_argument("--base-port", type=int, default=7400)
+    d.add_argument("--aggregators", type=int, default=2)
+    d.add_argument("--agents", type=int, default=4)
+    d.add_argument("--duration", type=duration, default=None, help="stop by itself after this long")
+
+    sub.add_parser("nodes", help="every node with path, state, since, incarnation")
+    sub.add_parser("tree", help="the topology with per-tier health")
+    s = sub.add_parser("latest", help="newest cached values of a node")
+    s.add_argument("node")
+    s.add_argument("series", nargs="*", help="series globs")
+    s = sub.add_parser("series", help="stored points of one series")
+    s.add_argument("node")
+    s.add_argument("series")
+    s.add_argument("--since", type=duration, default=3600.0, help="how far back (e.g. 5m, 2h)")
+    s.add_argument("--until", type=duration, default=None, help="up to this long ago")
+    s.add_argument("--step", type=duration, default=None, help="bucket width")
+    s = sub.add_parser("read", help="fresh read through the tree")
+    s.add_argument("target", help="node, comma list or glob")
+    s.add_argument("series", nargs="*", help="series globs")
+    s.add_argument("--max-age", type=float, default=0.0, help="accept a snapshot this young")
+    s = sub.add_parser("events", help="stored events")
+    s.add_argument("--node")
+    s.add_argument("--kind")
+    s.add_argument("--since", type=duration, default=86400.0)
+    s.add_argument("--limit", type=int, default=200)
+    sub.add_parser("health", help="the root's own figures")
+    s = sub.add_parser("forget", help="drop a decommissioned node from the live view")
+    s.add_argument("node")
+    return p
+
+
+COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Any]] = {
+    "nodes": cmd_nodes, "tree": cmd_tree, "latest": cmd_latest, "series": cmd_series,
+    "read": cmd_read, "events": cmd_events, "health": cmd_health, "forget": cmd_forget,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    if a.command == "demo":
+        from clumon.root import demo
+        return demo.run(Path(a.dir), a.base_port, a.aggregators, a.agents, duration=a.duration)
+    try:
+        with Client(a.endpoint, a.timeout) as c:
+            result = COMMANDS[a.command](c, a)
+    except ClientError as exc:
+        print(f"clumon: {exc}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

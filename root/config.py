@@ -1,0 +1,54 @@
+"""The root's configuration: one frozen dataclass, loaded from TOML in ``main()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clumon.proto.codec import MAX_FRAME_BYTES
+from clumon.proto.config import Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class RootConfig:
+    """Settings of ``clumon-root``."""
+
+    name: str = "root"
+    #: where aggregators (and agents without one) connect
+    listen: Endpoint = Endpoint("tcp://*:7400")
+    #: where clients (``clumon``) send queries
+    query: Endpoint = Endpoint("tcp://*:7401")
+    #: host:port of the HTTP /metrics endpoint; empty to disable
+    metrics: str = "127.0.0.1:7402"
+    #: SQLAlchemy URL: sqlite:///path (default) or postgresql+psycopg://...
+    database: str = "sqlite:////var/lib/clumon/root/clumon.db"
+    state_dir: Path = Path("/var/lib/clumon/root")
+    heartbeat_interval: float = 5.0
+    down_after: float = 30.0
+    #: seconds between commits (frames are acked only after theirs)
+    commit_interval: float = 0.05
+    commit_max_frames: int = 20000
+    #: frames held in memory while the database is away; beyond this, new frames
+    #: are dropped unacknowledged (their senders keep and replay them)
+    max_pending_frames: int = 500_000
+    #: DATA frames held while their dictionary is unknown
+    max_waiting_frames: int = 100_000
+    #: seconds a request may take when the client gives no deadline
+    request_timeout: float = 5.0
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    log_level: str = "INFO"
+
+    def check(self) -> str | None:
+        for key in ("heartbeat_interval", "down_after", "commit_interval", "request_timeout"):
+            if getattr(self, key) <= 0:
+                return f"key '{key}': expected a positive number, got {getattr(self, key)!r}"
+        if self.metrics and not _host_port(self.metrics):
+            return f"key 'metrics': expected host:port (e.g. 127.0.0.1:7402), got {self.metrics!r}"
+        if "://" not in self.database:
+            return f"key 'database': expected an SQLAlchemy URL (sqlite:///file.db), got {self.database!r}"
+        return None
+
+
+def _host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 <= int(port) < 65536

@@ -1,0 +1,134 @@
+"""``clumon demo``: a whole tree on localhost — a root, two aggregators, four agents."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from clumon.proto.runtime import READY_PREFIX
+
+
+@dataclass
+class Daemon:
+    """A daemon started as a child process, with its readiness line once seen."""
+
+    label: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    ready: dict | None = None
+    _event: threading.Event = field(default_factory=threading.Event)
+
+    def start(self, env: dict[str, str]) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=log, env=env)
+        threading.Thread(target=self._watch, args=(self.proc.stdout,), daemon=True).start()
+
+    def _watch(self, stream: IO[bytes]) -> None:
+        for line in iter(stream.readline, b""):
+            text = line.decode("utf-8", "replace").strip()
+            if text.startswith(READY_PREFIX):
+                self.ready = json.loads(text[len(READY_PREFIX):])
+                self._event.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def plan(workdir: Path, base_port: int, aggregators: int, agents: int, interval: float) -> list[Daemon]:
+    """The daemons of a demo tree, root first, agents spread over the aggregators."""
+    py = sys.executable
+    db = workdir / "clumon.db"
+    root = Daemon("root", [py, "-m", "clumon.root", "--listen", f"tcp://127.0.0.1:{base_port}",
+                           "--query", f"tcp://127.0.0.1:{base_port + 1}",
+                           "--metrics", f"127.0.0.1:{base_port + 2}",
+                           "--database", f"sqlite:///{db}", "--state-dir", str(workdir / "root")],
+                  workdir / "root.log")
+    daemons = [root]
+    for a in range(1, aggregators + 1):
+        port = base_port + 10 + a
+        daemons.append(Daemon(f"agg-{a}", [py, "-m", "clumon.aggregator", "--name", f"agg-{a}",
+                                           "--listen", f"tcp://127.0.0.1:{port}",
+                                           "--parent", f"tcp://127.0.0.1:{base_port}",
+                                           "--state-dir", str(workdir / f"agg-{a}")],
+                              workdir / f"agg-{a}.log"))
+    for n in range(1, agents + 1):
+        agg = (n - 1) * aggregators // agents + 1
+        argv = [py, "-m", "clumon.agent", "--name", f"node-{n}",
+                "--parent", f"tcp://127.0.0.1:{base_port + 10 + agg}",
+                "--state-dir", str(workdir / f"node-{n}")]
+        daemons.append(Daemon(f"node-{n}", argv, workdir / f"node-{n}.log"))
+    return daemons
+
+
+def run(workdir: Path, base_port: int = 7400, aggregators: int = 2, agents: int = 4,
+        interval: float = 1.0, duration: float | None = None) -> int:
+    """Start the tree, print where everything is, run until SIGINT/SIGTERM (or ``duration``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    workdir.mkdir(parents=True, exist_ok=True)
+    daemons = plan(workdir, base_port, aggregators, agents, interval)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        for d in daemons:
+            d.start(env)
+            if d.label in ("root",) or d.label.startswith("agg-"):
+                if not d.wait_ready(30):
+                    console.print(f"[red]{d.label} did not start; see {d.log_path}[/red]")
+                    return 1
+        for d in daemons:
+            if not d.wait_ready(30):
+                console.print(f"[red]{d.label} did not start; see {d.log_path}[/red]")
+                return 1
+        table = Table(title="clumon demo: a root, aggregators and agents on localhost")
+        for col in ("daemon", "pid", "listens / connects to", "log"):
+            table.add_column(col)
+        for d in daemons:
+            r = d.ready or {}
+            where = (f"children {r.get('listen')}, queries {r.get('query')}" if d.label == "root"
+                     else f"children {r.get('listen')} -> {', '.join(r.get('parents', []))}" if d.label.startswith("agg")
+                     else f"-> {', '.join(r.get('parents', []))}")
+            table.add_row(d.label, str(d.proc.pid), where, str(d.log_path))
+        console.print(table)
+        console.print(f"database: [bold]{workdir / 'clumon.db'}[/bold] (SQLite)")
+        console.print(f"try: clumon --endpoint tcp://127.0.0.1:{base_port + 1} nodes   "
+                      "| clumon latest node-1 | clumon series node-1 node_load1 --since 5m")
+        console.print("Ctrl-C stops everything.")
+        deadline = None if duration is None else time.monotonic() + duration
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            dead = [d for d in daemons if d.proc.poll() is not None]
+            if dead:
+                console.print(f"[red]{dead[0].label} exited ({dead[0].proc.returncode}); see {dead[0].log_path}[/red]")
+                return 1
+            stop.wait(0.5)
+        return 0
+    finally:
+        # agents first, so their last frames reach a root that is still there
+        for d in reversed(daemons):
+            d.stop()
+        console.print("demo stopped")

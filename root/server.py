@@ -1,0 +1,107 @@
+"""The root's query socket: a ROUTER that answers every request before its deadline.
+
+Requests are msgpack maps ``{op, args}``; replies are ``{ok: true, result}`` or
+``{ok: false, error: {code, message}}``. Clients may use REQ (an empty delimiter
+frame) or DEALER; the reply goes back in the same envelope. Ops that change
+anything are accepted only from loopback until authentication lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from typing import Any
+
+import msgpack
+import zmq
+
+from clumon.proto import codec
+from clumon.proto.transport import Conn
+from clumon.root.query import Queries, QueryError
+
+log = logging.getLogger("clumon.root.server")
+
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+def error(code: str, message: str) -> dict:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def _loopback(peer: str | None) -> bool:
+    if not peer:
+        return True  # ipc/inproc: local by construction
+    try:
+        return ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        return False
+
+
+class QueryServer:
+    """Receives requests, runs each as a task, replies with a fixed shape."""
+
+    def __init__(self, conn: Conn, queries: Queries, timeout: float):
+        self.conn = conn
+        self.queries = queries
+        self.timeout = timeout
+        self.requests = 0
+        self.errors = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    async def serve(self) -> None:
+        sock = self.conn.aio
+        while True:
+            parts = await sock.recv_multipart(copy=False)
+            try:
+                peer = parts[-1].get("Peer-Address")
+            except (zmq.ZMQError, AttributeError):
+                peer = None
+            envelope = [p.bytes for p in parts[:-1]]
+            task = asyncio.create_task(self._answer(envelope, parts[-1].bytes, peer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, envelope: list[bytes], payload: bytes, peer: str | None) -> None:
+        self.requests += 1
+        reply = await self._reply(payload, peer)
+        if not reply.get("ok"):
+            self.errors += 1
+        try:
+            data = msgpack.packb(reply, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            data = msgpack.packb(error("internal", f"reply not serialisable: {exc}"), use_bin_type=True)
+        self.conn.send(envelope + [data])
+
+    async def _reply(self, payload: bytes, peer: str | None) -> dict:
+        try:
+            req = codec.unpack(payload, MAX_REQUEST_BYTES)
+        except codec.DecodeError as exc:
+            return error("bad_request", str(exc))
+        if not isinstance(req, dict):
+            return error("bad_request", "request must be a map {op, args}")
+        reply = await self._run(req, peer)
+        if "id" in req:
+            reply["id"] = req["id"]
+        return reply
+
+    async def _run(self, req: dict, peer: str | None) -> dict:
+        op, args = req.get("op"), req.get("args", {})
+        if op in self.queries.mutating and not _loopback(peer):
+            return error("forbidden", f"op {op!r} is accepted only from loopback")
+        timeout = req.get("timeout", self.timeout)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+            return error("bad_args", f"timeout: expected seconds in (0, 3600], got {timeout!r}")
+        try:
+            result = await asyncio.wait_for(self.queries.dispatch(op, args), timeout)
+        except QueryError as exc:
+            return error(exc.code, exc.message)
+        except asyncio.TimeoutError:
+            return error("timeout", f"op {op!r} did not finish within {timeout}s")
+        except Exception as exc:  # an op's bug is an error value, not silence
+            log.exception("op %r failed", op)
+            return error("internal", f"{type(exc).__name__}: {exc}")
+        return {"ok": True, "result": result}
+
+
+__all__ = ["QueryServer", "error", "Any"]

@@ -1,0 +1,162 @@
+"""The root daemon: children in, SQL out, queries answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+import zmq.asyncio
+
+from clumon.proto import runtime, transport
+from clumon.proto.downlink import Downlink
+from clumon.proto.frames import Ack, Control, Frame, Kind, Request
+from clumon.proto.liveness import Transition
+from clumon.proto.tree import LatestCache, Routes, walk
+from clumon.root.config import RootConfig
+from clumon.root.ingest import Ingest
+from clumon.root.query import Queries
+from clumon.root.reads import Reads
+from clumon.root.registry import Registry
+from clumon.root.server import QueryServer
+from clumon.root.store import Store
+
+log = logging.getLogger("clumon.root")
+
+
+def prepare_database(url: str) -> None:
+    """Create the directory of a SQLite file so a fresh install just works."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+class Root:
+    """The site's root: one Downlink, one Ingest, one query server."""
+
+    def __init__(self, cfg: RootConfig, ctx: zmq.asyncio.Context, store: Store):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.incarnation = time.time_ns()
+        self.started = time.time()
+        self.store = store
+        self.registry = Registry(store.nodes())
+        self.cache = LatestCache()
+        for d in store.dictionaries():
+            self.cache.dictionaries[(d.node, d.incarnation, d.dict_version)] = d.series
+        self.routes = Routes()
+        for n in self.registry.nodes.values():
+            hop = n.path.split("/")[0] if n.path else n.name
+            self.routes.learn(n.name, hop)
+        self.downlink = Downlink(ctx, cfg.listen, self.name, self.incarnation, self._from_child,
+                                 self._transitions, cfg.heartbeat_interval, cfg.down_after,
+                                 cfg.max_frame_bytes, lambda: self.incarnation)
+        self.ingest = Ingest(store, self.registry, self.cache, self._send_ack, self._ask_hello,
+                             self.name, self.incarnation, cfg.commit_interval, cfg.commit_max_frames,
+                             cfg.max_pending_frames, cfg.max_waiting_frames)
+        self.reads = Reads(self.registry, self.routes, self.downlink.send, self.name)
+        self.queries = Queries(self.registry, self.cache, store, self.health, self.forget, self.reads.read)
+        self.query_conn = transport.router(ctx, cfg.query)
+        self.server = QueryServer(self.query_conn, self.queries, cfg.request_timeout)
+        self.inner_errors = 0
+
+    # --- children ----------------------------------------------------------------------
+
+    def _bad_inner(self, sender: str, why: str) -> None:
+        self.inner_errors += 1
+        self.downlink.decode_errors[sender] += 1
+
+    def _from_child(self, hop: str, frame: Frame, data: bytes) -> None:
+        for path, inner, raw in walk(frame, (), data, self._bad_inner, self.cfg.max_frame_bytes):
+            self.routes.learn(inner.sender, hop)
+            if inner.stored:
+                self.ingest.accept(hop, path, inner, raw)
+            elif inner.kind is Kind.REPLY:
+                self.reads.reply(inner.body)
+
+    def _send_ack(self, hop: str, ack: Ack) -> None:
+        self.downlink.send(hop, ack)
+
+    def _ask_hello(self, hop: str, node: str) -> None:
+        self.downlink.send(hop, Control("resend_hello", node, {}))
+
+    def _transitions(self, transitions: list[Transition]) -> None:
+        for t in transitions:
+            log.info("child %s: %s -> %s", t.subject, t.old, t.new)
+            role = self.downlink.role_of(t.subject)
+            self.ingest.own_event("state", t.subject, t.old, t.new,
+                                  {"at": t.at, "incarnation": t.incarnation, "last_heard": t.last_heard,
+                                   "role": role or "agent"})
+            event = self.registry.transition(t.subject, t.new, t.at, t.incarnation, role)
+            if event:
+                self.ingest.own_event("unreachable", *event)
+
+    def forget(self, node: str) -> bool:
+        known = self.registry.forget(node)
+        self.cache.forget(node)
+        self.routes.forget(node)
+        self.downlink.liveness.forget(node)
+        if known:
+            self.store.forget(node)
+        return known
+
+    # --- figures -----------------------------------------------------------------------
+
+    def health(self) -> dict:
+        d, i = self.downlink, self.ingest
+        return {
+            "name": self.name,
+            "incarnation": self.incarnation,
+            "uptime_s": time.time() - self.started,
+            "frames_in": d.frames_in,
+            "bytes_in": d.bytes_in,
+            "decode_errors": sum(d.decode_errors.values()),
+            "decode_errors_by_sender": dict(d.decode_errors),
+            "frames_stored": i.frames_stored,
+            "samples_in": i.samples_in,
+            "frames_refused": i.frames_refused,
+            "pending_frames": i.pending,
+            "commits": i.commits,
+            "last_commit_ms": i.last_commit_ms,
+            "database_ok": i.db_ok,
+            "database_error": i.db_error,
+            "nodes": len(self.registry.nodes),
+            "queries": self.server.requests,
+            **i.rates(),
+        }
+
+    # --- life cycle --------------------------------------------------------------------
+
+    async def _timers(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.cfg.heartbeat_interval / 2))
+            self.downlink.tick()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self.downlink.receive(), name="children"),
+            asyncio.create_task(self.ingest.run(), name="commits"),
+            asyncio.create_task(self.server.serve(), name="queries"),
+            asyncio.create_task(self._timers(), name="timers"),
+        ]
+        runtime.notify_ready("root", {
+            "name": self.name, "listen": self.cfg.listen, "port": self.downlink.port,
+            "query": self.cfg.query, "query_port": self.query_conn.port(),
+            "database": self.cfg.database, "pid": os.getpid(),
+        })
+        await stop.wait()
+        runtime.notify_stopping()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.ingest.commit_once()  # what arrived is stored (and acked) before we go
+        self.ingest.close()
+        self.downlink.close()
+        self.query_conn.close()
+        log.info("root stopped")
+
+
+__all__ = ["Root", "prepare_database", "Request"]
