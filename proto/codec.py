@@ -149,9 +149,30 @@ def _bytes(v: Any, what: str) -> bytes:
     return v
 
 
-def _map(v: Any, what: str) -> dict:
-    _need(type(v) is dict and all(type(k) is str for k in v), f"{what}: expected map with string keys")
+_PLAIN_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def _plain(v: Any, what: str) -> Any:
+    """Free-form values (inventory, attrs, args, results) hold only plain msgpack
+    types with string map keys at every depth: an extension type or a msgpack
+    Timestamp would pass here and then break the root's JSON columns."""
+    stack = [v]
+    while stack:  # iterative: msgpack nests deeper than Python's recursion limit
+        x = stack.pop()
+        t = type(x)
+        if t is dict:
+            _need(all(type(k) is str for k in x), f"{what}: map keys must be strings")
+            stack.extend(x.values())
+        elif t is list:
+            stack.extend(x)
+        else:
+            _need(t in _PLAIN_SCALARS, f"{what}: {t.__name__} is not a plain msgpack value")
     return v
+
+
+def _map(v: Any, what: str) -> dict:
+    _need(type(v) is dict, f"{what}: expected map with string keys")
+    return _plain(v, what)
 
 
 def _list(v: Any, what: str, n: int | None = None) -> list:
@@ -220,7 +241,7 @@ def _dec_reply(b: Any) -> Reply:
     _need(type(ok) is bool, "REPLY ok: expected bool")
     if error is not None:
         error = _map(error, "REPLY error")
-    return Reply(_str(rid, "REPLY id"), ok, result, error)
+    return Reply(_str(rid, "REPLY id"), ok, _plain(result, "REPLY result"), error)
 
 
 def _dec_control(b: Any) -> Control:
