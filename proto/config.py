@@ -103,6 +103,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str, where: str) -> Any:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown key '{prefix}{key}' (known: {known})")
         kwargs[key] = _convert(hints[key], value, prefix + key, where)
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.init and name not in kwargs:
+            raise ConfigError(f"{where}: missing key '{prefix}{name}': expected {_type_name(hints[name])}")
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if check is not None:
