@@ -51,6 +51,9 @@ class Spool:
     def add(self, seq: int, data: bytes) -> None:
         """Keep a frame until it is acknowledged; evict the oldest beyond the bounds."""
         now = self._clock()
+        replaced = self._entries.get(seq)
+        if replaced is not None:  # same seq again: keep its place, count its bytes once
+            self._bytes -= len(replaced.data)
         self._entries[seq] = SpoolEntry(seq, data, now, 0.0)
         self._bytes += len(data)
         self._evict(now)

@@ -1,0 +1,136 @@
+"""The bounded spool of unacknowledged frames, on an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from clumon.proto.spool import Spool
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def seqs(spool: Spool) -> list[int]:
+    return [e.seq for e in spool.all()]
+
+
+def test_keeps_frames_in_seq_order_until_acked(clock):
+    spool = Spool(clock=clock)
+    for s in range(1, 6):
+        spool.add(s, b"x" * s)
+    assert len(spool) == 5 and spool.bytes == 15
+    assert spool.ack([2, 4, 99]) == 2
+    assert seqs(spool) == [1, 3, 5]
+    assert spool.bytes == 9 and spool.acked_total == 2
+    assert spool.ack([2]) == 0, "a repeated ack is harmless"
+    assert spool.acked_total == 2
+
+
+def test_ack_ranges_small_and_huge(clock):
+    spool = Spool(clock=clock)
+    for s in range(1, 11):
+        spool.add(s, b"x")
+    assert spool.ack_ranges([(2, 3), (7, 7)]) == 3
+    assert seqs(spool) == [1, 4, 5, 6, 8, 9, 10]
+    # a range far wider than the spool must not walk every seq in it
+    assert spool.ack_ranges([(5, 2**62)]) == 5
+    assert seqs(spool) == [1, 4]
+    assert spool.ack_ranges([(0, 2**63 - 1)]) == 2
+    assert len(spool) == 0 and spool.bytes == 0
+
+
+def test_overflow_by_bytes_drops_oldest_and_counts(clock):
+    spool = Spool(max_bytes=100, clock=clock)
+    for s in range(1, 11):
+        spool.add(s, b"x" * 30)
+    assert spool.bytes <= 100
+    assert seqs(spool) == [8, 9, 10]
+    assert spool.dropped_total == 7
+    assert spool.take_drop_count() == 7
+    assert spool.take_drop_count() == 0, "each loss is reported once"
+    spool.add(11, b"x" * 30)
+    assert spool.take_drop_count() == 1 and spool.dropped_total == 8
+
+
+def test_a_single_frame_larger_than_the_bound_is_kept(clock):
+    """Dropping the only frame would lose it without making room for anything."""
+    spool = Spool(max_bytes=10, clock=clock)
+    spool.add(1, b"x" * 50)
+    assert seqs(spool) == [1] and spool.dropped_total == 0
+    spool.add(2, b"x" * 50)
+    assert seqs(spool) == [2] and spool.dropped_total == 1
+
+
+def test_overflow_by_age_on_add_and_on_expire(clock):
+    spool = Spool(max_age=60.0, clock=clock)
+    spool.add(1, b"a")
+    clock.t += 30
+    spool.add(2, b"b")
+    assert spool.oldest_age() == 30
+    clock.t += 30.5  # seq 1 is 60.5 s old, seq 2 30.5 s
+    spool.expire()
+    assert seqs(spool) == [2]
+    assert spool.take_drop_count() == 1
+    clock.t += 60
+    spool.add(3, b"c")  # adding also applies the age bound
+    assert seqs(spool) == [3]
+    assert spool.dropped_total == 2
+    assert spool.bytes == 1
+
+
+def test_frame_exactly_max_age_old_is_kept(clock):
+    spool = Spool(max_age=60.0, clock=clock)
+    spool.add(1, b"a")
+    clock.t += 60
+    spool.expire()
+    assert len(spool) == 1
+
+
+def test_due_lists_unsent_and_stale_frames(clock):
+    spool = Spool(clock=clock)
+    for s in (1, 2, 3):
+        spool.add(s, b"x")
+    assert [e.seq for e in spool.due(older_than=clock.t)] == [1, 2, 3], "never sent: all due"
+    spool.mark_sent(1, 1000.0)
+    spool.mark_sent(2, 1010.0)
+    spool.mark_sent(99, 1010.0)  # unknown seq: ignored
+    assert [e.seq for e in spool.due(older_than=1005.0)] == [1, 3]
+    assert [e.seq for e in spool.due(older_than=float("inf"))] == [1, 2, 3]
+
+
+def test_all_is_a_snapshot_safe_to_ack_while_iterating(clock):
+    spool = Spool(clock=clock)
+    for s in (1, 2, 3):
+        spool.add(s, b"x")
+    for e in spool.all():
+        spool.ack([e.seq])
+    assert len(spool) == 0
+
+
+def test_adding_a_seq_again_replaces_it_without_leaking_bytes(clock):
+    spool = Spool(max_bytes=100, clock=clock)
+    spool.add(1, b"x" * 40)
+    spool.add(1, b"y" * 10)
+    assert len(spool) == 1
+    assert spool.bytes == 10
+    assert [e.data for e in spool.all()] == [b"y" * 10]
+    spool.ack([1])
+    assert spool.bytes == 0
+
+
+def test_empty_spool():
+    spool = Spool()
+    assert len(spool) == 0 and spool.bytes == 0 and spool.oldest_age() == 0.0
+    assert list(spool.due(float("inf"))) == []
+    spool.expire()
+    assert spool.ack_ranges([(1, 10)]) == 0
