@@ -5,13 +5,36 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from .base import Collector
+from .cpu import CpuCollector
+from .diskio import DiskIoCollector
+from .filefd import FileFdCollector
+from .filesystem import FilesystemCollector
 from .load import LoadCollector
+from .memory import MemoryCollector
+from .netstat import NetstatCollector
+from .network import NetworkCollector
+from .pressure import PressureCollector
+from .processes import ProcessesCollector
+from .swap import SwapCollector
+from .temperature import TemperatureCollector
 from .uptime import UptimeCollector
 
 #: Source name -> factory(procfs, per_cpu). Order is the order of collection and
 #: of series in the dictionary, so keep it stable.
 _FACTORIES: dict[str, Callable[[str, bool], Collector]] = {
+    "cpu": lambda procfs, per_cpu: CpuCollector(procfs, per_cpu=per_cpu),
     "load": lambda procfs, per_cpu: LoadCollector(procfs),
+    "memory": lambda procfs, per_cpu: MemoryCollector(procfs),
+    "swap": lambda procfs, per_cpu: SwapCollector(procfs),
+    "pressure": lambda procfs, per_cpu: PressureCollector(procfs),
+    "filefd": lambda procfs, per_cpu: FileFdCollector(procfs),
+    "network": lambda procfs, per_cpu: NetworkCollector(procfs),
+    "netstat": lambda procfs, per_cpu: NetstatCollector(procfs),
+    "diskio": lambda procfs, per_cpu: DiskIoCollector(procfs),
+    "filesystem": lambda procfs, per_cpu: FilesystemCollector(procfs),
+    "processes": lambda procfs, per_cpu: ProcessesCollector(procfs),
+    # Reads sysfs through psutil, not procfs: sensors live under /sys/class.
+    "temperature": lambda procfs, per_cpu: TemperatureCollector(),
     "uptime": lambda procfs, per_cpu: UptimeCollector(procfs),
 }
 

@@ -1,0 +1,27 @@
+"""Open file handles from /proc/sys/fs/file-nr."""
+
+from __future__ import annotations
+
+from .base import Sample, read_bytes
+
+
+class FileFdCollector:
+    """``node_filefd_allocated`` (file handles in use node-wide) and
+    ``node_filefd_maximum`` (fs.file-max): running out stops every job on the node.
+    """
+
+    name = "filefd"
+    default_interval = 1.0
+
+    def __init__(self, procfs: str = "/proc") -> None:
+        self._path = f"{procfs}/sys/fs/file-nr"
+
+    def collect(self) -> list[Sample]:
+        """Read file-nr ("allocated  unused  max"); ``None`` values if unreadable."""
+        raw = read_bytes(self._path)
+        fields = raw.split() if raw else []
+        try:
+            allocated, maximum = float(fields[0]), float(fields[2])
+        except (IndexError, ValueError):
+            allocated = maximum = None
+        return [Sample("node_filefd_allocated", allocated), Sample("node_filefd_maximum", maximum)]

@@ -1,0 +1,114 @@
+"""TCP/UDP protocol counters from /proc/net/snmp and socket counts from
+/proc/net/sockstat."""
+
+from __future__ import annotations
+
+import os
+
+from .base import Sample, read_bytes
+
+#: (protocol line, column header) -> series. Retransmits, resets, discards,
+#: reassembly failures and UDP buffer errors are what show a struggling
+#: MPI/NFS/storage network on a node.
+_SNMP = {
+    (b"Ip:", b"InReceives"): "node_ip_received_packets_total",
+    (b"Ip:", b"InDelivers"): "node_ip_delivered_packets_total",
+    (b"Ip:", b"OutRequests"): "node_ip_sent_packets_total",
+    (b"Ip:", b"InDiscards"): "node_ip_receive_discards_total",
+    (b"Ip:", b"OutDiscards"): "node_ip_send_discards_total",
+    (b"Ip:", b"InHdrErrors"): "node_ip_header_errors_total",
+    (b"Ip:", b"ReasmFails"): "node_ip_reassembly_failures_total",
+    (b"Icmp:", b"InMsgs"): "node_icmp_received_messages_total",
+    (b"Icmp:", b"OutMsgs"): "node_icmp_sent_messages_total",
+    (b"Icmp:", b"InErrors"): "node_icmp_receive_errors_total",
+    (b"Tcp:", b"ActiveOpens"): "node_tcp_active_opens_total",
+    (b"Tcp:", b"PassiveOpens"): "node_tcp_passive_opens_total",
+    (b"Tcp:", b"AttemptFails"): "node_tcp_attempt_fails_total",
+    (b"Tcp:", b"EstabResets"): "node_tcp_established_resets_total",
+    (b"Tcp:", b"CurrEstab"): "node_tcp_connections_established",
+    (b"Tcp:", b"InSegs"): "node_tcp_received_segments_total",
+    (b"Tcp:", b"OutSegs"): "node_tcp_sent_segments_total",
+    (b"Tcp:", b"RetransSegs"): "node_tcp_retransmitted_segments_total",
+    (b"Tcp:", b"InErrs"): "node_tcp_receive_errors_total",
+    (b"Tcp:", b"OutRsts"): "node_tcp_sent_resets_total",
+    (b"Udp:", b"InDatagrams"): "node_udp_received_datagrams_total",
+    (b"Udp:", b"OutDatagrams"): "node_udp_sent_datagrams_total",
+    (b"Udp:", b"NoPorts"): "node_udp_no_port_total",
+    (b"Udp:", b"InErrors"): "node_udp_receive_errors_total",
+    (b"Udp:", b"RcvbufErrors"): "node_udp_receive_buffer_errors_total",
+    (b"Udp:", b"SndbufErrors"): "node_udp_send_buffer_errors_total",
+}
+_PROTOCOLS = frozenset(proto for proto, _ in _SNMP)
+
+#: (sockstat line, field) -> (series, multiplier; 0 means page size).
+_SOCKSTAT = {
+    (b"sockets:", b"used"): ("node_sockets_used", 1),
+    (b"TCP:", b"inuse"): ("node_tcp_sockets_inuse", 1),
+    (b"TCP:", b"orphan"): ("node_tcp_sockets_orphan", 1),
+    (b"TCP:", b"tw"): ("node_tcp_sockets_time_wait", 1),
+    (b"TCP:", b"mem"): ("node_tcp_memory_bytes", 0),  # counted in pages
+    (b"UDP:", b"inuse"): ("node_udp_sockets_inuse", 1),
+}
+
+
+class NetstatCollector:
+    """Node-wide IP, ICMP, TCP and UDP counters (``node_ip_*_total``,
+    ``node_icmp_*_total``, ``node_tcp_*_total``, ``node_udp_*_total``),
+    established connections and socket counts (``node_sockets_used``,
+    ``node_tcp_sockets_*``, ``node_tcp_memory_bytes``). IPv4 and IPv6 together, as
+    the kernel counts them in /proc/net/snmp.
+    """
+
+    name = "netstat"
+    default_interval = 1.0
+
+    def __init__(self, procfs: str = "/proc", page_size: int | None = None) -> None:
+        self._snmp = f"{procfs}/net/snmp"
+        self._sockstat = f"{procfs}/net/sockstat"
+        self._page_size = page_size or os.sysconf("SC_PAGE_SIZE")
+
+    def collect(self) -> list[Sample]:
+        """Read both files; a missing one drops its series only."""
+        return self._from_snmp() + self._from_sockstat()
+
+    def _from_snmp(self) -> list[Sample]:
+        raw = read_bytes(self._snmp)
+        if not raw:
+            return []
+        out = []
+        lines = raw.split(b"\n")
+        # Each protocol is a header line of column names, then a line of values.
+        for head, values in zip(lines[::2], lines[1::2]):
+            names, numbers = head.split(), values.split()
+            if not names or names[0] not in _PROTOCOLS or len(names) != len(numbers):
+                continue
+            for col, number in zip(names[1:], numbers[1:]):
+                metric = _SNMP.get((names[0], col))
+                if metric is not None:
+                    out.append(Sample(metric, _float(number)))
+        return out
+
+    def _from_sockstat(self) -> list[Sample]:
+        raw = read_bytes(self._sockstat)
+        if not raw:
+            return []
+        out = []
+        # "TCP: inuse 11 orphan 0 tw 2 alloc 14 mem 93"
+        for line in raw.split(b"\n"):
+            fields = line.split()
+            if not fields:
+                continue
+            for key, number in zip(fields[1::2], fields[2::2]):
+                spec = _SOCKSTAT.get((fields[0], key))
+                if spec is not None:
+                    value = _float(number)
+                    scale = spec[1] or self._page_size
+                    out.append(Sample(spec[0], None if value is None else value * scale))
+        return out
+
+
+def _float(text: bytes) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

@@ -1,0 +1,73 @@
+"""Pressure stall information from /proc/pressure/* (Linux >= 4.20 with PSI on)."""
+
+from __future__ import annotations
+
+from .base import Sample, read_bytes
+
+#: Resource -> the lines worth sending. System-wide "full" for cpu is defined as
+#: always zero by the kernel, so it is left out; irq has only a "full" line.
+RESOURCES = {
+    "cpu": ("some",),
+    "io": ("some", "full"),
+    "memory": ("some", "full"),
+    "irq": ("full",),
+}
+#: PSI line kind -> the word node_exporter uses, so dashboards carry over.
+_WORD = {"some": "waiting", "full": "stalled"}
+
+
+class PressureCollector:
+    """Stall time per resource: ``node_pressure_<res>_<waiting|stalled>_seconds_total``
+    (the kernel's cumulative ``total``) and ``node_pressure_<res>_<...>_ratio`` (the
+    kernel's 10-second average, 0..1, so a bounded mask can act on it at the source).
+
+    "waiting" is the "some" line (at least one task stalled), "stalled" the "full"
+    line (all non-idle tasks stalled). Kernels without PSI yield no samples.
+    """
+
+    name = "pressure"
+    default_interval = 1.0
+
+    def __init__(self, procfs: str = "/proc") -> None:
+        self._files = []
+        for res, kinds in RESOURCES.items():
+            names = {
+                kind.encode(): (
+                    f"node_pressure_{res}_{_WORD[kind]}_seconds_total",
+                    f"node_pressure_{res}_{_WORD[kind]}_ratio",
+                )
+                for kind in kinds
+            }
+            self._files.append((f"{procfs}/pressure/{res}", names))
+
+    def collect(self) -> list[Sample]:
+        """Read each /proc/pressure file that exists."""
+        out: list[Sample] = []
+        for path, names in self._files:
+            raw = read_bytes(path)
+            if raw:
+                out.extend(_parse(raw, names))
+        return out
+
+
+def _parse(raw: bytes, names: dict[bytes, tuple[str, str]]) -> list[Sample]:
+    out = []
+    for line in raw.split(b"\n"):
+        fields = line.split()
+        pair = names.get(fields[0]) if fields else None
+        if pair is None:
+            continue
+        # "some avg10=0.23 avg60=0.24 avg300=0.56 total=7856314" (total in µs)
+        values = dict(f.partition(b"=")[::2] for f in fields[1:])
+        out.append(Sample(pair[0], _number(values.get(b"total"), 1e-6)))
+        out.append(Sample(pair[1], _number(values.get(b"avg10"), 0.01)))
+    return out
+
+
+def _number(text: bytes | None, scale: float) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text) * scale
+    except ValueError:
+        return None
