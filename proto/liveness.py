@@ -90,11 +90,12 @@ class Liveness:
             quiet = mono - child.last_heard_mono
             if child.state == RESTARTED:
                 out.append(self._move(child, UP, wall))
+            # A transition happened when the threshold passed, not when this tick
+            # (late if the loop was busy) noticed it; min() guards a wall clock step.
             if quiet >= self.down_after and child.state != DOWN:
-                # the time of death is when it was last heard plus down_after
-                out.append(self._move(child, DOWN, wall))
+                out.append(self._move(child, DOWN, min(wall, child.last_heard_wall + self.down_after)))
             elif self.suspect_after <= quiet < self.down_after and child.state == UP:
-                out.append(self._move(child, SUSPECT, wall))
+                out.append(self._move(child, SUSPECT, min(wall, child.last_heard_wall + self.suspect_after)))
         return out
 
     def forget(self, name: str) -> bool:
