@@ -19,7 +19,7 @@ import zmq.asyncio
 
 from clumon.aggregator.config import AggregatorConfig
 from clumon.aggregator.merge import Batcher
-from clumon.proto import runtime
+from clumon.proto import codec, runtime
 from clumon.proto.downlink import Downlink
 from clumon.proto.frames import Ack, Control, Data, Event, Frame, Hello, Kind, Request
 from clumon.proto.liveness import Transition
@@ -87,7 +87,8 @@ class Aggregator:
 
     def _from_child(self, child: str, frame: Frame, data: bytes) -> None:
         if frame.kind is Kind.REPLY:
-            self.uplink.send_raw(data)
+            # replies go up at once, in an envelope of their own, so the path is kept
+            self.uplink.send_raw(codec.encode_batch(self.name, self.incarnation, time.time(), [data]))
             return
         if frame.kind not in (Kind.HELLO, Kind.DATA, Kind.EVENT, Kind.BATCH):
             return

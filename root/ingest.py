@@ -114,7 +114,8 @@ class Ingest:
                                          frame.sender, frame.incarnation, frame.seq))
             dict_version = None
             if body.type == "state":
-                self._apply_state(body.subject, body.attrs, frame.ts)
+                parent_path = "/".join(path + (frame.sender,))
+                self._apply_state(body.subject, body.attrs, frame.ts, parent_path)
         event = self.registry.seen(frame.sender, node_path, frame.incarnation, frame.ts)
         if event:
             self.own_event("state", *event)
@@ -124,14 +125,14 @@ class Ingest:
         if kind is Kind.HELLO:
             self._release_waiting(frame)
 
-    def _apply_state(self, subject: str, attrs: dict, ts: float) -> None:
+    def _apply_state(self, subject: str, attrs: dict, ts: float, path: str) -> None:
         new = attrs.get("new")
         if not isinstance(new, str):
             return
         at = attrs.get("at", ts)
         inc = attrs.get("incarnation")
         event = self.registry.transition(subject, new, float(at) if isinstance(at, (int, float)) else ts,
-                                         inc if isinstance(inc, int) else None, attrs.get("role"))
+                                         inc if isinstance(inc, int) else None, attrs.get("role"), path)
         if event:
             self.own_event("unreachable", *event)
 

@@ -87,11 +87,14 @@ class Registry:
         self._dirty.add(node.name)
 
     def transition(self, subject: str, new: str, at: float, incarnation: int | None = None,
-                   role: str | None = None) -> RootEvent | None:
-        """Apply a liveness transition; for a dead aggregator, one event for its subtree."""
+                   role: str | None = None, path: str | None = None) -> RootEvent | None:
+        """Apply a liveness transition reported by the parent at ``path``;
+        for a dead aggregator, one event for its whole subtree."""
         node = self.nodes.get(subject)
         if node is None:
-            node = self.nodes[subject] = NodeState(subject, state=new, since=at)
+            node = self.nodes[subject] = NodeState(subject, path or "", state=new, since=at)
+        elif path is not None and node.path != path:
+            node.path = path
         if role and node.role != role:
             node.role = role
         if incarnation:

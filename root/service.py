@@ -72,6 +72,8 @@ class Root:
     def _from_child(self, hop: str, frame: Frame, data: bytes) -> None:
         for path, inner, raw in walk(frame, (), data, self._bad_inner, self.cfg.max_frame_bytes):
             self.routes.learn(inner.sender, hop)
+            if inner.kind is Kind.EVENT and inner.body.type == "state":
+                self.routes.learn(inner.body.subject, hop)  # its parent reports it: same way down
             if inner.stored:
                 self.ingest.accept(hop, path, inner, raw)
             elif inner.kind is Kind.REPLY:
@@ -90,7 +92,7 @@ class Root:
             self.ingest.own_event("state", t.subject, t.old, t.new,
                                   {"at": t.at, "incarnation": t.incarnation, "last_heard": t.last_heard,
                                    "role": role or "agent"})
-            event = self.registry.transition(t.subject, t.new, t.at, t.incarnation, role)
+            event = self.registry.transition(t.subject, t.new, t.at, t.incarnation, role, "")
             if event:
                 self.ingest.own_event("unreachable", *event)
 

@@ -1,0 +1,103 @@
+"""End to end: a root, two aggregators and four agents as separate processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+from harness import wait_for
+
+from clumon.root.client import Client
+
+
+def cli(query: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint", query, *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def nodes_json(query: str) -> dict[str, dict]:
+    out = cli(query, "--json", "nodes")
+    assert out.returncode == 0, out.stderr
+    return {n["name"]: n for n in json.loads(out.stdout)}
+
+
+def test_four_agents_through_two_aggregators_reach_sqlite(tree, tmp_path):
+    root = tree.root()
+    aggs = [tree.aggregator(f"agg-{i}", [root.port]) for i in (1, 2)]
+    agents = [tree.agent(f"node-{n}", [aggs[(n - 1) // 2].port]) for n in range(1, 5)]
+
+    def all_up():
+        nodes = nodes_json(root.query)
+        return all(nodes.get(f"node-{n}", {}).get("state") == "up" for n in range(1, 5)) and nodes
+
+    nodes = wait_for(all_up, what="four agents up")
+    assert nodes["node-1"]["parent"] == "agg-1" and nodes["node-4"]["parent"] == "agg-2"
+    assert nodes["agg-1"]["role"] == "aggregator"
+
+    db = tmp_path / "clumon.db"
+
+    def stored_per_node():
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT node, count(*) FROM frames WHERE kind = 2 GROUP BY node").fetchall()
+        counts = dict(rows)
+        return all(counts.get(f"node-{n}", 0) >= 2 for n in range(1, 5)) and counts
+
+    wait_for(stored_per_node, what="DATA frames of every agent in SQLite")
+
+    with Client(root.query) as c:
+        latest = c.call("latest", node="node-1")
+        assert "node_load1" in latest["values"]
+        series = c.call("series", node="node-1", series="node_load1", since=300)
+        assert len(series["points"]) >= 2
+        assert all(isinstance(p[1], float) for p in series["points"])
+
+    codes = tree.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+    for d in [root, *aggs, *agents]:
+        assert d.proc.poll() is not None
+
+
+def test_cli_latest_and_series_print_tables(tree):
+    root = tree.root()
+    agg = tree.aggregator("agg-1", [root.port])
+    tree.agent("node-1", [agg.port])
+    wait_for(lambda: nodes_json(root.query).get("node-1"), what="node-1 known")
+    wait_for(lambda: "node_load1" in cli(root.query, "latest", "node-1").stdout, what="latest table")
+    out = wait_for(lambda: (r := cli(root.query, "series", "node-1", "node_load1", "--since", "5m")).returncode == 0
+                   and r.stdout.count("20") >= 2 and r, what="series table")
+    assert "node_load1 on node-1" in out.stdout
+
+
+def test_unknown_op_and_bad_args_get_error_values(tree):
+    root = tree.root()
+    with Client(root.query) as c:
+        for op, args, code in [
+            ("no_such_op", {}, "unknown_op"),
+            ("latest", {}, "bad_args"),
+            ("latest", {"node": 42}, "bad_args"),
+            ("latest", {"node": "ghost"}, "unknown_node"),
+            ("series", {"node": "ghost", "series": "x", "since": "yesterday"}, "bad_args"),
+            ("events", {"limit": -1}, "bad_args"),
+        ]:
+            try:
+                c.call(op, **args)
+            except Exception as exc:
+                assert getattr(exc, "code", None) == code, (op, args, exc)
+            else:
+                raise AssertionError(f"{op} {args} succeeded")
+    out = cli(root.query, "latest", "ghost")
+    assert out.returncode == 1 and "unknown_node" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_sync_read_reaches_the_agent_through_an_aggregator(tree):
+    root = tree.root()
+    agg = tree.aggregator("agg-1", [root.port])
+    tree.agent("node-1", [agg.port])
+    wait_for(lambda: nodes_json(root.query).get("node-1"), what="node-1 known")
+    with Client(root.query) as c:
+        result = c.call("read", targets=["node-1", "ghost"], max_age=0)
+    assert result["unknown"] == ["ghost"]
+    part = result["nodes"]["node-1"]
+    assert part["live"] is True and "node_load1" in part["values"]

@@ -1,0 +1,111 @@
+"""Test harness: free ports, TOML files, and daemons started as real processes.
+
+Every process a test starts is stopped by the fixture's finalizer (SIGTERM, then
+SIGKILL after a grace period), so no test leaves a daemon running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Callable
+
+
+
+from clumon.root.demo import Daemon
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_toml(path: Path, values: dict) -> Path:
+    """A flat TOML file (strings, numbers, bools, lists of strings, one level of tables)."""
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"{k} = {fmt(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines.extend(f"{kk} = {fmt(vv)}" for kk, vv in v.items())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+#: short timings so liveness and failover tests run in seconds
+FAST = {"heartbeat_interval": 0.5, "jitter": 0.2}
+
+
+class Tree:
+    """Starts root, aggregators and agents as processes; stops them all at the end."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.daemons: list[Daemon] = []
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def _start(self, label: str, module: str, config: dict, extra: list[str] = (), wait: bool = True) -> Daemon:
+        cfg = write_toml(self.tmp / f"{label}.toml", config)
+        d = Daemon(label, [sys.executable, "-m", module, "--config", str(cfg), *extra], self.tmp / f"{label}.log")
+        d.start(self.env)
+        self.daemons.append(d)
+        if wait and not d.wait_ready(30):
+            raise AssertionError(f"{label} not ready in 30 s:\n{d.log_path.read_text()[-3000:]}")
+        return d
+
+    def root(self, label: str = "root", db: Path | None = None, database: str | None = None, **cfg) -> Daemon:
+        port, qport = cfg.pop("port", None) or free_port(), free_port()
+        database = database or f"sqlite:///{db or self.tmp / 'clumon.db'}"
+        d = self._start(label, "clumon.root", {
+            "listen": f"tcp://127.0.0.1:{port}", "query": f"tcp://127.0.0.1:{qport}", "metrics": "",
+            "database": database, "state_dir": str(self.tmp / label), "heartbeat_interval": 0.5,
+            "down_after": 3.0, **cfg})
+        d.port, d.query = port, f"tcp://127.0.0.1:{qport}"
+        return d
+
+    def aggregator(self, name: str, parents: list[int], port: int | None = None, wait: bool = True, **cfg) -> Daemon:
+        port = port or free_port()
+        d = self._start(name, "clumon.aggregator", {
+            "name": name, "listen": f"tcp://127.0.0.1:{port}",
+            "parents": [f"tcp://127.0.0.1:{p}" for p in parents], "state_dir": str(self.tmp / name),
+            "down_after": 3.0, "failover_after": 3.0, "health_interval": 1.0, **FAST, **cfg}, wait=wait)
+        d.port = port
+        return d
+
+    def agent(self, name: str, parents: list[int], wait: bool = True, **cfg) -> Daemon:
+        return self._start(name, "clumon.agent", {
+            "name": name, "parents": [f"tcp://127.0.0.1:{p}" for p in parents],
+            "state_dir": str(self.tmp / name), "failover_after": 3.0, **FAST, **cfg}, wait=wait)
+
+    def stop_all(self) -> dict[str, int | None]:
+        codes = {}
+        for d in reversed(self.daemons):
+            codes[d.label] = d.stop()
+        return codes
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    """Poll until ``predicate()`` is truthy; a generous timeout, never a bare sleep."""
+    import time
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # the daemon may not answer yet
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
