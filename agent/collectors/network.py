@@ -55,7 +55,8 @@ class NetworkCollector:
                 continue
             fields = rest.split()
             try:
-                out.extend(Sample(n, float(fields[col])) for n, (col, _) in zip(names, _COLUMNS))
+                # A list, not a generator: a short line must add nothing, not half.
+                out.extend([Sample(n, float(fields[col])) for n, (col, _) in zip(names, _COLUMNS)])
             except (IndexError, ValueError):
                 continue
         return out

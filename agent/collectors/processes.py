@@ -131,7 +131,7 @@ class ProcessesCollector:
         cpu_top = heapq.nlargest(self._top_n, cpu) if cpu_scale else []
         mem_top = heapq.nlargest(self._top_n, mem)
         self._top = {
-            "cpu": self._table(cpu_top, "cpu_ratio", cpu_scale or 0.0),
+            "cpu": self._table(cpu_top, "cpu_ratio", cpu_scale or 0.0, limit=1.0),
             "memory": self._table(mem_top, "rss_bytes", self._page_size),
         }
         out.extend(self._ranked("cpu", "cpu_ratio"))
@@ -143,7 +143,9 @@ class ProcessesCollector:
         row ``{rank, pid, uid, user, name, cpu_ratio | rss_bytes}`` (msgpack-safe)."""
         return {kind: [dict(row) for row in rows] for kind, rows in self._top.items()}
 
-    def _table(self, top: list[tuple[int, int, bytes]], key: str, scale: float) -> list[dict]:
+    def _table(
+        self, top: list[tuple[int, int, bytes]], key: str, scale: float, limit: float | None = None
+    ) -> list[dict]:
         rows = []
         for rank, (amount, pid, comm) in enumerate(top, 1):
             uid = self._uid(pid)
@@ -153,7 +155,9 @@ class ProcessesCollector:
                 "uid": uid,
                 "user": None if uid is None else self._user(uid),
                 "name": comm.decode(errors="replace"),
-                key: amount * scale,
+                # Ticks are 10 ms: over a very short interval one tick can look
+                # like more than the whole node, so the share is capped at 1.
+                key: amount * scale if limit is None else min(amount * scale, limit),
             })
         return rows
 

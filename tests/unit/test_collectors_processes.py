@@ -1,0 +1,144 @@
+"""The processes collector: state counts and rank-indexed top-N, against a fake
+/proc of PID directories, and once on this machine's /proc."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from clumon.agent.collectors.processes import ProcessesCollector
+from test_collectors_io import Clock
+from test_collectors_system import as_dict, check_real, put
+
+TICK = 1.0 / os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc")
+
+
+def stat_line(pid: int, comm: str, state: str = "S", ticks: int = 0, threads: int = 1,
+              start: int = 100, rss: int = 0) -> str:
+    utime, stime = ticks - ticks // 3, ticks // 3
+    return (f"{pid} ({comm}) {state} 1 {pid} {pid} 0 -1 4194304 10 0 0 0 {utime} {stime} "
+            f"0 0 20 0 {threads} 0 {start} 123456 {rss} 18446744073709551615 1 1 0 0 0 0 0\n")
+
+
+def make(root: Path, procs: dict[int, dict]) -> None:
+    for pid, spec in procs.items():
+        put(root, f"{pid}/stat", stat_line(pid, **spec))
+
+
+def test_state_counts_and_threads(tmp_path: Path) -> None:
+    make(tmp_path, {
+        1: dict(comm="systemd", state="S", threads=1, rss=100),
+        2: dict(comm="kthreadd", state="S"),
+        3: dict(comm="kworker/0:0", state="I"),
+        40: dict(comm="a.out", state="R", threads=16, rss=5000),
+        41: dict(comm="dd", state="D"),
+        42: dict(comm="defunct", state="Z"),
+        43: dict(comm="gdb-target", state="t"),
+        44: dict(comm="weird", state="X"),
+    })
+    (tmp_path / "45").mkdir()  # vanished between listdir and open: no stat file
+    (tmp_path / "self").mkdir()  # non-pid entries are ignored
+    put(tmp_path, "46/stat", "46 (broken")  # truncated line
+    values = as_dict(ProcessesCollector(str(tmp_path), top_n=3).collect())
+    assert values['node_processes{state="running"}'] == 1
+    assert values['node_processes{state="sleeping"}'] == 2
+    assert values['node_processes{state="idle"}'] == 1
+    assert values['node_processes{state="disk_sleep"}'] == 1
+    assert values['node_processes{state="zombie"}'] == 1
+    assert values['node_processes{state="stopped"}'] == 1
+    assert values['node_processes{state="other"}'] == 1
+    assert values["node_processes_threads"] == 23
+
+
+def test_top_n_is_rank_indexed_with_a_fixed_set_of_names(tmp_path: Path) -> None:
+    clock = Clock()
+    make(tmp_path, {
+        10: dict(comm="idle", ticks=50, rss=10),
+        11: dict(comm="busy (x) y", ticks=100, rss=300),  # ")" and spaces in comm
+        12: dict(comm="medium", ticks=100, rss=200, threads=4),
+        13: dict(comm="kthread", ticks=100),
+    })
+    procs = ProcessesCollector(str(tmp_path), top_n=3, clock=clock, cores=2,
+                               user_of=lambda uid: f"user{uid}")
+    first = procs.collect()
+    first_values = as_dict(first)
+    assert first_values['node_top_cpu_ratio{rank="1"}'] is None  # no interval yet
+    assert first_values['node_top_memory_bytes{rank="1"}'] == 300 * PAGE
+    assert first_values['node_top_memory_pid{rank="1"}'] == 11
+    assert first_values['node_top_memory_uid{rank="1"}'] == os.getuid()
+    assert first_values['node_top_memory_pid{rank="3"}'] == 10
+    assert procs.top_processes()["memory"][0]["name"] == "busy (x) y"
+
+    clock.now += 10.0
+    make(tmp_path, {
+        10: dict(comm="idle", ticks=50, rss=10),
+        11: dict(comm="busy (x) y", ticks=100 + 1000, rss=300),
+        12: dict(comm="medium", ticks=100 + 400, rss=200, threads=4),
+        13: dict(comm="kthread", ticks=100 + 200, start=999),  # pid reused: not a delta
+    })
+    second = procs.collect()
+    values = as_dict(second)
+    assert [s.name for s in second] == [s.name for s in first], "series names must not change"
+    # 1000 ticks in 10 s on 2 cores
+    assert values['node_top_cpu_ratio{rank="1"}'] == pytest.approx(1000 * TICK / 10 / 2)
+    assert values['node_top_cpu_pid{rank="1"}'] == 11
+    assert values['node_top_cpu_ratio{rank="2"}'] == pytest.approx(400 * TICK / 10 / 2)
+    assert values['node_top_cpu_pid{rank="2"}'] == 12
+    # pid 10 used no CPU and 13 is a new process: rank 3 is held by nobody
+    assert values['node_top_cpu_ratio{rank="3"}'] is None
+    assert values['node_top_cpu_pid{rank="3"}'] is None
+    assert values['node_top_cpu_uid{rank="3"}'] is None
+    table = procs.top_processes()
+    assert table["cpu"] == [
+        {"rank": 1, "pid": 11, "uid": os.getuid(), "user": f"user{os.getuid()}",
+         "name": "busy (x) y", "cpu_ratio": pytest.approx(1000 * TICK / 20)},
+        {"rank": 2, "pid": 12, "uid": os.getuid(), "user": f"user{os.getuid()}",
+         "name": "medium", "cpu_ratio": pytest.approx(400 * TICK / 20)},
+    ]
+    assert len(values) == 7 + 1 + 2 * 3 * 3
+
+
+def test_user_lookup_is_cached(tmp_path: Path) -> None:
+    make(tmp_path, {pid: dict(comm="x", rss=pid) for pid in range(10, 15)})
+    calls = []
+
+    def user_of(uid: int) -> str:
+        calls.append(uid)
+        return "someone"
+
+    procs = ProcessesCollector(str(tmp_path), user_of=user_of)
+    procs.collect()
+    procs.collect()
+    assert calls == [os.getuid()]
+
+
+def test_missing_procfs(tmp_path: Path) -> None:
+    assert ProcessesCollector(str(tmp_path / "nope")).collect() == []
+
+
+@linux_only
+def test_real_processes() -> None:
+    procs = ProcessesCollector()
+    procs.collect()
+    values = check_real(procs)
+    assert sum(v for k, v in values.items() if k.startswith("node_processes{")) > 1
+    assert values["node_processes_threads"] >= 1
+    assert values['node_top_memory_pid{rank="1"}'] is not None
+    leaders = procs.top_processes()
+    assert leaders["memory"][0]["rss_bytes"] == values['node_top_memory_bytes{rank="1"}']
+    assert all(isinstance(row["name"], str) and row["name"] for row in leaders["memory"])
+
+
+def test_cpu_share_is_capped_at_the_whole_node(tmp_path: Path) -> None:
+    clock = Clock()
+    make(tmp_path, {7: dict(comm="spin", ticks=0, rss=1)})
+    procs = ProcessesCollector(str(tmp_path), clock=clock, cores=1)
+    procs.collect()
+    clock.now += 0.001  # a one-tick step over 1 ms would read as 10 cores
+    make(tmp_path, {7: dict(comm="spin", ticks=1, rss=1)})
+    assert as_dict(procs.collect())['node_top_cpu_ratio{rank="1"}'] == 1.0
