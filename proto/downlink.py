@@ -69,7 +69,8 @@ class Downlink:
     def accept(self, parts: list[bytes]) -> None:
         """Check one message from a child and hand it on; never raises."""
         if len(parts) != 2:
-            self._reject(repr(parts[0][:64]) if parts else "?", f"{len(parts)} message parts, expected 2")
+            # counted under the same name as the sender's other bad frames
+            self._reject(parts[0].decode("utf-8", "replace") if parts else "?", f"{len(parts)} message parts, expected 2")
             return
         ident, data = parts
         who = ident.decode("utf-8", "replace")
@@ -88,13 +89,19 @@ class Downlink:
             self.liveness.children[who].role = frame.body.role
         if transitions:
             self._greet(transitions)
-            self._on_transitions(transitions)
+            self._report(transitions)
         if frame.kind is Kind.HEARTBEAT:
             return
         try:
             self._on_frame(who, frame, data)
         except Exception:  # a handler bug must not kill the receive loop
             log.exception("handling %s from %s failed", frame.kind.name, who)
+
+    def _report(self, transitions: list[Transition]) -> None:
+        try:
+            self._on_transitions(transitions)
+        except Exception:  # a handler bug must not kill the receive loop or the timer
+            log.exception("handling transitions %s failed", transitions)
 
     def _greet(self, transitions: list[Transition]) -> None:
         """A child that appeared or restarted hears from us at once, so it replays."""
@@ -123,7 +130,7 @@ class Downlink:
         """Liveness transitions and heartbeats to every child still there."""
         transitions = self.liveness.tick()
         if transitions:
-            self._on_transitions(transitions)
+            self._report(transitions)
         now = time.monotonic()
         hb = None
         for name, child in self.liveness.children.items():

@@ -66,6 +66,7 @@ class Uplink:
         self._conn = transport.dealer(ctx, name, parents[0])
         self._seq = 0
         self._hello_frame: bytes | None = None
+        self._hello_seq = 0
         self.dict_version = 0
         self.parent_incarnation = 0
         #: the root's incarnation as heartbeats from above report it
@@ -98,6 +99,7 @@ class Uplink:
         seq, data = self._stamp(body)
         if isinstance(body, Hello):
             self._hello_frame = data
+            self._hello_seq = seq
             self.dict_version = body.dict_version
         self.spool.add(seq, data)
         self._send_spooled(seq, data)
@@ -125,8 +127,8 @@ class Uplink:
 
     def resend_hello(self) -> None:
         """Send the current HELLO again, same bytes and seq (the root stores it once)."""
-        if self._hello_frame is not None:
-            self._send(self._hello_frame)
+        if self._hello_frame is not None and self._send(self._hello_frame):
+            self.spool.mark_sent(self._hello_seq, self._clock())
 
     def replay(self, older_than: float = float("inf")) -> int:
         """Send the spooled frames again in seq order; the current HELLO first."""
@@ -185,19 +187,29 @@ class Uplink:
         """Receive frames from whichever parent is current, forever."""
         while True:
             conn = self._conn
-            async for parts in conn.messages():
-                if conn is not self._conn:
-                    break  # failed over: read from the new socket
-                if len(parts) != 1:
-                    continue
-                try:
-                    frame = codec.decode(parts[0], self._max_frame_bytes)
-                except codec.DecodeError as exc:
-                    self.decode_errors += 1
-                    self._quiet.warn("parent", "bad frame from parent %s: %s", self.parent, exc)
-                    continue
-                self._heard(frame)
-                self._handle(frame)
+            try:
+                async for parts in conn.messages():
+                    if conn is not self._conn:
+                        break  # failed over: read from the new socket
+                    self._accept(parts)
+            except (asyncio.CancelledError, zmq.ZMQError):
+                # _fail_over closed this socket under us, which cancels its pending
+                # recv; our own cancellation, or a failure of the current socket, propagates
+                task = asyncio.current_task()
+                if conn is self._conn or (task is not None and task.cancelling()):
+                    raise
+
+    def _accept(self, parts: list[bytes]) -> None:
+        if len(parts) != 1:
+            return
+        try:
+            frame = codec.decode(parts[0], self._max_frame_bytes)
+        except codec.DecodeError as exc:
+            self.decode_errors += 1
+            self._quiet.warn("parent", "bad frame from parent %s: %s", self.parent, exc)
+            return
+        self._heard(frame)
+        self._handle(frame)
 
     # --- timers ------------------------------------------------------------------
 
@@ -212,9 +224,11 @@ class Uplink:
             self.send_body(Heartbeat(self.root_incarnation))
         self.spool.expire()
         # Frames that stayed unacknowledged long (a restart we did not see) go again.
-        # The root stores each (sender, incarnation, seq) once, so this is safe.
-        if len(self.spool):
-            self.replay(older_than=now - t.resend_after)
+        # The root stores each (sender, incarnation, seq) once, so this is safe. Only
+        # when some are that old: replay() resends the HELLO, the whole dictionary.
+        stale = now - t.resend_after
+        if next(self.spool.due(stale), None) is not None:
+            self.replay(older_than=stale)
 
     def _fail_over(self) -> None:
         old = self.parent
