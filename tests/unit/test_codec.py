@@ -380,3 +380,14 @@ def test_ts_nan_and_infinity_never_decode():
         data = msgpack.packb([1, int(Kind.HEARTBEAT), "n", 1, ts, None, [0]])
         with pytest.raises(DecodeError, match="ts"):
             codec.decode(data)
+
+
+def test_data_frames_cost_under_12_bytes_per_value():
+    """The wire-size target (issue 2): an idle node's ~150 values, dense or with an
+    index, under 12 B per value — even with a long name and a large seq."""
+    values = [i * 1.1 for i in range(150)]
+    sender = "node-0042.rack-17.site"
+    dense = codec.encode(make(sender, 2**62, 1.7e9, Data.from_values(3, values), 2**40))
+    sparse = codec.encode(make(sender, 2**62, 1.7e9, Data.from_values(3, values, range(150)), 2**40))
+    assert len(dense) / 150 < 12 and len(sparse) / 150 < 12
+    assert len(dense) - 8 * 150 < 64, "the header stays small"
