@@ -34,7 +34,8 @@ class Agent:
         self.incarnation = time.time_ns()
         collectors = default_collectors(cfg.procfs, per_cpu=cfg.per_cpu, include=cfg.collectors or None)
         self.sampler = Sampler(collectors, cfg.interval, cfg.intervals)
-        self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age)
+        self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age, directory=cfg.state_dir / "spool",
+                           incarnation=self.incarnation)
         self.uplink = Uplink(
             ctx, self.name, self.incarnation, tuple(cfg.parents), cfg.timings, self.spool,
             self._on_frame, cfg.max_frame_bytes,

@@ -61,7 +61,8 @@ class Aggregator:
         self.cfg = cfg
         self.name = cfg.node_name
         self.incarnation = time.time_ns()
-        self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age)
+        self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age, directory=cfg.state_dir / "spool",
+                           incarnation=self.incarnation)
         self.uplink = Uplink(ctx, self.name, self.incarnation, tuple(cfg.parents), cfg.timings,
                              self.spool, self._from_parent, cfg.max_frame_bytes)
         self.downlink = Downlink(ctx, cfg.listen, self.name, self.incarnation, self._from_child,

@@ -1,45 +1,89 @@
 """The bounded spool of unacknowledged stored frames.
 
 Every sender of stored frames keeps each one here, as encoded bytes, until the
-root acknowledges it after commit. The spool is bounded by age and by bytes;
-when it overflows the oldest frames go first and the loss is counted, so the
-caller can report it as an EVENT — never silently.
+root acknowledges it after commit. Entries are keyed by (incarnation, seq): after
+a restart, frames of the previous incarnation that were never acknowledged are
+recovered from disk and replayed with the new ones.
+
+With a directory, every frame is also appended to a segment file (one write per
+frame, no fsync: it survives a killed process, which is what happens to daemons;
+the page cache is flushed by the OS). Only ``memory_bytes`` of the newest frames
+stay in memory; older ones are read back from their segment when replayed. A
+segment whose frames are all acknowledged is deleted.
+
+The spool is bounded by age and by bytes; beyond either bound the oldest frames go
+first and the loss is counted, so the caller reports it as an EVENT — never
+silently.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
+
+log = logging.getLogger("clumon.spool")
+
+_RECORD = struct.Struct("<QQI")  # incarnation, seq, length
+#: a length of all ones marks an ack record: (incarnation, lo, marker, hi)
+_ACK_MARK = 0xFFFFFFFF
+_HI = struct.Struct("<Q")
+SEGMENT_BYTES = 4 * 1024 * 1024
+
+Key = tuple[int, int]
 
 
 @dataclass(slots=True)
 class SpoolEntry:
+    incarnation: int
     seq: int
-    data: bytes
+    data: bytes | None  # None: only on disk
+    size: int
     created: float  # monotonic time the frame entered the spool
     sent: float  # monotonic time it was last sent (0: never)
+    segment: int = 0  # 0: not on disk; >0 this process's segments; <0 recovered ones
+    offset: int = 0
 
 
 class Spool:
-    """Unacknowledged frames in seq order, bounded by ``max_bytes`` and ``max_age``."""
+    """Unacknowledged frames in arrival order, bounded by ``max_bytes`` and ``max_age``."""
 
     def __init__(
         self,
         max_bytes: int = 256 * 1024 * 1024,
         max_age: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        directory: Path | str | None = None,
+        incarnation: int = 0,
+        memory_bytes: int = 16 * 1024 * 1024,
     ):
         self.max_bytes = max_bytes
         self.max_age = max_age
+        self.memory_bytes = memory_bytes
+        self.incarnation = incarnation
         self._clock = clock
-        self._entries: OrderedDict[int, SpoolEntry] = OrderedDict()
+        self._entries: OrderedDict[Key, SpoolEntry] = OrderedDict()
         self._bytes = 0
+        self._mem = 0
+        self._dir = Path(directory) if directory is not None else None
+        self._segments: dict[int, Path] = {}
+        self._live: dict[int, int] = {}
+        self._seg_no = 0
+        self._seg_fh = None
+        self._seg_size = 0
         #: frames dropped by overflow and not yet reported
         self.dropped_unreported = 0
         self.dropped_total = 0
         self.acked_total = 0
+        self.recovered = 0
+        if self._dir is not None:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._recover()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -48,54 +92,185 @@ class Spool:
     def bytes(self) -> int:
         return self._bytes
 
-    def add(self, seq: int, data: bytes) -> None:
-        """Keep a frame until it is acknowledged; evict the oldest beyond the bounds."""
+    # --- disk ------------------------------------------------------------------------
+
+    def _segment_path(self, no: int) -> Path:
+        return self._dir / f"spool-{self.incarnation}-{no:06d}.seg"
+
+    def _append(self, entry: SpoolEntry, data: bytes) -> None:
+        if self._seg_fh is None or self._seg_size >= SEGMENT_BYTES:
+            self._roll()
+        entry.segment, entry.offset = self._seg_no, self._seg_size + _RECORD.size
+        self._seg_fh.write(_RECORD.pack(entry.incarnation, entry.seq, len(data)) + data)
+        self._seg_fh.flush()
+        self._seg_size += _RECORD.size + len(data)
+        self._live[self._seg_no] = self._live.get(self._seg_no, 0) + 1
+
+    def _append_acks(self, incarnation: int, seqs: list[int]) -> None:
+        """Record acks on disk too, so a restarted process does not replay them.
+
+        If the segment holding this record is deleted before an older one, the older
+        one's acknowledged frames come back after a crash and are sent again: the
+        root stores each once, so that costs bandwidth, not correctness.
+        """
+        seqs.sort()
+        records = []
+        lo = hi = seqs[0]
+        for s in seqs[1:] + [None]:
+            if s is not None and s == hi + 1:
+                hi = s
+                continue
+            records.append(_RECORD.pack(incarnation, lo, _ACK_MARK) + _HI.pack(hi))
+            if s is not None:
+                lo = hi = s
+        blob = b"".join(records)
+        self._seg_fh.write(blob)  # one write per ack frame
+        self._seg_size += len(blob)
+
+    def _roll(self) -> None:
+        if self._seg_fh is not None:
+            self._seg_fh.close()
+            self._maybe_delete(self._seg_no, closing=True)
+        self._seg_no += 1
+        path = self._segment_path(self._seg_no)
+        self._segments[self._seg_no] = path
+        self._seg_fh = open(path, "ab", buffering=0)
+        self._seg_size = 0
+
+    def _maybe_delete(self, no: int, closing: bool = False) -> None:
+        if self._live.get(no, 0) > 0 or (no == self._seg_no and not closing):
+            return
+        path = self._segments.pop(no, None)
+        self._live.pop(no, None)
+        if path is not None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _read_back(self, entry: SpoolEntry) -> bytes | None:
+        path = self._segments.get(entry.segment)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(entry.offset)
+                return fh.read(entry.size)
+        except OSError as exc:
+            log.warning("spool segment %s unreadable: %s", path, exc)
+            return None
+
+    def _recover(self) -> None:
+        """Load frames a previous process left unacknowledged (its segments)."""
+        old = sorted(self._dir.glob("spool-*.seg"))
         now = self._clock()
-        replaced = self._entries.get(seq)
-        if replaced is not None:  # same seq again: keep its place, count its bytes once
-            self._bytes -= len(replaced.data)
-        self._entries[seq] = SpoolEntry(seq, data, now, 0.0)
-        self._bytes += len(data)
+        acked: list[tuple[int, int, int]] = []
+        for path in old:
+            no = -(len(self._segments) + 1)  # negative numbers: recovered segments
+            self._segments[no] = path
+            data = path.read_bytes()
+            pos = 0
+            while pos + _RECORD.size <= len(data):
+                inc, seq, n = _RECORD.unpack_from(data, pos)
+                pos += _RECORD.size
+                if n == _ACK_MARK:
+                    if pos + _HI.size > len(data):
+                        break
+                    acked.append((inc, seq, _HI.unpack_from(data, pos)[0]))
+                    pos += _HI.size
+                    continue
+                if pos + n > len(data):
+                    break  # torn last record of a killed process
+                entry = SpoolEntry(inc, seq, None, n, now, 0.0, no, pos)
+                self._entries[(inc, seq)] = entry
+                self._live[no] = self._live.get(no, 0) + 1
+                self._bytes += n
+                pos += n
+                self.recovered += 1
+        for inc, lo, hi in acked:
+            for key in [k for k in self._entries if k[0] == inc and lo <= k[1] <= hi]:
+                self._drop(key)
+                self.recovered -= 1
+        for no in [n for n in self._segments if not self._live.get(n)]:
+            self._maybe_delete(no, closing=True)
+        if self.recovered:
+            log.info("spool: recovered %d unacknowledged frames from %d segment(s)", self.recovered, len(old))
+
+    # --- frames ----------------------------------------------------------------------
+
+    def add(self, seq: int, data: bytes, incarnation: int | None = None) -> None:
+        """Keep a frame until it is acknowledged; evict the oldest beyond the bounds."""
+        inc = self.incarnation if incarnation is None else incarnation
+        now = self._clock()
+        self._drop((inc, seq))  # same key again: keep it once
+        entry = SpoolEntry(inc, seq, data, len(data), now, 0.0)
+        if self._dir is not None:
+            self._append(entry, data)
+        self._entries[(inc, seq)] = entry
+        self._bytes += entry.size
+        self._mem += entry.size
         self._evict(now)
+        self._trim_memory()
+
+    def _trim_memory(self) -> None:
+        """Keep only the newest ``memory_bytes`` in memory; the rest is on disk."""
+        if self._dir is None or self._mem <= self.memory_bytes:
+            return
+        for entry in self._entries.values():
+            if self._mem <= self.memory_bytes:
+                break
+            if entry.data is not None and entry.segment > 0:
+                entry.data = None
+                self._mem -= entry.size
 
     def _evict(self, now: float) -> None:
         while self._entries:
-            seq, first = next(iter(self._entries.items()))
+            key, first = next(iter(self._entries.items()))
             too_big = self._bytes > self.max_bytes and len(self._entries) > 1
             too_old = now - first.created > self.max_age
             if not (too_big or too_old):
                 break
-            self._drop(seq)
+            self._drop(key)
             self.dropped_unreported += 1
             self.dropped_total += 1
 
-    def _drop(self, seq: int) -> SpoolEntry | None:
-        entry = self._entries.pop(seq, None)
+    def _drop(self, key: Key) -> SpoolEntry | None:
+        entry = self._entries.pop(key, None)
         if entry is not None:
-            self._bytes -= len(entry.data)
+            self._bytes -= entry.size
+            if entry.data is not None:
+                self._mem -= entry.size
+            if entry.segment != 0:
+                self._live[entry.segment] -= 1
+                self._maybe_delete(entry.segment)
         return entry
 
-    def ack(self, seqs: Iterable[int]) -> int:
-        """Forget acknowledged frames; returns how many were held."""
-        n = 0
-        for s in seqs:
-            if self._drop(s) is not None:
-                n += 1
-        self.acked_total += n
-        return n
+    def data(self, entry: SpoolEntry) -> bytes | None:
+        """A frame's bytes, from memory or read back from its segment."""
+        return entry.data if entry.data is not None else self._read_back(entry)
 
-    def ack_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
+    def ack(self, seqs: Iterable[int], incarnation: int | None = None) -> int:
+        """Forget acknowledged frames; returns how many were held."""
+        inc = self.incarnation if incarnation is None else incarnation
+        dropped = [s for s in seqs if self._drop((inc, s)) is not None]
+        self.acked_total += len(dropped)
+        if dropped and self._seg_fh is not None:
+            self._append_acks(inc, dropped)
+        return len(dropped)
+
+    def ack_ranges(self, ranges: Iterable[tuple[int, int]], incarnation: int | None = None) -> int:
         """Like ``ack`` for inclusive ranges, without walking seqs we never held."""
+        inc = self.incarnation if incarnation is None else incarnation
         n = 0
         for lo, hi in ranges:
             if hi - lo > len(self._entries):
-                n += self.ack([s for s in self._entries if lo <= s <= hi])
+                n += self.ack([s for (i, s) in list(self._entries) if i == inc and lo <= s <= hi], inc)
             else:
-                n += self.ack(range(lo, hi + 1))
+                n += self.ack(range(lo, hi + 1), inc)
         return n
 
-    def mark_sent(self, seq: int, when: float) -> None:
-        entry = self._entries.get(seq)
+    def mark_sent(self, seq: int, when: float, incarnation: int | None = None) -> None:
+        entry = self._entries.get((self.incarnation if incarnation is None else incarnation, seq))
         if entry is not None:
             entry.sent = when
 
@@ -106,12 +281,15 @@ class Spool:
 
     def due(self, older_than: float) -> Iterator[SpoolEntry]:
         """Entries never sent, or last sent before ``older_than`` (monotonic)."""
-        for e in self._entries.values():
+        for e in list(self._entries.values()):
             if e.sent < older_than:
                 yield e
 
     def all(self) -> Iterator[SpoolEntry]:
         return iter(list(self._entries.values()))
+
+    def incarnations(self) -> set[int]:
+        return {inc for inc, _ in self._entries}
 
     def oldest_age(self) -> float:
         if not self._entries:
@@ -121,3 +299,8 @@ class Spool:
     def expire(self) -> None:
         """Apply the age bound even when nothing new arrives."""
         self._evict(self._clock())
+
+    def close(self) -> None:
+        if self._seg_fh is not None:
+            self._seg_fh.close()
+            self._seg_fh = None

@@ -101,13 +101,13 @@ class Uplink:
             self._hello_frame = data
             self._hello_seq = seq
             self.dict_version = body.dict_version
-        self.spool.add(seq, data)
+        self.spool.add(seq, data, self.incarnation)
         self._send_spooled(seq, data)
         return seq
 
     def _send_spooled(self, seq: int, data: bytes) -> None:
         if self._send(data):
-            self.spool.mark_sent(seq, self._clock())
+            self.spool.mark_sent(seq, self._clock(), self.incarnation)
 
     def send_body(self, body: Body) -> bool:
         """Send a frame that is not stored (REPLY, HEARTBEAT, ...)."""
@@ -128,7 +128,7 @@ class Uplink:
     def resend_hello(self) -> None:
         """Send the current HELLO again, same bytes and seq (the root stores it once)."""
         if self._hello_frame is not None and self._send(self._hello_frame):
-            self.spool.mark_sent(self._hello_seq, self._clock())
+            self.spool.mark_sent(self._hello_seq, self._clock(), self.incarnation)
 
     def replay(self, older_than: float = float("inf")) -> int:
         """Send the spooled frames again in seq order; the current HELLO first."""
@@ -136,9 +136,13 @@ class Uplink:
         n = 0
         now = self._clock()
         for entry in self.spool.due(older_than):
-            if entry.data is self._hello_frame:
+            if entry.seq == self._hello_seq and entry.incarnation == self.incarnation:
+                entry.sent = now
                 continue
-            if not self._send(entry.data):
+            data = self.spool.data(entry)
+            if data is None:
+                continue
+            if not self._send(data):
                 break  # not connected or queue full: the next tick tries again
             entry.sent = now
             n += 1
@@ -169,8 +173,8 @@ class Uplink:
             others = []
             for entry in frame.body.entries:
                 if entry.node == self.name:
-                    if entry.incarnation == self.incarnation:
-                        self.spool.ack_ranges(entry.ranges)
+                    # earlier incarnations too: frames recovered from disk after a restart
+                    self.spool.ack_ranges(entry.ranges, entry.incarnation)
                 else:
                     others.append(entry)
             if others:
@@ -250,6 +254,7 @@ class Uplink:
 
     def close(self) -> None:
         self._conn.close()
+        self.spool.close()
 
     def stats(self) -> dict[str, float]:
         """The link's own health figures."""

@@ -134,3 +134,55 @@ def test_empty_spool():
     assert list(spool.due(float("inf"))) == []
     spool.expire()
     assert spool.ack_ranges([(1, 10)]) == 0
+
+
+def test_frames_spill_to_disk_and_read_back(tmp_path, clock):
+    spool = Spool(clock=clock, directory=tmp_path, incarnation=7, memory_bytes=100)
+    for s in range(1, 21):
+        spool.add(s, bytes([s]) * 30, 7)
+    on_disk = [e for e in spool.all() if e.data is None]
+    assert on_disk, "beyond memory_bytes the oldest frames live only on disk"
+    assert all(spool.data(e) == bytes([e.seq]) * 30 for e in spool.all())
+    assert list(tmp_path.glob("spool-7-*.seg"))
+
+
+def test_acked_segments_are_deleted(tmp_path, clock, monkeypatch):
+    import clumon.proto.spool as mod
+    monkeypatch.setattr(mod, "SEGMENT_BYTES", 100)
+    spool = Spool(clock=clock, directory=tmp_path, incarnation=7)
+    for s in range(1, 21):
+        spool.add(s, b"x" * 40, 7)
+    assert len(list(tmp_path.glob("*.seg"))) > 3
+    spool.ack_ranges([(1, 20)], 7)
+    assert len(spool) == 0
+    assert len(list(tmp_path.glob("*.seg"))) <= 1, "only the open segment may remain"
+
+
+def test_a_killed_process_leaves_frames_the_next_one_recovers(tmp_path, clock):
+    first = Spool(clock=clock, directory=tmp_path, incarnation=1)
+    for s in range(1, 6):
+        first.add(s, f"frame-{s}".encode(), 1)
+    first.ack([2], 1)
+    # no close(): the process was killed; a torn record at the end must not hurt
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    with open(seg, "ab") as fh:
+        fh.write(b"\x01\x02\x03")
+    second = Spool(clock=clock, directory=tmp_path, incarnation=2)
+    got = {(e.incarnation, e.seq): second.data(e) for e in second.all()}
+    assert got == {(1, s): f"frame-{s}".encode() for s in (1, 3, 4, 5)}
+    assert second.recovered == 4
+    # acks for the previous incarnation empty it, and its segment goes away
+    second.ack_ranges([(1, 5)], 1)
+    assert len(second) == 0
+    assert not [p for p in tmp_path.glob("spool-1-*.seg")]
+
+
+def test_overflow_counts_recovered_frames_too(tmp_path, clock):
+    first = Spool(clock=clock, directory=tmp_path, incarnation=1)
+    for s in range(1, 6):
+        first.add(s, b"x" * 50, 1)
+    second = Spool(max_bytes=120, clock=clock, directory=tmp_path, incarnation=2)
+    second.add(1, b"y" * 50, 2)
+    assert second.bytes <= 120
+    assert second.dropped_total == 4
+    assert [(e.incarnation, e.seq) for e in second.all()] == [(1, 5), (2, 1)]
