@@ -6,9 +6,47 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clumon.agent.masks import MAX_SILENCE, MIN_CHANGE, MIN_CHANGE_ABS, MaskError, MaskSet, parse_rule
 from clumon.proto.codec import MAX_FRAME_BYTES
 from clumon.proto.config import Endpoint
 from clumon.proto.uplink import LinkTimings
+
+
+#: The default mask set: every series passes, change suppression does the rest.
+DEFAULT_RULES: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MaskConfig:
+    """The ``[masks]`` table: the mask set in force until a CONTROL replaces it."""
+
+    #: numbered rules, e.g. ["10 node_uptime_seconds U", "20 node_top_* B 0.01 1", "90 x drop"]
+    rules: tuple[str, ...] = DEFAULT_RULES
+    #: send a value when it moved by more than this share of the value last sent ...
+    min_change: float = MIN_CHANGE
+    #: ... or by more than this much near zero ...
+    min_change_abs: float = MIN_CHANGE_ABS
+    #: ... or when it was last sent this many seconds ago (0 sends every value every time)
+    max_silence: float = MAX_SILENCE
+
+    def check(self) -> str | None:
+        for i, text in enumerate(self.rules):
+            try:
+                parse_rule(text)
+            except MaskError as exc:
+                return f"key 'masks.rules[{i}]': {exc}"
+        for key in ("min_change", "min_change_abs", "max_silence"):
+            v = getattr(self, key)
+            if not 0 <= v < float("inf"):
+                return f"key 'masks.{key}': expected a finite number >= 0, got {v!r}"
+        try:
+            self.mask_set()
+        except MaskError as exc:
+            return f"key 'masks.rules': {exc}"
+        return None
+
+    def mask_set(self) -> MaskSet:
+        return MaskSet.from_texts(self.rules, self.min_change, self.min_change_abs, self.max_silence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +78,23 @@ class AgentConfig:
     drain_timeout: float = 2.0
     max_frame_bytes: int = MAX_FRAME_BYTES
     log_level: str = "INFO"
+    #: the mask set loaded at start (a set_masks CONTROL, kept in state_dir, wins)
+    masks: MaskConfig = MaskConfig()
+    #: load Python collectors registered under the entry-point group ``clumon.collectors``
+    entry_points: bool = True
+    #: directory of executable plugins (Prometheus text or Nagios output); empty: none
+    plugin_dir: str = ""
+    #: default seconds between runs of an executable plugin (``intervals.NAME`` overrides)
+    plugin_interval: float = 60.0
+    #: a plugin still running after this many seconds is killed and reported
+    plugin_timeout: float = 10.0
 
     def check(self) -> str | None:
         """Cross-field checks the type system cannot express."""
         if not self.parents:
             return "key 'parents': expected at least one endpoint"
-        for key in ("interval", "heartbeat_interval", "failover_after", "resend_after"):
+        for key in ("interval", "heartbeat_interval", "failover_after", "resend_after",
+                    "plugin_interval", "plugin_timeout"):
             if getattr(self, key) <= 0:
                 return f"key '{key}': expected a positive number, got {getattr(self, key)!r}"
         for src, value in self.intervals.items():

@@ -1,0 +1,204 @@
+"""Filters at the source: masks, then change suppression (pure, no I/O).
+
+A mask set is a list of numbered rules, each a series glob and what passes::
+
+    10 node_uptime_seconds U              unbounded: always passes
+    20 node_top_cpu_ratio* B 0.01 1       bounded: passes while 0.01 <= value <= 1
+    90 node_cpu_seconds_total{cpu=* drop  never passes
+
+A series is judged by the lowest-numbered rule whose glob matches it; a series no
+rule matches passes (as if ``U``). What passes is then sent only when it differs
+from the value last sent by more than ``min_change`` (relative, with
+``min_change_abs`` as the floor near zero) or when ``max_silence`` seconds have
+passed since it was last sent. ``max_silence = 0`` sends every value every time.
+
+Rules travel as these one-line texts everywhere: in the agent's TOML, in the
+``set_masks`` CONTROL frame, in the state file and in ``clumon mask set``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+UNBOUNDED, BOUNDED, DROP = "U", "B", "drop"
+
+#: DESIGN.md defaults
+MIN_CHANGE = 0.001
+MIN_CHANGE_ABS = 1e-9
+MAX_SILENCE = 30.0
+
+
+class MaskError(ValueError):
+    """A rule or mask set that cannot be used; the message says what was expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One numbered rule: ``number glob U``, ``number glob B lower upper``, ``number glob drop``."""
+
+    number: int
+    glob: str
+    kind: str
+    lower: float = -math.inf
+    upper: float = math.inf
+
+    def passes(self, value: float | None) -> bool:
+        if self.kind == UNBOUNDED:
+            return True
+        if self.kind == DROP or value is None:
+            return False
+        return self.lower <= value <= self.upper
+
+    def text(self) -> str:
+        if self.kind == BOUNDED:
+            return f"{self.number} {self.glob} B {_fmt(self.lower)} {_fmt(self.upper)}"
+        return f"{self.number} {self.glob} {self.kind}"
+
+
+def _fmt(x: float) -> str:
+    return repr(int(x)) if float(x).is_integer() else repr(x)
+
+
+def parse_rule(text: str) -> Rule:
+    """A rule from its one-line text; raises ``MaskError`` saying what was expected."""
+    if not isinstance(text, str):
+        raise MaskError(f"expected a rule text like '10 node_load* U', got {text!r}")
+    tokens = text.split()
+    expected = f"expected 'NUMBER GLOB U', 'NUMBER GLOB B LOWER UPPER' or 'NUMBER GLOB drop', got {text!r}"
+    if len(tokens) < 3:
+        raise MaskError(expected)
+    try:
+        number = int(tokens[0])
+    except ValueError:
+        raise MaskError(f"rule number must be an integer: {expected}") from None
+    if number < 0:
+        raise MaskError(f"rule number must not be negative, got {text!r}")
+    if tokens[-1] in (UNBOUNDED, DROP):
+        # a glob may hold spaces (a label value); it is everything between number and kind
+        return Rule(number, " ".join(tokens[1:-1]), tokens[-1])
+    if len(tokens) >= 5 and tokens[-3] == BOUNDED:
+        try:
+            lower, upper = float(tokens[-2]), float(tokens[-1])
+        except ValueError:
+            raise MaskError(f"bounds must be numbers: {expected}") from None
+        if math.isnan(lower) or math.isnan(upper) or lower > upper:
+            raise MaskError(f"bounds must satisfy lower <= upper, got {text!r}")
+        return Rule(number, " ".join(tokens[1:-3]), BOUNDED, lower, upper)
+    raise MaskError(expected)
+
+
+@dataclass(frozen=True, slots=True)
+class MaskSet:
+    """Rules in number order and the change-suppression settings."""
+
+    rules: tuple[Rule, ...] = ()
+    min_change: float = MIN_CHANGE
+    min_change_abs: float = MIN_CHANGE_ABS
+    max_silence: float = MAX_SILENCE
+
+    def __post_init__(self) -> None:
+        numbers = [r.number for r in self.rules]
+        if len(set(numbers)) != len(numbers):
+            dup = sorted({n for n in numbers if numbers.count(n) > 1})
+            raise MaskError(f"rule numbers must be unique, repeated: {dup}")
+        for key in ("min_change", "min_change_abs", "max_silence"):
+            v = getattr(self, key)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or math.isinf(v):
+                raise MaskError(f"{key} must be a finite number >= 0, got {v!r}")
+        object.__setattr__(self, "rules", tuple(sorted(self.rules, key=lambda r: r.number)))
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], min_change: float = MIN_CHANGE,
+                   min_change_abs: float = MIN_CHANGE_ABS, max_silence: float = MAX_SILENCE) -> "MaskSet":
+        return cls(tuple(parse_rule(t) for t in texts), min_change, min_change_abs, max_silence)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "MaskSet":
+        """From the map form used in CONTROL frames and the state file."""
+        if not isinstance(d, Mapping):
+            raise MaskError(f"expected a map with 'rules', got {d!r}")
+        rules = d.get("rules", [])
+        if not isinstance(rules, (list, tuple)):
+            raise MaskError(f"'rules' must be a list of rule texts, got {rules!r}")
+        kw = {k: d[k] for k in ("min_change", "min_change_abs", "max_silence") if d.get(k) is not None}
+        return cls.from_texts(rules, **kw)
+
+    def as_dict(self) -> dict:
+        return {"rules": [r.text() for r in self.rules], "min_change": self.min_change,
+                "min_change_abs": self.min_change_abs, "max_silence": self.max_silence}
+
+    def rule_for(self, name: str) -> Rule | None:
+        """The lowest-numbered rule whose glob matches ``name``, or None."""
+        for r in self.rules:
+            if fnmatch.fnmatchcase(name, r.glob):
+                return r
+        return None
+
+
+#: what a series without a matching rule is judged by
+_PASS = Rule(-1, "*", UNBOUNDED)
+
+
+class Filter:
+    """Applies a ``MaskSet`` to readings and remembers what was last sent.
+
+    Not thread-safe; the agent calls it from the event loop only.
+    """
+
+    def __init__(self, masks: MaskSet) -> None:
+        self.masks = masks
+        self._rules: dict[str, Rule] = {}
+        #: name -> (value last sent, time it was sent)
+        self._sent: dict[str, tuple[float | None, float]] = {}
+        self.passed = 0
+        self.masked = 0
+        self.suppressed = 0
+
+    def replace(self, masks: MaskSet) -> None:
+        """Put a new mask set in force; every value that passes it is sent afresh."""
+        self.masks = masks
+        self._rules.clear()
+        self._sent.clear()
+
+    def _rule(self, name: str) -> Rule:
+        rule = self._rules.get(name)
+        if rule is None:
+            rule = self._rules[name] = self.masks.rule_for(name) or _PASS
+        return rule
+
+    def apply(self, values: Mapping[str, float | None], now: float) -> dict[str, float | None]:
+        """The subset of ``values`` to send now; ``now`` is any monotonic clock."""
+        m = self.masks
+        rel, floor, silence = m.min_change, m.min_change_abs, m.max_silence
+        sent = self._sent
+        out: dict[str, float | None] = {}
+        for name, v in values.items():
+            if not self._rule(name).passes(v):
+                # forget it: when it passes again it is sent at once, whatever it was before
+                sent.pop(name, None)
+                self.masked += 1
+                continue
+            last = sent.get(name)
+            if last is not None and now - last[1] < silence and not _changed(last[0], v, rel, floor):
+                self.suppressed += 1
+                continue
+            sent[name] = (v, now)
+            out[name] = v
+        self.passed += len(out)
+        return out
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop state of series that no longer exist (a source lost them)."""
+        for n in names:
+            self._sent.pop(n, None)
+            self._rules.pop(n, None)
+
+
+def _changed(old: float | None, new: float | None, rel: float, floor: float) -> bool:
+    """True when ``new`` differs from ``old`` by more than the threshold."""
+    if old is None or new is None:
+        return (old is None) != (new is None)
+    return abs(new - old) > max(rel * abs(old), floor)

@@ -1,0 +1,167 @@
+"""Masks at the source: each rule kind at its edges, rule order, change suppression
+and max_silence, and the config keys that carry them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from clumon.agent.config import AgentConfig
+from clumon.agent.masks import Filter, MaskError, MaskSet, Rule, parse_rule
+from clumon.proto.config import ConfigError, from_dict
+
+
+def only(rules: list[str], **kw) -> Filter:
+    return Filter(MaskSet.from_texts(rules, **kw))
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def test_rule_texts_parse_and_print_back():
+    for text in ["10 node_uptime_seconds U", "20 node_top_* B 0.01 1", "30 x{mount=\"/a b\"} drop",
+                 "40 y B -5 5", "50 z B -1.5 2.25"]:
+        assert parse_rule(text).text() == text
+    assert parse_rule("20 n B 0 1") == Rule(20, "n", "B", 0.0, 1.0)
+    assert parse_rule('7 d{mount="/scratch space"} drop').glob == 'd{mount="/scratch space"}'
+
+
+@pytest.mark.parametrize("text", ["", "10", "10 x", "x y U", "10 x Q", "10 x B 1", "10 x B a 2",
+                                  "10 x B 2 1", "10 x B nan 1", "-1 x U", "10 x b 0 1"])
+def test_bad_rules_say_what_was_expected(text):
+    with pytest.raises(MaskError, match="expected|must"):
+        parse_rule(text)
+
+
+def test_rule_numbers_are_unique_and_order_rules():
+    with pytest.raises(MaskError, match="unique"):
+        MaskSet.from_texts(["10 a U", "10 b drop"])
+    m = MaskSet.from_texts(["90 * drop", "10 node_load* U"])
+    assert [r.number for r in m.rules] == [10, 90]
+    assert m.rule_for("node_load1").kind == "U" and m.rule_for("node_other").kind == "drop"
+    assert MaskSet.from_dict(m.as_dict()) == m
+
+
+@pytest.mark.parametrize("key", ["min_change", "min_change_abs", "max_silence"])
+def test_suppression_settings_must_be_finite_and_not_negative(key):
+    for bad in (-1, math.inf, math.nan):
+        with pytest.raises(MaskError, match=key):
+            MaskSet(**{key: bad})
+
+
+# --- mask kinds at their edges ---------------------------------------------------------
+
+
+def test_unbounded_passes_everything_including_missing():
+    f = only(["10 x U"], max_silence=0)
+    for v in (-1e300, 0.0, 1e300, None):
+        assert f.apply({"x": v}, 0.0) == {"x": v}
+
+
+def test_bounded_passes_only_inside_the_closed_interval():
+    f = only(["10 x B 0 100"], max_silence=0)
+    inside = [0.0, 1e-12, 50.0, 100.0]
+    outside = [-1e-12, 100.0000001, -5.0, 1e9, None]
+    for v in inside:
+        assert f.apply({"x": v}, 0.0) == {"x": v}, v
+    for v in outside:
+        assert f.apply({"x": v}, 0.0) == {}, v
+
+
+def test_drop_never_passes_and_unmatched_series_pass():
+    f = only(["10 node_cpu_* drop"], max_silence=0)
+    out = f.apply({"node_cpu_seconds_total": 5.0, "node_load1": 0.5}, 0.0)
+    assert out == {"node_load1": 0.5}
+
+
+def test_the_lowest_numbered_matching_rule_wins():
+    f = only(["20 node_* drop", "10 node_load1 U"], max_silence=0)
+    assert f.apply({"node_load1": 1.0, "node_load5": 1.0}, 0.0) == {"node_load1": 1.0}
+    f = only(["10 node_* drop", "20 node_load1 U"], max_silence=0)
+    assert f.apply({"node_load1": 1.0}, 0.0) == {}
+
+
+def test_a_value_back_inside_its_bounds_is_sent_at_once():
+    f = only(["10 x B 0 10"])
+    assert f.apply({"x": 5.0}, 0.0) == {"x": 5.0}
+    assert f.apply({"x": 50.0}, 1.0) == {}
+    # same value as last sent, well within max_silence: still sent, it had left the range
+    assert f.apply({"x": 5.0}, 2.0) == {"x": 5.0}
+
+
+# --- change suppression ----------------------------------------------------------------
+
+
+def test_relative_change_threshold_at_its_edge():
+    f = only([])  # 0.1 % relative
+    assert f.apply({"x": 1000.0}, 0.0) == {"x": 1000.0}
+    assert f.apply({"x": 1001.0}, 1.0) == {}          # exactly 0.1 %: not more
+    assert f.apply({"x": 999.0}, 2.0) == {}
+    assert f.apply({"x": 1001.001}, 3.0) == {"x": 1001.001}
+    # compared with the value last *sent*, so a slow drift is sent once it adds up
+    for i, v in enumerate([1001.5, 1002.0]):
+        f.apply({"x": v}, 4.0 + i)
+    assert f.apply({"x": 1002.1}, 6.0) == {"x": 1002.1}
+
+
+def test_absolute_floor_near_zero():
+    f = only([])
+    assert f.apply({"x": 0.0}, 0.0) == {"x": 0.0}
+    assert f.apply({"x": 1e-9}, 1.0) == {}
+    assert f.apply({"x": 2e-9}, 2.0) == {"x": 2e-9}
+
+
+def test_missing_and_present_values_are_changes():
+    f = only([])
+    f.apply({"x": 1.0}, 0.0)
+    assert f.apply({"x": None}, 1.0) == {"x": None}
+    assert f.apply({"x": None}, 2.0) == {}
+    assert f.apply({"x": 1.0}, 3.0) == {"x": 1.0}
+
+
+def test_max_silence_resends_an_unchanged_value():
+    f = only([], max_silence=30.0)
+    assert f.apply({"x": 7.0}, 100.0) == {"x": 7.0}
+    assert f.apply({"x": 7.0}, 129.9) == {}
+    assert f.apply({"x": 7.0}, 130.0) == {"x": 7.0}
+    assert f.apply({"x": 7.0}, 131.0) == {}
+    assert f.apply({"x": 7.0}, 160.0) == {"x": 7.0}
+
+
+def test_zero_max_silence_sends_every_value_every_time():
+    f = only([], max_silence=0)
+    for t in range(3):
+        assert f.apply({"x": 7.0, "y": None}, float(t)) == {"x": 7.0, "y": None}
+
+
+def test_replacing_masks_sends_everything_that_passes_afresh():
+    f = only([])
+    f.apply({"x": 1.0, "y": 2.0}, 0.0)
+    assert f.apply({"x": 1.0, "y": 2.0}, 1.0) == {}
+    f.replace(MaskSet.from_texts(["10 y drop"]))
+    assert f.apply({"x": 1.0, "y": 2.0}, 2.0) == {"x": 1.0}
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def test_masks_load_from_the_agent_config():
+    cfg = from_dict(AgentConfig, {"masks": {"rules": ["10 node_load* U", "90 * drop"], "max_silence": 60}})
+    m = cfg.masks.mask_set()
+    assert m.max_silence == 60.0 and [r.number for r in m.rules] == [10, 90]
+    assert AgentConfig().masks.mask_set() == MaskSet()
+
+
+@pytest.mark.parametrize("masks, key", [
+    ({"rules": ["10 x U", "oops"]}, "masks.rules[1]"),
+    ({"rules": ["10 x U", "10 y U"]}, "masks.rules"),
+    ({"min_change": -0.5}, "masks.min_change"),
+    ({"max_silence": -1}, "masks.max_silence"),
+    ({"rules": "10 x U"}, "masks.rules"),
+    ({"colour": "red"}, "masks.colour"),
+])
+def test_bad_mask_config_names_the_key(masks, key):
+    with pytest.raises(ConfigError) as info:
+        from_dict(AgentConfig, {"masks": masks}, "agent.toml")
+    assert f"'{key}'" in str(info.value) and str(info.value).startswith("agent.toml: ")
