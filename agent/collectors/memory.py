@@ -84,6 +84,8 @@ class MemoryCollector:
         self._meminfo = f"{procfs}/meminfo"
         self._vmstat = f"{procfs}/vmstat"
         self._page_size = page_size or os.sysconf("SC_PAGE_SIZE")
+        self._meminfo_keys = _KeyPicker(_MEMINFO_KEYS)
+        self._vmstat_keys = _KeyPicker(_VMSTAT_KEYS)
 
     def collect(self) -> list[Sample]:
         """Read meminfo and vmstat; a missing file drops its series only."""
@@ -93,7 +95,7 @@ class MemoryCollector:
         raw = read_bytes(self._meminfo)
         if not raw:
             return []
-        kib = _pick(raw.replace(b" kB", b""), _MEMINFO_KEYS)
+        kib = self._meminfo_keys.pick(raw.replace(b" kB", b""))
         out = [Sample(name, kib[key] * 1024) for key, name in _MEMINFO.items() if key in kib]
         huge = kib.get(b"Hugepagesize:")
         if huge is not None:
@@ -111,7 +113,7 @@ class MemoryCollector:
         raw = read_bytes(self._vmstat)
         if not raw:
             return []
-        counts = _pick(raw, _VMSTAT_KEYS)
+        counts = self._vmstat_keys.pick(raw)
         out = [
             Sample(name, counts[key] * (mult or self._page_size))
             for key, (name, mult) in _VMSTAT.items()
@@ -123,27 +125,53 @@ class MemoryCollector:
         return out
 
 
-def _pick(raw: bytes, wanted: frozenset[bytes]) -> dict[bytes, int]:
-    """The ``key value`` pairs of a /proc file whose key is wanted, as ints.
+class _KeyPicker:
+    """Picks the wanted ``key value`` pairs of a /proc file, as ints.
 
-    One C-level split into a dict, converting only the wanted values, costs a
-    quarter of a Python loop over the lines. An odd token count means a line of
-    unexpected shape; then parse line by line so it cannot shift the others.
-    A value that is not a number is left out rather than failing the file.
+    The first read finds where the wanted keys sit among the file's tokens; later
+    reads only check that the keys are still there and convert those values. The
+    key order of meminfo and vmstat is fixed for a running kernel, so this skips
+    building a ~200-entry dict every second (half the cost of the memory source).
+    Any mismatch falls back to a full parse and learns the positions again.
     """
-    tokens = raw.split()
-    if len(tokens) % 2 == 0:
-        pairs = dict(zip(tokens[::2], tokens[1::2]))
-    else:
-        pairs = {}
-        for line in raw.split(b"\n"):
-            parts = line.split()
-            if len(parts) == 2:
-                pairs[parts[0]] = parts[1]
-    out = {}
-    for key in wanted & pairs.keys():
+
+    def __init__(self, wanted: frozenset[bytes]) -> None:
+        self._wanted = wanted
+        self._positions: list[tuple[bytes, int]] = []
+
+    def pick(self, raw: bytes) -> dict[bytes, int]:
+        tokens = raw.split()
+        out = {}
         try:
-            out[key] = int(pairs[key])
-        except ValueError:
+            for key, i in self._positions:
+                if tokens[i - 1] != key:
+                    break
+                out[key] = int(tokens[i])
+            else:
+                if self._positions:
+                    return out
+        except (IndexError, ValueError):
             pass
-    return out
+        return self._learn(raw, tokens)
+
+    def _learn(self, raw: bytes, tokens: list[bytes]) -> dict[bytes, int]:
+        positions = []
+        if len(tokens) % 2 == 0:
+            positions = [(tokens[i], i + 1) for i in range(0, len(tokens), 2) if tokens[i] in self._wanted]
+            pairs = {key: tokens[i] for key, i in positions}
+        else:
+            # A line of unexpected shape: parse line by line so it cannot shift
+            # the others, and do not trust positions for the next read.
+            pairs = {}
+            for line in raw.split(b"\n"):
+                parts = line.split()
+                if len(parts) == 2 and parts[0] in self._wanted:
+                    pairs[parts[0]] = parts[1]
+        out = {}
+        for key, value in pairs.items():
+            try:
+                out[key] = int(value)
+            except ValueError:
+                positions = []  # a non-number where a number was expected
+        self._positions = positions
+        return out

@@ -66,6 +66,9 @@ class NetstatCollector:
         self._snmp = f"{procfs}/net/snmp"
         self._sockstat = f"{procfs}/net/sockstat"
         self._page_size = page_size or os.sysconf("SC_PAGE_SIZE")
+        # header line -> (column count, [(column, series)]): headers never change
+        # on a running kernel, so each is matched against _SNMP once, not per read.
+        self._columns: dict[bytes, tuple[int, list[tuple[int, str]]] | None] = {}
 
     def collect(self) -> list[Sample]:
         """Read both files; a missing one drops its series only."""
@@ -79,13 +82,15 @@ class NetstatCollector:
         lines = raw.split(b"\n")
         # Each protocol is a header line of column names, then a line of values.
         for head, values in zip(lines[::2], lines[1::2]):
-            names, numbers = head.split(), values.split()
-            if not names or names[0] not in _PROTOCOLS or len(names) != len(numbers):
+            columns = self._columns.get(head)
+            if columns is None:
+                columns = self._columns[head] = _wanted_columns(head)
+            if not columns:
                 continue
-            for col, number in zip(names[1:], numbers[1:]):
-                metric = _SNMP.get((names[0], col))
-                if metric is not None:
-                    out.append(Sample(metric, _float(number)))
+            numbers = values.split()
+            if len(numbers) != columns[0]:
+                continue
+            out.extend([Sample(metric, _float(numbers[i])) for i, metric in columns[1]])
         return out
 
     def _from_sockstat(self) -> list[Sample]:
@@ -105,6 +110,14 @@ class NetstatCollector:
                     scale = spec[1] or self._page_size
                     out.append(Sample(spec[0], None if value is None else value * scale))
         return out
+
+
+def _wanted_columns(head: bytes) -> tuple[int, list[tuple[int, str]]] | None:
+    names = head.split()
+    if not names or names[0] not in _PROTOCOLS:
+        return None
+    wanted = [(i, _SNMP[(names[0], col)]) for i, col in enumerate(names) if (names[0], col) in _SNMP]
+    return (len(names), wanted)
 
 
 def _float(text: bytes) -> float | None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 from .base import Sample, read_bytes
+
+#: Seconds before a missing /proc/pressure file is tried again. A failed open
+#: costs more than a successful read (the OSError), and PSI does not appear on
+#: a running kernel except through a cgroup remount, so once in a while is enough.
+RETRY_MISSING = 300.0
 
 #: Resource -> the lines worth sending. System-wide "full" for cpu is defined as
 #: always zero by the kernel, so it is left out; irq has only a "full" line.
@@ -28,7 +36,9 @@ class PressureCollector:
     name = "pressure"
     default_interval = 1.0
 
-    def __init__(self, procfs: str = "/proc") -> None:
+    def __init__(self, procfs: str = "/proc", clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._missing_since: dict[str, float] = {}
         self._files = []
         for res, kinds in RESOURCES.items():
             names = {
@@ -43,9 +53,16 @@ class PressureCollector:
     def collect(self) -> list[Sample]:
         """Read each /proc/pressure file that exists."""
         out: list[Sample] = []
+        now = self._clock()
         for path, names in self._files:
+            since = self._missing_since.get(path)
+            if since is not None and now - since < RETRY_MISSING:
+                continue
             raw = read_bytes(path)
-            if raw:
+            if raw is None:
+                self._missing_since[path] = now
+            else:
+                self._missing_since.pop(path, None)
                 out.extend(_parse(raw, names))
         return out
 

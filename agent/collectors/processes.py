@@ -77,9 +77,8 @@ class ProcessesCollector:
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._user_of = user_of or _user_name
         self._users: dict[int, str | None] = {}
-        # pid -> (start time in ticks, utime + stime): the start time tells a
-        # reused pid from the process that had it before.
-        self._prev: dict[int, tuple[int, int]] = {}
+        # pid (as listed in /proc) -> (start time in ticks, utime + stime).
+        self._prev: dict[str, tuple[int, int]] = {}
         self._prev_time: float | None = None
         self._top: dict[str, list[dict]] = {"cpu": [], "memory": []}
         self._names = {
@@ -100,31 +99,13 @@ class ProcessesCollector:
         except OSError:
             return []
         now = self._clock()
-        counts = dict.fromkeys(_STATE_NAMES, 0)
-        threads = 0
-        cpu: list[tuple[int, int, bytes]] = []
-        mem: list[tuple[int, int, bytes]] = []
-        seen: dict[int, tuple[int, int]] = {}
-        prev = self._prev
-        for entry in entries:
-            if not entry.isdigit():
-                continue
-            parsed = _read_stat(f"{self._procfs}/{entry}/stat")
-            if parsed is None:
-                continue
-            state, comm, ticks, nthreads, start, rss = parsed
-            pid = int(entry)
-            counts[_STATES.get(state, "other")] += 1
-            threads += nthreads
-            seen[pid] = (start, ticks)
-            before = prev.get(pid)
-            if before is not None and before[0] == start and ticks > before[1]:
-                cpu.append((ticks - before[1], pid, comm))
-            if rss > 0:
-                mem.append((rss, pid, comm))
+        letters, threads, cpu, mem, seen = _scan(self._procfs, entries, self._prev)
         elapsed = None if self._prev_time is None else now - self._prev_time
         self._prev, self._prev_time = seen, now
 
+        counts = dict.fromkeys(_STATE_NAMES, 0)
+        for letter, n in letters.items():
+            counts[_STATES.get(letter, "other")] += n
         out = [Sample(_STATE_NAMES[label], n) for label, n in counts.items()]
         out.append(Sample("node_processes_threads", threads))
         cpu_scale = self._tick / elapsed / self._cores if elapsed and elapsed > 0 else None
@@ -144,17 +125,18 @@ class ProcessesCollector:
         return {kind: [dict(row) for row in rows] for kind, rows in self._top.items()}
 
     def _table(
-        self, top: list[tuple[int, int, bytes]], key: str, scale: float, limit: float | None = None
+        self, top: list[tuple[int, str, bytes]], key: str, scale: float, limit: float | None = None
     ) -> list[dict]:
         rows = []
-        for rank, (amount, pid, comm) in enumerate(top, 1):
+        for rank, (amount, entry, raw) in enumerate(top, 1):
+            pid = int(entry)
             uid = self._uid(pid)
             rows.append({
                 "rank": rank,
                 "pid": pid,
                 "uid": uid,
                 "user": None if uid is None else self._user(uid),
-                "name": comm.decode(errors="replace"),
+                "name": _comm(raw),
                 # Ticks are 10 ms: over a very short interval one tick can look
                 # like more than the whole node, so the share is capped at 1.
                 key: amount * scale if limit is None else min(amount * scale, limit),
@@ -192,32 +174,61 @@ def _user_name(uid: int) -> str | None:
         return str(uid)
 
 
-def _read_stat(path: str) -> tuple[bytes, bytes, int, int, int, int] | None:
-    """(state, comm, utime+stime, threads, start time, rss pages) of one process,
-    or ``None`` if it vanished or the line is malformed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        # One read: the line is a few hundred bytes, and a second read only to
-        # see EOF would add a syscall per process.
-        raw = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    # comm may itself contain ")" or spaces: it ends at the *last* ")".
-    close = raw.rfind(b")")
-    fields = raw[close + 2 :].split()
-    try:
-        return (
-            fields[0],
-            raw[raw.find(b"(") + 1 : close],
-            int(fields[11]) + int(fields[12]),
-            int(fields[17]),
-            int(fields[19]),
-            int(fields[21]),
-        )
-    except (IndexError, ValueError):
-        return None
+#: One scan: (count per state letter, threads, cpu candidates, memory
+#: candidates, pid -> (start, ticks)). Candidates are (amount, pid, stat line).
+_Scan = tuple[dict[bytes, int], int, list[tuple[int, str, bytes]], list[tuple[int, str, bytes]],
+              dict[str, tuple[int, int]]]
+
+
+def _scan(procfs: str, entries: list[str], prev: dict[str, tuple[int, int]]) -> _Scan:
+    """Read /proc/PID/stat of every pid in ``entries``.
+
+    This loop runs once per process, hundreds of times per scan, so it is one
+    flat function: no call per process, pids kept as the strings listdir gave,
+    and the command name cut out later only for the few leaders. Each file is
+    read with one ``os.read``: the line is a few hundred bytes, and a second read
+    only to see EOF would add a syscall per process.
+    """
+    o_open, o_read, o_close = os.open, os.read, os.close
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    letters: dict[bytes, int] = {}
+    threads = 0
+    cpu: list[tuple[int, str, bytes]] = []
+    mem: list[tuple[int, str, bytes]] = []
+    seen: dict[str, tuple[int, int]] = {}
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            fd = o_open(f"{procfs}/{entry}/stat", flags)
+        except OSError:
+            continue  # vanished since listdir
+        try:
+            raw = o_read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            o_close(fd)
+        # comm may itself contain ")" or spaces: the fields start after the last ")".
+        fields = raw[raw.rfind(b")") + 2 :].split(None, 22)
+        try:
+            ticks = int(fields[11]) + int(fields[12])  # utime + stime
+            start = int(fields[19])
+            rss = int(fields[21])
+            threads += int(fields[17])
+        except (IndexError, ValueError):
+            continue
+        state = fields[0]
+        letters[state] = letters.get(state, 0) + 1
+        seen[entry] = (start, ticks)
+        before = prev.get(entry)
+        # The start time tells a reused pid from the process that had it before.
+        if before is not None and before[0] == start and ticks > before[1]:
+            cpu.append((ticks - before[1], entry, raw))
+        if rss > 0:
+            mem.append((rss, entry, raw))
+    return letters, threads, cpu, mem, seen
+
+
+def _comm(raw: bytes) -> str:
+    return raw[raw.find(b"(") + 1 : raw.rfind(b")")].decode(errors="replace")

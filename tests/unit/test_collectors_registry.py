@@ -86,3 +86,18 @@ def test_real_default_set_is_complete_and_unique() -> None:
     assert len(names) >= 150
     assert per_second >= 120
     assert inventory()["memory_bytes"] > 0
+
+
+def test_sample_is_a_frozen_value() -> None:
+    import dataclasses
+
+    from clumon.agent.collectors import Sample
+
+    s = Sample("node_load1", 0.5)
+    assert (s.name, s.value) == ("node_load1", 0.5)
+    assert s == Sample("node_load1", 0.5) and hash(s) == hash(Sample("node_load1", 0.5))
+    assert s != Sample("node_load1", None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.value = 1.0  # type: ignore[misc]
+    assert dataclasses.replace(s, value=None) == Sample("node_load1", None)
+    assert repr(s) == "Sample(name='node_load1', value=0.5)"

@@ -301,3 +301,37 @@ def test_real_pressure() -> None:
     values = check_real(PressureCollector())
     assert "node_pressure_cpu_waiting_seconds_total" in values
     assert "node_pressure_cpu_stalled_seconds_total" not in values
+
+
+def test_pressure_missing_file_is_retried_only_after_a_while(tmp_path: Path) -> None:
+    from test_collectors_io import Clock
+
+    clock = Clock()
+    pressure = PressureCollector(str(tmp_path), clock=clock)
+    assert pressure.collect() == []
+    put(tmp_path, "pressure/irq", "full avg10=0.00 avg60=0.00 avg300=0.00 total=5\n")
+    clock.now += 299.0
+    assert pressure.collect() == []
+    clock.now += 1.0
+    assert as_dict(pressure.collect())["node_pressure_irq_stalled_seconds_total"] == pytest.approx(5e-6)
+
+
+def test_memory_keys_that_move_between_reads(tmp_path: Path) -> None:
+    put(tmp_path, "meminfo", MEMINFO)
+    put(tmp_path, "vmstat", VMSTAT)
+    memory = MemoryCollector(str(tmp_path), page_size=4096)
+    memory.collect()
+    # A field appears before the others (as after a kernel upgrade under a live
+    # container), then a value stops being a number: positions must be relearned.
+    put(tmp_path, "vmstat", "nr_new_thing 1\n" + VMSTAT.replace("pgfault 1000", "pgfault 2000"))
+    put(tmp_path, "meminfo", "Zswap: 0 kB\n" + MEMINFO.replace("MemTotal:       1000000", "MemTotal: 2000000"))
+    values = as_dict(memory.collect())
+    assert values["node_memory_page_faults_total"] == 2000
+    assert values["node_memory_oom_kills_total"] == 2
+    assert values["node_memory_total_bytes"] == 2000000 * 1024
+    put(tmp_path, "vmstat", VMSTAT.replace("pgfault 1000", "pgfault lots"))
+    values = as_dict(memory.collect())
+    assert "node_memory_page_faults_total" not in values
+    assert values["node_memory_major_page_faults_total"] == 7
+    put(tmp_path, "vmstat", VMSTAT)
+    assert as_dict(memory.collect())["node_memory_page_faults_total"] == 1000
