@@ -100,9 +100,6 @@ class Agent:
         index, values = d.columns(reading.values)
         self.uplink.send_stored(Data.from_values(d.version, values, index))
         self.frames_sent += 1
-        dropped = self.spool.take_drop_count()
-        if dropped:
-            self.uplink.send_stored(Event("spool_overflow", self.name, f"spool full: dropped {dropped} oldest frames", {"dropped": dropped}))
 
     async def collect_loop(self) -> None:
         """Read due sources on schedule and send what they produced."""

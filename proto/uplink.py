@@ -16,10 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import zmq
 import zmq.asyncio
+from zmq.utils.monitor import recv_monitor_message
 
 from . import codec, transport
-from .frames import Ack, Body, Frame, Heartbeat, Hello, Kind, STORED_KINDS, make
+from .frames import Ack, Body, Event, Frame, Heartbeat, Hello, Kind, STORED_KINDS, make
 from .runtime import QuietLog
 from .spool import Spool
 
@@ -77,6 +79,8 @@ class Uplink:
         self.frames_out = 0
         self.bytes_out = 0
         self.failovers = 0
+        self._probe: zmq.Socket | None = None
+        self._probe_monitor: zmq.Socket | None = None
         self.decode_errors = 0
 
     # --- sending ---------------------------------------------------------------
@@ -218,12 +222,17 @@ class Uplink:
     # --- timers ------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Heartbeat, resend and failover decisions; call about once a second."""
+        """Heartbeat, resend, loss report and failover decisions; call about once a second."""
         now = self._clock()
         t = self.timings
         if now - self._last_heard > t.failover_after and len(self.parents) > 1:
             self._fail_over()
             return
+        if self._current != 0 and self._preferred_is_back():
+            log.info("preferred parent %s is back: returning to it", self.parents[0])
+            self._switch(0)
+            return
+        self._report_loss()
         if now - self._last_sent >= t.heartbeat_interval:
             self.send_body(Heartbeat(self.root_incarnation))
         self.spool.expire()
@@ -234,11 +243,60 @@ class Uplink:
         if next(self.spool.due(stale), None) is not None:
             self.replay(older_than=stale)
 
+    def _report_loss(self) -> None:
+        """Frames the spool dropped on overflow become an EVENT — never silent.
+
+        ``dropped_total`` is cumulative, so the newest stored loss EVENT gives the
+        exact count even if an earlier loss EVENT was itself dropped.
+        """
+        n = self.spool.take_drop_count()
+        if n:
+            total = self.spool.dropped_total
+            log.error("spool overflow: dropped %d oldest frames (%d in all)", n, total)
+            self.send_stored(Event("spool_overflow", self.name,
+                                   f"spool full: dropped the {n} oldest unacknowledged frames ({total} in all)",
+                                   {"dropped": n, "dropped_total": total}))
+
+    def _preferred_is_back(self) -> bool:
+        """Whether the first parent accepts connections again.
+
+        A probe DEALER that sends nothing is connected to it; its socket monitor
+        reports when the TCP connection succeeds. The parent's application never
+        sees the probe, so it registers no phantom child.
+        """
+        if self._probe is None:
+            sync_ctx = zmq.Context.shadow(self._ctx.underlying)
+            self._probe = sync_ctx.socket(zmq.DEALER)
+            self._probe.setsockopt(zmq.LINGER, 0)
+            self._probe_monitor = self._probe.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            self._probe.connect(self.parents[0])
+            return False
+        try:
+            while True:
+                event = recv_monitor_message(self._probe_monitor, zmq.NOBLOCK)
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._close_probe()
+                    return True
+        except zmq.Again:
+            return False
+
+    def _close_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.disable_monitor()
+            self._probe_monitor.close(0)
+            self._probe.close(0)
+            self._probe = self._probe_monitor = None
+
     def _fail_over(self) -> None:
         old = self.parent
-        self._current = (self._current + 1) % len(self.parents)
         self.failovers += 1
-        log.warning("parent %s silent for %.1fs: failing over to %s", old, self.timings.failover_after, self.parent)
+        log.warning("parent %s silent for %.1fs: failing over to %s", old, self.timings.failover_after,
+                    self.parents[(self._current + 1) % len(self.parents)])
+        self._switch((self._current + 1) % len(self.parents))
+
+    def _switch(self, index: int) -> None:
+        self._close_probe()
+        self._current = index
         self._conn.close()
         self._conn = transport.dealer(self._ctx, self.name, self.parent)
         self.parent_incarnation = 0  # the first frame from the new parent triggers a replay
@@ -253,6 +311,7 @@ class Uplink:
             self.tick()
 
     def close(self) -> None:
+        self._close_probe()
         self._conn.close()
         self.spool.close()
 

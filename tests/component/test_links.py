@@ -3,11 +3,16 @@
 Waits are conditions polled with a generous timeout, never bare sleeps: a test
 that passes does so as fast as the link allows. Timings are short (heartbeat
 0.2 s, failover 1 s) and passed in, as a daemon's config would.
+
+Names are unique per run: an ephemeral port may have belonged to a daemon another
+test (or a developer's demo) just stopped, whose agents keep reconnecting to it;
+a stray "node-1" would take over our child's routing id (ROUTER_HANDOVER).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from typing import Callable
@@ -26,6 +31,10 @@ TIMINGS = LinkTimings(heartbeat_interval=HB, failover_after=1.0, resend_after=60
 WAIT = 10.0  # generous: a condition that holds is met in well under a second
 
 pytestmark = pytest.mark.timeout(60)
+
+NAME = f"links-{os.getpid()}-{os.urandom(3).hex()}"
+OTHER = NAME + "-other"
+JUNK = NAME + "-junk"
 
 
 def run(scenario: Callable) -> None:
@@ -78,11 +87,11 @@ class Parent:
             await asyncio.sleep(HB / 2)
             self.down.tick()
 
-    def seqs(self, sender: str = "node-1") -> set[int]:
+    def seqs(self, sender: str = NAME) -> set[int]:
         return {f.seq for who, f, _ in self.frames if f.sender == sender and f.stored}
 
-    def count(self, kind: Kind) -> int:
-        return sum(1 for _, f, _ in self.frames if f.kind is kind)
+    def count(self, kind: Kind, sender: str = NAME) -> int:
+        return sum(1 for _, f, _ in self.frames if f.kind is kind and f.sender == sender)
 
     async def close(self) -> None:
         for task in (self.receiving, self.ticking):
@@ -94,7 +103,7 @@ class Parent:
 class Child:
     """An Uplink with its receive loop and (optionally) its timers running."""
 
-    def __init__(self, ctx, parents: list[str], name: str = "node-1", timers: bool = True,
+    def __init__(self, ctx, parents: list[str], name: str = NAME, timers: bool = True,
                  clock: Callable[[], float] = time.monotonic):
         self.spool = Spool(clock=clock)
         self.got: list[Frame] = []
@@ -115,7 +124,7 @@ class Child:
         self.up.close()
 
 
-HELLO = Hello(1, ("node_load1", "node_uptime_seconds"), {"host": "node-1", "cores": 2}, "agent")
+HELLO = Hello(1, ("node_load1", "node_uptime_seconds"), {"host": NAME, "cores": 2}, "agent")
 
 
 def data(i: float) -> Data:
@@ -138,7 +147,7 @@ def test_stored_frames_arrive_and_acks_empty_the_spool():
         assert child.up.send_stored(HELLO) == 1
         for i in range(3):
             child.up.send_stored(data(i))
-        child.up.send_stored(Event("plugin_failed", "node-1", "gpu collector failed", {"errors": 3}))
+        child.up.send_stored(Event("plugin_failed", NAME, "gpu collector failed", {"errors": 3}))
         # sent before the link was up, these go out when the parent greets the child
         await until(lambda: parent.seqs() == {1, 2, 3, 4, 5}, "five stored frames at the parent")
         assert len(child.spool) == 5, "nothing is forgotten before the ack"
@@ -147,15 +156,15 @@ def test_stored_frames_arrive_and_acks_empty_the_spool():
         assert by_seq[1][0].body == HELLO
         assert [by_seq[s][0].body for s in (2, 3, 4)] == [data(0), data(1), data(2)]
         assert by_seq[5][0].kind is Kind.EVENT
-        assert all(f.incarnation == child.incarnation and f.sender == "node-1" for f, _ in by_seq.values())
+        assert all(f.incarnation == child.incarnation and f.sender == NAME for f, _ in by_seq.values())
         assert by_seq[3][1] == next(e.data for e in child.spool.all() if e.seq == 3), "spooled bytes are sent as is"
 
         # an ack for another incarnation of this node (its previous life) keeps everything
-        parent.down.send("node-1", Ack((AckEntry("node-1", child.incarnation - 1, ((1, 5),)),)))
-        parent.down.send("node-1", Ack((AckEntry("node-1", child.incarnation, ((1, 2),)),)))
+        parent.down.send(NAME, Ack((AckEntry(NAME, child.incarnation - 1, ((1, 5),)),)))
+        parent.down.send(NAME, Ack((AckEntry(NAME, child.incarnation, ((1, 2),)),)))
         await until(lambda: len(child.spool) == 3, "the ack of seqs 1-2")
         assert [e.seq for e in child.spool.all()] == [3, 4, 5]
-        parent.down.send("node-1", Ack((AckEntry("node-1", child.incarnation, ((3, 5),)),)))
+        parent.down.send(NAME, Ack((AckEntry(NAME, child.incarnation, ((3, 5),)),)))
         await until(lambda: len(child.spool) == 0, "the ack of seqs 3-5")
         assert child.spool.acked_total == 5 and child.alive()
         await child.close()
@@ -170,24 +179,24 @@ def test_acks_for_other_nodes_and_orders_reach_the_handler():
 
     async def scenario(ctx):
         parent = Parent(ctx, ack=False)
-        child = Child(ctx, [parent.endpoint], name="node-1")
+        child = Child(ctx, [parent.endpoint])
         await connected(child, parent)
         child.up.send_stored(HELLO)
         await until(lambda: parent.seqs() == {1}, "the HELLO")
         first_hello = next(raw for _, f, raw in parent.frames if f.kind is Kind.HELLO)
 
-        parent.down.send("node-1", Control("resend_hello", "node-1", {}))
+        parent.down.send(NAME, Control("resend_hello", NAME, {}))
         await until(lambda: parent.count(Kind.HELLO) == 2, "the HELLO again")
         again = [raw for _, f, raw in parent.frames if f.kind is Kind.HELLO][1]
         assert again == first_hello, "same seq, same bytes: the root stores it once"
 
-        parent.down.send("node-1", Control("set_masks", "node-1", {"masks": []}))
-        parent.down.send("node-1", Ack((AckEntry("node-1", child.incarnation, ((1, 1),)),
-                                        AckEntry("node-9", 77, ((4, 6),)))))
-        await until(lambda: len(child.got) == 2, "the order and the ack for node-9")
+        parent.down.send(NAME, Control("set_masks", NAME, {"masks": []}))
+        parent.down.send(NAME, Ack((AckEntry(NAME, child.incarnation, ((1, 1),)),
+                                        AckEntry(OTHER, 77, ((4, 6),)))))
+        await until(lambda: len(child.got) == 2, "the order and the ack for another node")
         order, ack = child.got
         assert order.kind is Kind.CONTROL and order.body.op == "set_masks"
-        assert ack.kind is Kind.ACK and ack.body.entries == (AckEntry("node-9", 77, ((4, 6),)),)
+        assert ack.kind is Kind.ACK and ack.body.entries == (AckEntry(OTHER, 77, ((4, 6),)),)
         assert len(child.spool) == 0
         assert not any(f.kind is Kind.CONTROL and f.body.op == "resend_hello" for f in child.got)
         await child.close()
@@ -346,16 +355,16 @@ def test_garbage_to_the_router_is_counted_and_good_frames_keep_flowing():
         child.up.send_stored(HELLO)
         await until(lambda: len(child.spool) == 0, "the HELLO, acknowledged")
 
-        junk = transport.dealer(ctx, "junk", parent.endpoint)
+        junk = transport.dealer(ctx, JUNK, parent.endpoint)
         rng = random.Random(1)
-        good = codec.encode(make("junk", 1, 1.0, data(0), 1))
+        good = codec.encode(make(JUNK, 1, 1.0, data(0), 1))
         bad: list[list[bytes]] = [
             [b""],
             [b"\xc1"],
             [good[:-4]],                                          # truncated
             [good + b"\x00"],                                     # trailing byte
             [b"\x97\x02" + good[2:]],                             # version 2
-            [codec.encode(make("node-1", 1, 1.0, data(0), 1))],   # someone else's name
+            [codec.encode(make(NAME, 1, 1.0, data(0), 1))],   # someone else's name
             [good, b"second part"],                               # two parts
             [b"x" * 5000],                                        # over max_frame_bytes
             *[[rng.randbytes(rng.randrange(1, 300))] for _ in range(40)],
@@ -368,9 +377,9 @@ def test_garbage_to_the_router_is_counted_and_good_frames_keep_flowing():
             child.up.send_stored(data(total))  # good frames interleaved with the junk
         await until(lambda: sum(parent.down.decode_errors.values()) >= total, "every bad message counted")
 
-        assert dict(parent.down.decode_errors) == {"junk": total}
-        assert "junk" not in parent.down.liveness.children
-        assert all(who == "node-1" for who, _, _ in parent.frames)
+        assert dict(parent.down.decode_errors) == {JUNK: total}
+        assert JUNK not in parent.down.liveness.children
+        assert all(who == NAME for who, _, _ in parent.frames)
         await until(lambda: len(child.spool) == 0, "every good frame acknowledged")
         assert parent.seqs() == set(range(1, total + 2))
         assert not parent.receiving.done(), "the receive loop survives"
@@ -387,7 +396,7 @@ def test_garbage_from_the_parent_is_counted_by_the_child():
         child = Child(ctx, [parent.endpoint])
         await connected(child, parent)
         for raw in (b"\xc1", b"", codec.encode(make("rack-1", 1, 1.0, Heartbeat(0)))[:-1]):
-            parent.down.send_raw("node-1", raw)
+            parent.down.send_raw(NAME, raw)
         await until(lambda: child.up.decode_errors == 3, "three bad frames counted")
         child.up.send_stored(HELLO)
         await until(lambda: len(child.spool) == 0, "the link still works")
@@ -413,6 +422,57 @@ def test_handler_errors_do_not_stop_the_receive_loop():
         child.up.send_stored(data(1))
         await until(lambda: len(child.spool) == 0 and parent.seqs() == {1, 2}, "frames after the handler failed")
         assert not parent.receiving.done()
+        await child.close()
+        await parent.close()
+
+    run(scenario)
+
+
+def test_back_to_the_preferred_parent_when_it_returns():
+    async def scenario(ctx):
+        first = Parent(ctx, ack=True)
+        port = first.down.port
+        second = Parent(ctx, name="rack-2", ack=True)
+        child = Child(ctx, [first.endpoint, second.endpoint])
+        child.up.send_stored(HELLO)
+        await until(lambda: len(child.spool) == 0, "the HELLO, acknowledged by the first parent")
+        await first.close()
+        await until(lambda: child.up.parent == second.endpoint, "the failover to the second parent")
+        n_at_second = len(second.frames)
+        # the first parent comes back on the same port: the child returns to it
+        back = Parent(ctx, bind=f"tcp://127.0.0.1:{port}", ack=True)
+        await until(lambda: child.up.parent == back.endpoint, "the return to the preferred parent")
+        seq = child.up.send_stored(data(7))
+        await until(lambda: seq in back.seqs() and len(child.spool) == 0, "a frame stored through the first parent")
+        assert len(second.frames) >= n_at_second
+        assert not any(f.sender.endswith("probe") for _, f, _ in back.frames), "the probe is invisible"
+        assert set(back.down.liveness.children) == {NAME}, "no phantom child from the probe"
+        await child.close()
+        await back.close()
+        await second.close()
+
+    run(scenario)
+
+
+def test_spool_overflow_is_reported_with_exact_counts():
+    async def scenario(ctx):
+        parent = Parent(ctx, ack=False)
+        child = Child(ctx, [parent.endpoint], timers=False)
+        await connected(child, parent)
+        child.spool.max_bytes = 2000  # a few frames
+        child.up.send_stored(HELLO)
+        for i in range(40):
+            child.up.send_stored(data(i))
+        assert child.spool.dropped_unreported > 0
+        child.up.tick()
+        await until(lambda: parent.count(Kind.EVENT) >= 1, "the loss EVENT")
+        (event,) = [f for _, f, _ in parent.frames if f.kind is Kind.EVENT]
+        assert event.body.type == "spool_overflow"
+        # the EVENT counts every frame dropped before it; storing it may drop one more,
+        # which the next report counts (dropped_total is cumulative)
+        assert event.body.attrs["dropped_total"] == child.spool.dropped_total - child.spool.dropped_unreported
+        held = {e.seq for e in child.spool.all()}
+        assert child.up.last_seq - len(held) == child.spool.dropped_total
         await child.close()
         await parent.close()
 
