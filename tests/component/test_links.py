@@ -426,3 +426,54 @@ def test_handler_errors_do_not_stop_the_receive_loop():
         await parent.close()
 
     run(scenario)
+
+
+def test_back_to_the_preferred_parent_when_it_returns():
+    async def scenario(ctx):
+        first = Parent(ctx, ack=True)
+        port = first.down.port
+        second = Parent(ctx, name="rack-2", ack=True)
+        child = Child(ctx, [first.endpoint, second.endpoint])
+        child.up.send_stored(HELLO)
+        await until(lambda: len(child.spool) == 0, "the HELLO, acknowledged by the first parent")
+        await first.close()
+        await until(lambda: child.up.parent == second.endpoint, "the failover to the second parent")
+        n_at_second = len(second.frames)
+        # the first parent comes back on the same port: the child returns to it
+        back = Parent(ctx, bind=f"tcp://127.0.0.1:{port}", ack=True)
+        await until(lambda: child.up.parent == back.endpoint, "the return to the preferred parent")
+        seq = child.up.send_stored(data(7))
+        await until(lambda: seq in back.seqs() and len(child.spool) == 0, "a frame stored through the first parent")
+        assert len(second.frames) >= n_at_second
+        assert not any(f.sender.endswith("probe") for _, f, _ in back.frames), "the probe is invisible"
+        assert set(back.down.liveness.children) == {NAME}, "no phantom child from the probe"
+        await child.close()
+        await back.close()
+        await second.close()
+
+    run(scenario)
+
+
+def test_spool_overflow_is_reported_with_exact_counts():
+    async def scenario(ctx):
+        parent = Parent(ctx, ack=False)
+        child = Child(ctx, [parent.endpoint], timers=False)
+        await connected(child, parent)
+        child.spool.max_bytes = 2000  # a few frames
+        child.up.send_stored(HELLO)
+        for i in range(40):
+            child.up.send_stored(data(i))
+        assert child.spool.dropped_unreported > 0
+        child.up.tick()
+        await until(lambda: parent.count(Kind.EVENT) >= 1, "the loss EVENT")
+        (event,) = [f for _, f, _ in parent.frames if f.kind is Kind.EVENT]
+        assert event.body.type == "spool_overflow"
+        # the EVENT counts every frame dropped before it; storing it may drop one more,
+        # which the next report counts (dropped_total is cumulative)
+        assert event.body.attrs["dropped_total"] == child.spool.dropped_total - child.spool.dropped_unreported
+        held = {e.seq for e in child.spool.all()}
+        assert child.up.last_seq - len(held) == child.spool.dropped_total
+        await child.close()
+        await parent.close()
+
+    run(scenario)
