@@ -83,9 +83,15 @@ class Conn:
         """Send without blocking; False when the peer is unroutable or the queue is full."""
         try:
             self.raw.send_multipart(parts, zmq.NOBLOCK)
-            return True
+            ok = True
         except zmq.ZMQError:
-            return False
+            ok = False
+        if not self.aio.closed:
+            # The socket's FD is edge-triggered and a send processes pending commands,
+            # which can swallow the edge announcing an incoming message; asking the
+            # asyncio socket for EVENTS makes it look again (pyzmq schedules a check).
+            self.aio.get(zmq.EVENTS)
+        return ok
 
     def port(self) -> int:
         """The TCP port the socket is bound to (after binding port 0)."""

@@ -1,0 +1,54 @@
+"""The socket factory's Conn over a real DEALER/ROUTER pair on 127.0.0.1, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from clumon.proto import transport
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_a_send_does_not_hide_a_message_waiting_to_be_received():
+    """ZeroMQ's FD is edge-triggered: a send on the shadow socket processes the
+    socket's pending commands, which consumes the edge that announced an incoming
+    message. The asyncio side must still see that message (it once stayed unseen
+    until the next one arrived: acks for a simulated agent never came)."""
+
+    async def scenario() -> None:
+        ctx = transport.make_context()
+        name = f"conn-{os.getpid()}-{os.urandom(3).hex()}"
+        parent = transport.router(ctx, "tcp://127.0.0.1:0")
+        child = transport.dealer(ctx, name, f"tcp://127.0.0.1:{parent.port()}")
+        got: asyncio.Queue = asyncio.Queue()
+
+        async def receive() -> None:
+            async for parts in child.messages():
+                got.put_nowait(parts)
+
+        task = asyncio.create_task(receive())
+        try:
+            # the parent learns the child's routing id from its first message
+            for _ in range(200):
+                if child.send([b"hello"]):
+                    break
+                await asyncio.sleep(0.01)
+            ident, _ = await asyncio.wait_for(parent.aio.recv_multipart(), 10)
+            assert parent.send([ident, b"ack"])
+            # let the I/O thread deliver it without giving the loop a turn, then send:
+            # the send swallows the edge the loop would have woken up for
+            time.sleep(0.2)
+            assert child.send([b"data"])
+            assert await asyncio.wait_for(got.get(), 10) == [b"ack"]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            child.close()
+            parent.close()
+            ctx.destroy(linger=0)
+
+    asyncio.run(scenario())
