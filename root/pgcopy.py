@@ -9,7 +9,7 @@ module imports without it, and is only called on a PostgreSQL engine.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import sqlalchemy as sa
 
@@ -44,23 +44,41 @@ def pg_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseEx
 
 
 def copy_insert_ignore(
-    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], dumps: Callable[[Any], str]
-) -> None:
+    conn: sa.Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    dumps: Callable[[Any], str],
+    returning: tuple[str, ...] = (),
+) -> list[tuple]:
     """Insert ``rows`` into ``table`` inside ``conn``'s transaction, skipping
-    rows whose key is already there (or repeated within ``rows``)."""
+    rows whose key is already there (or repeated within ``rows``); returns the
+    ``returning`` columns of the rows actually inserted."""
+    cols = list(table.columns)
+    json_cols = {c.name for c in cols if isinstance(c.type, sa.JSON)}
+    keys = [c.name for c in cols]
+    tuples = ([dumps(row[k]) if k in json_cols else row[k] for k in keys] for row in rows)
+    return copy_rows(conn, table, tuples, "ON CONFLICT DO NOTHING", returning)
+
+
+def copy_rows(
+    conn: sa.Connection,
+    table: sa.Table,
+    rows: Iterable[Sequence[Any]],
+    on_conflict: str,
+    returning: tuple[str, ...] = (),
+) -> list[tuple]:
+    """COPY ``rows`` (values in the table's column order) into a staging table,
+    then ``INSERT INTO table SELECT ... <on_conflict>``."""
     cols = list(table.columns)
     names = ", ".join(f'"{c.name}"' for c in cols)
-    types = [_pg_type(c) for c in cols]
-    json_cols = {c.name for c in cols if isinstance(c.type, sa.JSON)}
     staging = f"_in_{table.name}"
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
         cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" (LIKE "{table.name}") ON COMMIT DELETE ROWS')
         with cur.copy(f'COPY "{staging}" ({names}) FROM STDIN (FORMAT BINARY)') as copy:
-            copy.set_types(types)
-            keys = [c.name for c in cols]
+            copy.set_types([_pg_type(c) for c in cols])
             for row in rows:
-                copy.write_row([dumps(row[k]) if k in json_cols else row[k] for k in keys])
-        cur.execute(
-            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" ON CONFLICT DO NOTHING'
-        )
+                copy.write_row(row)
+        ret = f" RETURNING {', '.join(returning)}" if returning else ""
+        cur.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" {on_conflict}{ret}')
+        return cur.fetchall() if returning else []

@@ -13,6 +13,11 @@ Tables
                    with the node upsert, so it needs no read and no event naming.
 ``schema_version`` which migrations have run.
 
+Version 2 adds ``chunks`` (compacted per-series points, format in ``chunks.py``),
+``compacted`` (seq ranges already compacted, for idempotence after deletion),
+``rollup_keys`` and one table per tier ``rollup_1m`` ... ``rollup_1d`` with a
+``rollup_<tier>_named`` view that joins the names in.
+
 Why a migration table and not Alembic: the schema belongs to one program, which
 creates and upgrades it at start; migrations are a short ordered list of Python
 functions taking a ``Connection``. Alembic's strengths (autogenerate, branches,
@@ -107,9 +112,80 @@ schema_version = sa.Table(
 #: Tables of version 1, in creation order.
 V1_TABLES = (frames, dictionaries, events, nodes, state_history)
 
+# --- version 2: compaction, rollups -------------------------------------------
+
+chunks = sa.Table(
+    "chunks",
+    metadata,
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("series", sa.Text, nullable=False),
+    sa.Column("start", sa.BigInteger, nullable=False),  # window start, epoch seconds
+    sa.Column("first_ts", sa.Float(precision=53), nullable=False),
+    sa.Column("last_ts", sa.Float(precision=53), nullable=False),
+    sa.Column("points", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),  # root/chunks.py format
+    sa.PrimaryKeyConstraint("node", "series", "start", name="chunks_pk"),
+)
+
+# Seq ranges of frames that were compacted (and deleted): a replay of one of
+# them must still be recognised as already stored.
+compacted = sa.Table(
+    "compacted",
+    metadata,
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("incarnation", sa.BigInteger, nullable=False),
+    sa.Column("lo", sa.BigInteger, nullable=False),
+    sa.Column("hi", sa.BigInteger, nullable=False),
+    sa.Column("last_ts", sa.Float(precision=53), nullable=False),
+    sa.PrimaryKeyConstraint("node", "incarnation", "lo", name="compacted_pk"),
+)
+
+rollup_keys = sa.Table(
+    "rollup_keys",
+    metadata,
+    sa.Column("key", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("scope", sa.Text, nullable=False),  # node | aggregator | cluster
+    sa.Column("entity", sa.Text, nullable=False),  # node or aggregator name; "" for cluster
+    sa.Column("series", sa.Text, nullable=False),
+    sa.UniqueConstraint("scope", "entity", "series", name="rollup_keys_name"),
+    sa.Index("rollup_keys_series", "series", "scope"),
+)
+
+
+def _rollup_table(tier: str) -> sa.Table:
+    return sa.Table(
+        f"rollup_{tier}",
+        metadata,
+        sa.Column("key", sa.BigInteger, nullable=False),
+        sa.Column("bucket", sa.BigInteger, nullable=False),  # bucket start, epoch seconds
+        sa.Column("min", sa.Float(precision=53), nullable=False),
+        sa.Column("max", sa.Float(precision=53), nullable=False),
+        sa.Column("sum", sa.Float(precision=53), nullable=False),
+        sa.Column("sum_c", sa.Float(precision=53), nullable=False),  # exact sum = sum + sum_c
+        sa.Column("count", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("key", "bucket", name=f"rollup_{tier}_pk"),
+        sa.Index(f"rollup_{tier}_bucket", "bucket"),
+    )
+
+
+TIER_NAMES = ("1m", "30m", "2h", "1d")
+rollups = {tier: _rollup_table(tier) for tier in TIER_NAMES}
+V2_TABLES = (chunks, compacted, rollup_keys, *rollups.values())
+
 
 def _v1(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=list(V1_TABLES), checkfirst=True)
+
+
+def _v2(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=list(V2_TABLES), checkfirst=True)
+    for tier in TIER_NAMES:
+        # The same rows with names, for people at sqlite3/psql.
+        conn.exec_driver_sql(
+            f'CREATE VIEW "rollup_{tier}_named" AS SELECT k.scope, k.entity, k.series, r.bucket, '
+            f"r.min, r.max, r.sum + r.sum_c AS sum, r.count FROM \"rollup_{tier}\" r "
+            f"JOIN rollup_keys k ON k.key = r.key"
+        )
 
 
 Migration = tuple[int, str, Callable[[sa.Connection], None]]
@@ -117,6 +193,7 @@ Migration = tuple[int, str, Callable[[sa.Connection], None]]
 #: Ordered migrations. Append; never edit one that has shipped.
 MIGRATIONS: list[Migration] = [
     (1, "frames, dictionaries, events, nodes, state_history", _v1),
+    (2, "chunks, compacted ranges, rollup keys and tiers", _v2),
 ]
 
 

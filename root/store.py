@@ -19,6 +19,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -28,6 +29,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from . import schema as S
+from .history import History, HistoryConfig
 from .pgcopy import copy_insert_ignore, pg_error_types
 
 #: Batches at least this large go through COPY on PostgreSQL (measured:
@@ -214,8 +216,16 @@ class Store:
     a root can start before its database.
     """
 
-    def __init__(self, url: str, *, busy_timeout: float = 5.0, copy_threshold: int = COPY_THRESHOLD):
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout: float = 5.0,
+        copy_threshold: int = COPY_THRESHOLD,
+        history: HistoryConfig | None = None,
+    ):
         self.url = url
+        self.history = History(history)
         self.engine = make_engine(url, busy_timeout)
         self.backend = self.engine.dialect.name
         self.copy_threshold = copy_threshold
@@ -232,7 +242,10 @@ class Store:
             return
         with self._schema_lock, _Translate():
             if not self.schema_version:
-                self.schema_version = S.upgrade(self.engine)
+                version = S.upgrade(self.engine)
+                with self.engine.connect() as conn:
+                    self.history.load(conn)
+                self.schema_version = version
 
     # --- writing -----------------------------------------------------------
 
@@ -252,15 +265,33 @@ class Store:
         written; then nothing of the batch is committed.
         """
         self._ensure_schema()
+        h = self.history
+        h.learn(dictionaries, nodes)
+        h.due(time.time())
+        fresh = h.new(frames)
         with _Translate(), self.engine.begin() as conn:
-            if frames:
-                self._insert_ignore(conn, S.frames, [_frame_dict(f) for f in frames])
+            inserted = self._insert_frames(conn, fresh) if fresh else []
             if dictionaries:
                 self._insert_ignore(conn, S.dictionaries, [_dict_dict(d) for d in dictionaries])
             if events:
                 self._insert_ignore(conn, S.events, [_event_dict(e) for e in events])
             if nodes:
                 self._upsert_nodes(conn, nodes)
+            h.write_pending(conn, self.copy_threshold)
+        h.committed(self.engine.connect, inserted)
+
+    def _insert_frames(self, conn: sa.Connection, frames: list[FrameRow]) -> list[FrameRow]:
+        """Insert, returning the frames that were new (only those feed rollups)."""
+        rows = [_frame_dict(f) for f in frames]
+        key = ("node", "incarnation", "seq")
+        if self.backend == "postgresql" and len(rows) >= self.copy_threshold:
+            new = copy_insert_ignore(conn, S.frames, rows, _dumps, returning=key)
+        else:
+            t = S.frames
+            stmt = self._insert(t).on_conflict_do_nothing().returning(t.c.node, t.c.incarnation, t.c.seq)
+            new = conn.execute(stmt, rows).all()
+        new_keys = {tuple(k) for k in new}
+        return [f for f in frames if (f.node, f.incarnation, f.seq) in new_keys]
 
     def _insert_ignore(self, conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
         if self.backend == "postgresql" and len(rows) >= self.copy_threshold:
@@ -364,7 +395,7 @@ class Store:
         self._ensure_schema()
         out: dict[str, Any] = {"backend": self.backend, "schema_version": self.schema_version}
         with _Translate(), self.engine.connect() as conn:
-            for table in S.V1_TABLES:
+            for table in S.V1_TABLES + S.V2_TABLES:
                 out[f"{table.name}_rows"] = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
             out["db_bytes"] = self._db_bytes(conn)
         return out
@@ -382,8 +413,64 @@ class Store:
         wal = f"{self.engine.url.database.removeprefix('file:')}-wal"
         return pages * size + (os.path.getsize(wal) if os.path.exists(wal) else 0)
 
+    # --- history: rollups, compaction, retention ------------------------------
+
+    def flush(self) -> None:
+        """Write every open rollup bucket now (at shutdown; in tests)."""
+        self._ensure_schema()
+        self.history.due(time.time(), force=True)
+        self.write([], [], [], [])
+
+    def maintain(self, now: float | None = None) -> dict[str, int]:
+        """Periodic work, to be called from the writer thread (every ~10-60 s):
+        flush due rollups, compact complete windows of raw frames into chunks,
+        apply retention (hourly). Raises ``StoreUnavailable`` like ``write``."""
+        now = time.time() if now is None else now
+        self.write([], [], [], [])
+        with _Translate():
+            compacted = self.history.compact(self.engine, now)
+            expired = self.history.expire(self.engine, now)
+        return {"frames_compacted": compacted, **{f"{k}_expired": v for k, v in expired.items()}}
+
+    def expire(self, now: float | None = None) -> dict[str, int]:
+        """Apply retention now; returns rows deleted per table."""
+        self._ensure_schema()
+        with _Translate():
+            return self.history.expire(self.engine, time.time() if now is None else now, force=True)
+
+    def series(self, node: str, name: str, since: float, until: float, step: float | None = None,
+               tier: str | None = None) -> dict[str, Any]:
+        """Points of one series of one node in ``[since, until]``.
+
+        The tier ("raw", "1m", "30m", "2h", "1d") is chosen from the range and
+        ``step`` unless given. Returns ``{"tier", "step", "points"}``: raw points
+        are ``[ts, value]``; rollup points are dicts with ``ts`` (bucket start),
+        ``min``, ``max``, ``sum``, ``count``, ``avg``. Rollups lag ingest by up to
+        ``flush_seconds`` (1 min tier) / ``coarse_flush_seconds``.
+        """
+        self._ensure_schema()
+        with _Translate():
+            return self.history.series(self.engine.connect, node, name, since, until, step, tier, time.time())
+
+    def summary(self, name: str, since: float, until: float, by: str = "cluster",
+                tier: str | None = None) -> dict[str, Any]:
+        """One series across nodes from the rollups, ``by`` "cluster" or
+        "aggregator": ``{"tier", "step", "by", "groups": {entity: {min, max,
+        sum, count, avg, points}}}`` (the cluster's entity is "")."""
+        if by not in ("cluster", "aggregator"):
+            raise ValueError(f"summary by {by!r}: expected 'cluster' or 'aggregator'")
+        self._ensure_schema()
+        with _Translate():
+            return self.history.summary(self.engine.connect, name, since, until, by, tier, time.time())
+
     def close(self) -> None:
-        """Release every pooled connection."""
+        """Write open rollup buckets if the database is there, then release
+        every pooled connection."""
+        try:
+            if self.schema_version:
+                self.flush()
+        except StoreError:
+            pass
         self.engine.dispose()
 
 

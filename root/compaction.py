@@ -1,0 +1,163 @@
+"""Compaction: a node's stored DATA frames, once their window is complete, are
+rewritten into one chunk per (node, series, window) and deleted; reads of raw
+points combine chunks with the frames not yet compacted.
+
+The seq ranges of compacted frames are kept (table ``compacted``) so that a
+frame replayed after its row was deleted is still recognised as stored.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from typing import Callable
+
+import numpy as np
+import sqlalchemy as sa
+
+from clumon.proto import codec
+from clumon.proto.frames import Kind, seq_ranges
+
+from . import chunks
+from . import schema as S
+
+#: Chunks cover aligned windows of this many seconds.
+CHUNK_SECONDS = 1800
+
+Names = Callable[[str, int, int], "tuple[str, ...] | None"]
+
+
+def decode_data(payload: bytes) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """(dict_version, series positions, values) of a stored DATA frame."""
+    try:
+        body = codec.decode(payload).body
+    except codec.DecodeError:
+        return None
+    return body.dict_version, body.index_array(), body.value_array()
+
+
+class Ranges:
+    """Compacted seq ranges per (node, incarnation), in memory and in SQL."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[str, int], list[tuple[int, int]]] = {}
+
+    def load(self, conn: sa.Connection) -> None:
+        t = S.compacted
+        self.by_key.clear()
+        for r in conn.execute(sa.select(t.c.node, t.c.incarnation, t.c.lo, t.c.hi).order_by(t.c.lo)):
+            self.by_key.setdefault((r.node, r.incarnation), []).append((r.lo, r.hi))
+
+    def contains(self, node: str, incarnation: int, seq: int) -> bool:
+        ranges = self.by_key.get((node, incarnation))
+        if not ranges:
+            return False
+        i = bisect.bisect_right(ranges, (seq, float("inf"))) - 1
+        return i >= 0 and ranges[i][0] <= seq <= ranges[i][1]
+
+    def add(self, conn: sa.Connection, node: str, incarnation: int, seqs: list[int], last_ts: float) -> None:
+        old = self.by_key.get((node, incarnation), [])
+        merged = merge_ranges(old + list(seq_ranges(seqs)))
+        t = S.compacted
+        conn.execute(t.delete().where(t.c.node == node, t.c.incarnation == incarnation))
+        conn.execute(
+            t.insert(),
+            [{"node": node, "incarnation": incarnation, "lo": lo, "hi": hi, "last_ts": last_ts} for lo, hi in merged],
+        )
+        self.by_key[(node, incarnation)] = list(merged)
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Union of inclusive ranges, overlapping or adjacent ones joined."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
+
+
+def _points_of(frames, names: Names) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """Per series name: arrays of ts and values from DATA frame rows."""
+    out: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for f in frames:
+        decoded = decode_data(f.payload)
+        if decoded is None:
+            continue
+        dv, index, values = decoded
+        series = names(f.node, f.incarnation, dv)
+        if series is None:
+            continue
+        for pos, value in zip(index.tolist(), values.tolist()):
+            if pos < len(series) and value == value:  # NaN is a missing value
+                ts_list, v_list = out[series[pos]]
+                ts_list.append(f.ts)
+                v_list.append(value)
+    return out
+
+
+def _merge(ts: np.ndarray, vs: np.ndarray, old: bytes | None) -> tuple[np.ndarray, np.ndarray]:
+    if old is not None:
+        ots, ovs = chunks.decode(old)
+        ts, vs = np.concatenate((ots, ts)), np.concatenate((ovs, vs))
+    order = np.argsort(ts, kind="stable")
+    ts, vs = ts[order], vs[order]
+    keep = np.r_[ts[1:] != ts[:-1], True]  # one point per time: the last written
+    return ts[keep], vs[keep]
+
+
+def compact_node(conn: sa.Connection, node: str, cutoff: float, names: Names, ranges: Ranges) -> int:
+    """Compact every frame of ``node`` older than ``cutoff``; returns frames done."""
+    f = S.frames
+    rows = list(conn.execute(sa.select(f).where(f.c.node == node, f.c.ts < cutoff)))
+    if not rows:
+        return 0
+    by_window: dict[int, list] = defaultdict(list)
+    for r in rows:
+        if r.kind == int(Kind.DATA):
+            by_window[int(r.ts // CHUNK_SECONDS * CHUNK_SECONDS)].append(r)
+    c = S.chunks
+    for start, frames in by_window.items():
+        existing = dict(conn.execute(sa.select(c.c.series, c.c.data).where(c.c.node == node, c.c.start == start)).all())
+        for series, (ts_list, v_list) in _points_of(frames, names).items():
+            ts, vs = _merge(np.array(ts_list), np.array(v_list), existing.get(series))
+            row = {"node": node, "series": series, "start": start, "first_ts": float(ts[0]),
+                   "last_ts": float(ts[-1]), "points": len(ts), "data": chunks.encode(ts, vs)}
+            if series in existing:
+                conn.execute(c.update().where(c.c.node == node, c.c.series == series, c.c.start == start), row)
+            else:
+                conn.execute(c.insert(), row)
+    seqs: dict[int, list[int]] = defaultdict(list)
+    for r in rows:
+        seqs[r.incarnation].append(r.seq)
+    for incarnation, s in seqs.items():
+        ranges.add(conn, node, incarnation, s, max(r.ts for r in rows))
+        for lo, hi in seq_ranges(s):
+            conn.execute(f.delete().where(f.c.node == node, f.c.incarnation == incarnation, f.c.seq.between(lo, hi)))
+    return len(rows)
+
+
+def raw_points(conn: sa.Connection, node: str, series: str, since: float, until: float, names: Names) -> list[list[float]]:
+    """``[ts, value]`` of one series in ``[since, until]`` from chunks and frames."""
+    c, f = S.chunks, S.frames
+    ts_parts, v_parts = [], []
+    q = sa.select(c.c.data).where(
+        c.c.node == node, c.c.series == series, c.c.start > since - CHUNK_SECONDS, c.c.start <= until
+    )
+    for (data,) in conn.execute(q):
+        ts, vs = chunks.decode(data)
+        ts_parts.append(ts)
+        v_parts.append(vs)
+    frames = conn.execute(
+        sa.select(f).where(f.c.node == node, f.c.ts >= since, f.c.ts <= until, f.c.kind == int(Kind.DATA))
+    )
+    fresh = _points_of(frames, names).get(series)
+    if fresh:
+        ts_parts.append(np.array(fresh[0]))
+        v_parts.append(np.array(fresh[1]))
+    if not ts_parts:
+        return []
+    ts, vs = _merge(np.concatenate(ts_parts), np.concatenate(v_parts), None)
+    sel = (ts >= since) & (ts <= until)
+    return [[t, v] for t, v in zip(ts[sel].tolist(), vs[sel].tolist())]
