@@ -7,18 +7,21 @@ import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 import zmq.asyncio
 
-from clumon.agent.collectors import default_collectors, inventory
+from clumon.agent import maskstate
+from clumon.agent.collectors import Sample, default_collectors, inventory
 from clumon.agent.config import AgentConfig
+from clumon.agent.masks import Filter, MaskError, MaskSet
 from clumon.agent.sampler import Reading, Sampler
+from clumon.agent.snapshot import SharedReads
 from clumon.proto import runtime
-from clumon.proto.frames import Control, Data, Frame, Hello, Kind, Reply, Request
+from clumon.proto.frames import Control, Data, Event, Frame, Hello, Kind, Reply, Request
 from clumon.proto.spool import Spool
 from clumon.proto.uplink import Uplink
-from clumon.proto.frames import Event
 
 log = logging.getLogger("clumon.agent")
 
@@ -26,27 +29,50 @@ VERSION = "0.1.0"
 
 
 class Agent:
-    """One node's agent: a sampler feeding an uplink."""
+    """One node's agent: a sampler feeding masks feeding an uplink."""
 
     def __init__(self, cfg: AgentConfig, ctx: zmq.asyncio.Context):
         self.cfg = cfg
         self.name = cfg.node_name
         self.incarnation = time.time_ns()
         collectors = default_collectors(cfg.procfs, per_cpu=cfg.per_cpu, include=cfg.collectors or None)
-        self.sampler = Sampler(collectors, cfg.interval, cfg.intervals)
-        self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age, directory=cfg.state_dir / "spool",
-                           incarnation=self.incarnation)
+        self._startup_events: list[Event] = []
+        plugged: list = []
+        if cfg.entry_points:
+            from clumon.agent.plugins import entry_point_collectors
+            plugged, errors = entry_point_collectors({c.name for c in collectors})
+            self._startup_events += [Event("plugin_failed", self.name, msg, attrs) for msg, attrs in errors]
+        self.sampler = Sampler([*collectors, *plugged], cfg.interval, cfg.intervals)
+        for src in self.sampler.sources[len(collectors):]:
+            src.check = True
+        self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age)
         self.uplink = Uplink(
             ctx, self.name, self.incarnation, tuple(cfg.parents), cfg.timings, self.spool,
             self._on_frame, cfg.max_frame_bytes,
         )
+        kept = maskstate.load(cfg.state_dir)
+        self.masks_set_at = kept[1] if kept else None
+        self.filter = Filter(kept[0] if kept else cfg.masks.mask_set())
         # one thread: collectors keep state between reads (previous CPU times)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="collect")
+        self.reads = SharedReads(self.sampler, self._executor, self._publish)
+        self.exec_plugins = None
+        if cfg.plugin_dir:
+            from clumon.agent.execplugins import ExecPlugins
+            self.exec_plugins = ExecPlugins(Path(cfg.plugin_dir), cfg.plugin_interval, cfg.plugin_timeout,
+                                            cfg.intervals, self._plugin_samples, self._plugin_event, self.name)
         self._handlers: dict[Kind, Callable[[Frame], None]] = {
             Kind.REQUEST: self._on_request,
             Kind.CONTROL: self._on_control,
         }
+        self._controls: dict[str, Callable[[Control], None]] = {"set_masks": self._set_masks}
+        self._ops: dict[str, Callable[[Request], Awaitable[Any]]] = {
+            "read": self._answer_read,
+            "masks": self._answer_masks,
+            "stats": self._answer_stats,
+        }
         self.frames_sent = 0
+        self._inventory: dict[str, Any] = {}
 
     # --- frames from above --------------------------------------------------------
 
@@ -56,58 +82,117 @@ class Agent:
             handler(frame)
 
     def _on_control(self, frame: Frame) -> None:
-        log.info("ignoring CONTROL %s", frame.body.op)
+        body: Control = frame.body
+        handler = self._controls.get(body.op)
+        if handler is None or body.target != self.name:
+            log.info("ignoring CONTROL %s for %s", body.op, body.target)
+            return
+        handler(body)
+
+    def _set_masks(self, body: Control) -> None:
+        """Replace the mask set (or go back to the configured one) and keep it."""
+        args = body.args if isinstance(body.args, dict) else {}
+        loop = asyncio.get_running_loop()
+        if args.get("reset"):
+            self.filter.replace(self.cfg.masks.mask_set())
+            self.masks_set_at = None
+            loop.run_in_executor(self._executor, maskstate.clear, self.cfg.state_dir)
+            log.info("masks reset to the configured set")
+            return
+        base = self.cfg.masks
+        try:
+            masks = MaskSet.from_dict({
+                "rules": args.get("masks", []),
+                **{k: args.get(k, getattr(base, k)) for k in ("min_change", "min_change_abs", "max_silence")},
+            })
+        except MaskError as exc:
+            log.warning("rejected set_masks: %s", exc)
+            self.uplink.send_stored(Event("masks_rejected", self.name, str(exc), {"args": args}))
+            return
+        self.filter.replace(masks)
+        self.masks_set_at = time.time()
+        loop.run_in_executor(self._executor, maskstate.save, self.cfg.state_dir, masks, self.masks_set_at)
+        log.info("masks replaced: %s", "; ".join(r.text() for r in masks.rules) or "(no rules)")
 
     def _on_request(self, frame: Frame) -> None:
-        req: Request = frame.body
-        asyncio.get_running_loop().create_task(self._answer(req))
+        asyncio.get_running_loop().create_task(self._answer(frame.body))
 
     async def _answer(self, req: Request) -> None:
-        if req.op != "read":
+        op = self._ops.get(req.op)
+        if op is None:
             self.uplink.send_body(Reply(req.id, False, None, {"code": "unknown_op", "message": f"agent has no op {req.op!r}"}))
             return
-        max_age = float(req.args.get("max_age", 0.0) or 0.0)
-        now = time.time()
-        oldest = min((ts for _, ts in self.sampler.snapshot.values()), default=0.0)
-        live = not self.sampler.snapshot or now - oldest > max_age
-        if live:
-            reading = await self._read(self.sampler.sources)
-            await self._publish(reading)
-        result = {
-            self.name: {
-                "values": {k: [v, ts] for k, (v, ts) in self.sampler.snapshot.items()},
-                "live": live,
-            }
+        try:
+            result = await op(req)
+        except (TypeError, ValueError) as exc:
+            self.uplink.send_body(Reply(req.id, False, None, {"code": "bad_args", "message": str(exc)}))
+            return
+        self.uplink.send_body(Reply(req.id, True, {self.name: result}))
+
+    async def _answer_read(self, req: Request) -> dict:
+        globs = req.args.get("series") or []
+        if not isinstance(globs, list) or not all(isinstance(g, str) for g in globs):
+            raise ValueError("argument 'series': expected a list of globs")
+        max_age = req.args.get("max_age") or 0.0
+        if not isinstance(max_age, (int, float)) or max_age < 0:
+            raise ValueError("argument 'max_age': expected seconds >= 0")
+        return await self.reads.answer(globs, float(max_age))
+
+    async def _answer_masks(self, req: Request) -> dict:
+        return {**self.filter.masks.as_dict(), "source": "config" if self.masks_set_at is None else "control",
+                "set_at": self.masks_set_at}
+
+    async def _answer_stats(self, req: Request) -> dict:
+        """The agent's own figures (bench/agent_overhead.py reads these)."""
+        durations = sorted(self.reads.durations)
+        f = self.filter
+        return {
+            "series": len(self.sampler.dictionary.names),
+            "dict_version": self.sampler.dictionary.version,
+            "values_collected": self.reads.values_collected,
+            "values_passed": f.passed, "values_masked": f.masked, "values_suppressed": f.suppressed,
+            "reads": len(durations), "reads_shared": self.reads.shared,
+            "collect_p50_ms": _pct(durations, 50) * 1e3, "collect_p99_ms": _pct(durations, 99) * 1e3,
+            "sources": {s.collector.name: {"interval": s.interval, "reads": s.reads, "errors": s.errors,
+                                           "failure": s.failure, "series": len(s.names)}
+                        for s in self.sampler.sources},
+            **self.uplink.stats(),
         }
-        self.uplink.send_body(Reply(req.id, True, result))
 
     # --- reading and sending --------------------------------------------------------
-
-    async def _read(self, sources) -> Reading:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.sampler.read, sources)
 
     def _hello(self) -> Hello:
         inv = dict(self._inventory)
         return Hello(self.sampler.dictionary.version, tuple(self.sampler.dictionary.names), inv, "agent")
 
-    async def _publish(self, reading: Reading) -> None:
+    def _publish(self, reading: Reading) -> None:
+        """Send what a reading changed: a new HELLO, failures, and the values that pass."""
+        if reading.gone:
+            self.filter.forget(reading.gone)
         if reading.dictionary_changed or self.uplink.dict_version != self.sampler.dictionary.version:
             self.uplink.send_stored(self._hello())
-        if not reading.values:
-            return
-        d = self.sampler.dictionary
-        index, values = d.columns(reading.values)
-        self.uplink.send_stored(Data.from_values(d.version, values, index))
-        self.frames_sent += 1
+        for source, message in reading.failures:
+            self.uplink.send_stored(Event("source_failed", self.name, message, {"source": source}))
+        values = self.filter.apply(reading.values, time.monotonic())
+        if values:
+            d = self.sampler.dictionary
+            index, column = d.columns(values)
+            self.uplink.send_stored(Data.from_values(d.version, column, index))
+            self.frames_sent += 1
+
+    def _plugin_samples(self, name: str, interval: float, samples: list) -> None:
+        src = self.sampler.source(name) or self.sampler.add_pushed(_Pushed(name, interval), interval)
+        self._publish(self.sampler.absorb(src, samples))
+
+    def _plugin_event(self, event: Event) -> None:
+        self.uplink.send_stored(event)
 
     async def collect_loop(self) -> None:
         """Read due sources on schedule and send what they produced."""
         while True:
             due = self.sampler.due()
             if due:
-                reading = await self._read(due)
-                await self._publish(reading)
+                await self.reads.read(due)
             delay = self.sampler.next_due() - time.monotonic()
             await asyncio.sleep(max(0.01, delay))
 
@@ -117,18 +202,23 @@ class Agent:
         loop = asyncio.get_running_loop()
         self._inventory = await loop.run_in_executor(self._executor, self._static_facts)
         await asyncio.sleep(random.uniform(0, self.cfg.jitter))
-        first = await self._read(self.sampler.sources)
         tasks = [
             asyncio.create_task(self.uplink.receive(), name="uplink-receive"),
             asyncio.create_task(self.uplink.run_timers(), name="uplink-timers"),
         ]
-        await self._publish(first)
+        await self.reads.read([s for s in self.sampler.sources if not s.pushed])
+        for event in self._startup_events:
+            self.uplink.send_stored(event)
+        if self.exec_plugins is not None:
+            tasks.append(asyncio.create_task(self.exec_plugins.run(), name="exec-plugins"))
         tasks.append(asyncio.create_task(self.collect_loop(), name="collect"))
         runtime.notify_ready("agent", {"name": self.name, "parents": list(self.cfg.parents),
                                        "series": len(self.sampler.dictionary.names)})
         await stop.wait()
         runtime.notify_stopping()
         tasks[-1].cancel()
+        if self.exec_plugins is not None:
+            await self.exec_plugins.stop()
         await self._drain()
         for t in tasks:
             t.cancel()
@@ -152,3 +242,21 @@ class Agent:
 def serve(cfg: AgentConfig, ctx: zmq.asyncio.Context) -> Callable[[asyncio.Event], Any]:
     agent = Agent(cfg, ctx)
     return agent.serve
+
+
+class _Pushed:
+    """The collector face of a source whose samples are pushed (an executable plugin)."""
+
+    def __init__(self, name: str, interval: float):
+        self.name = name
+        self.default_interval = interval
+
+    def collect(self) -> list[Sample]:  # never called: the sampler does not schedule pushed sources
+        return []
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    """q-th percentile by nearest rank of an ascending list (0 when empty)."""
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]

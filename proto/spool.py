@@ -79,6 +79,8 @@ class Spool:
         #: frames dropped by overflow and not yet reported
         self.dropped_unreported = 0
         self.dropped_total = 0
+        #: of those, frames that were never sent: surely not stored
+        self.dropped_unsent_total = 0
         self.acked_total = 0
         self.recovered = 0
         if self._dir is not None:
@@ -230,9 +232,11 @@ class Spool:
             too_old = now - first.created > self.max_age
             if not (too_big or too_old):
                 break
-            self._drop(key)
+            entry = self._drop(key)
             self.dropped_unreported += 1
             self.dropped_total += 1
+            if entry is not None and entry.sent == 0.0:
+                self.dropped_unsent_total += 1
 
     def _drop(self, key: Key) -> SpoolEntry | None:
         entry = self._entries.pop(key, None)

@@ -246,16 +246,19 @@ class Uplink:
     def _report_loss(self) -> None:
         """Frames the spool dropped on overflow become an EVENT — never silent.
 
-        ``dropped_total`` is cumulative, so the newest stored loss EVENT gives the
-        exact count even if an earlier loss EVENT was itself dropped.
+        Counts are cumulative, so the newest stored loss EVENT gives the exact count
+        even if an earlier loss EVENT was itself dropped. ``dropped_unsent_total``
+        counts frames that never left this process (surely lost); the others were
+        sent but not yet acknowledged, and may well be stored.
         """
         n = self.spool.take_drop_count()
         if n:
-            total = self.spool.dropped_total
-            log.error("spool overflow: dropped %d oldest frames (%d in all)", n, total)
+            total, unsent = self.spool.dropped_total, self.spool.dropped_unsent_total
+            log.error("spool overflow: dropped %d oldest frames (%d in all, %d never sent)", n, total, unsent)
             self.send_stored(Event("spool_overflow", self.name,
-                                   f"spool full: dropped the {n} oldest unacknowledged frames ({total} in all)",
-                                   {"dropped": n, "dropped_total": total}))
+                                   f"spool full: dropped the {n} oldest unacknowledged frames "
+                                   f"({total} in all; {unsent} of them never sent, so surely lost)",
+                                   {"dropped": n, "dropped_total": total, "dropped_unsent_total": unsent}))
 
     def _preferred_is_back(self) -> bool:
         """Whether the first parent accepts connections again.

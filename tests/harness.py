@@ -109,3 +109,58 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def restart(tree: Tree, d: Daemon, wait: bool = True) -> Daemon:
+    """Start a stopped daemon again with the same command line (same name, ports, state)."""
+    again = Daemon(d.label, d.argv, d.log_path)
+    again.start(tree.env)
+    for attr in ("port", "query"):
+        if hasattr(d, attr):
+            setattr(again, attr, getattr(d, attr))
+    tree.daemons.append(again)
+    if wait and not again.wait_ready(30):
+        raise AssertionError(f"{d.label} not ready after restart:\n{d.log_path.read_text()[-3000:]}")
+    return again
+
+
+def kill9(d: Daemon) -> float:
+    """SIGKILL a daemon; returns the wall-clock time of the kill."""
+    import signal
+    import time
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    return time.time()
+
+
+def stored_seqs(db: Path) -> dict[tuple[str, int], list[int]]:
+    """(node, incarnation) -> sorted seqs of the stored frames (duplicates would show twice)."""
+    import sqlite3
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT node, incarnation, seq FROM frames ORDER BY node, incarnation, seq").fetchall()
+    out: dict[tuple[str, int], list[int]] = {}
+    for node, inc, seq in rows:
+        out.setdefault((node, inc), []).append(seq)
+    return out
+
+
+def assert_complete(db: Path, nodes: list[str]) -> dict[tuple[str, int], list[int]]:
+    """Every incarnation of every node has seqs 1..max, each exactly once."""
+    got = stored_seqs(db)
+    for node in nodes:
+        keys = [k for k in got if k[0] == node]
+        assert keys, f"nothing stored for {node}"
+        for k in keys:
+            seqs = got[k]
+            assert seqs == list(range(1, len(seqs) + 1)), (
+                f"{k}: {len(seqs)} frames, missing {sorted(set(range(1, max(seqs) + 1)) - set(seqs))[:20]}, "
+                f"duplicates {len(seqs) - len(set(seqs))}")
+    return got
+
+
+def unacked_at_exit(d: Daemon) -> int:
+    """What an agent said it left unacknowledged when it stopped (its last log line)."""
+    import re
+    m = re.findall(r"stopped \((\d+) frames unacknowledged\)", d.log_path.read_text())
+    assert m, f"{d.label} did not log its stop"
+    return int(m[-1])
