@@ -9,6 +9,7 @@ are stored frames of the aggregator itself (spooled like an agent's).
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import random
 import time
@@ -21,7 +22,7 @@ from clumon.aggregator.config import AggregatorConfig
 from clumon.aggregator.merge import Batcher
 from clumon.proto import codec, runtime
 from clumon.proto.downlink import Downlink
-from clumon.proto.frames import Ack, Control, Data, Event, Frame, Hello, Kind, Request
+from clumon.proto.frames import Ack, Control, Data, Event, Frame, Hello, Kind, Reply, Request
 from clumon.proto.liveness import Transition
 from clumon.proto.spool import Spool
 from clumon.proto.tree import LatestCache, Routes, walk
@@ -137,14 +138,41 @@ class Aggregator:
             self.downlink.send(child, body)
 
     def _route_request(self, frame: Frame) -> None:
+        """Send a request on towards its targets; a ``read`` that accepts cached values
+        is answered here for the nodes whose cache is young enough (the nearest cache)."""
         req: Request = frame.body
+        targets = list(req.targets)
+        if req.op == "read":
+            cached = self._answer_from_cache(req)
+            if cached:
+                self.uplink.send_body(Reply(req.id, True, cached))
+                targets = [t for t in targets if t not in cached]
         by_child = defaultdict(list)
-        for target in req.targets:
+        for target in targets:
             child = self.routes.child_for(target)
             if child is not None:
                 by_child[child].append(target)
-        for child, targets in by_child.items():
-            self.downlink.send(child, Request(req.id, req.op, tuple(targets), req.args, req.timeout))
+        # the next hop gets less time than we had, so its answer still fits ours
+        timeout = max(0.05, req.timeout * 0.8)
+        for child, ts in by_child.items():
+            self.downlink.send(child, Request(req.id, req.op, tuple(ts), req.args, timeout))
+
+    def _answer_from_cache(self, req: Request) -> dict:
+        max_age = req.args.get("max_age", 0)
+        if not isinstance(max_age, (int, float)) or max_age <= 0:
+            return {}
+        globs = [g for g in req.args.get("series") or [] if isinstance(g, str)]
+        now = time.time()
+        out = {}
+        for node in req.targets:
+            values = self.cache.latest(node)
+            if not values or now - max(ts for _, ts in values.values()) > max_age:
+                continue
+            if globs:
+                values = {k: v for k, v in values.items() if any(fnmatch.fnmatchcase(k, g) for g in globs)}
+            out[node] = {"values": {k: [v, ts] for k, (v, ts) in values.items()}, "live": False,
+                         "served_by": self.name}
+        return out
 
     # --- own health ------------------------------------------------------------------
 

@@ -106,7 +106,8 @@ class Downlink:
     def _greet(self, transitions: list[Transition]) -> None:
         """A child that appeared or restarted hears from us at once, so it replays."""
         for t in transitions:
-            if t.old is None or t.new == "restarted":
+            # new, restarted, or back from down: it may hold frames it could not send
+            if t.old in (None, "down") or t.new == "restarted":
                 self.send(t.subject, Heartbeat(self._root_incarnation()))
 
     async def receive(self) -> None:
