@@ -27,6 +27,14 @@ class Source:
     names: frozenset[str] = frozenset()
     last_read: float = 0.0  # wall time of the last read
     errors: int = 0
+    #: times collect() was called (the shared-snapshot tests count these)
+    reads: int = 0
+    #: read elsewhere (an executable plugin) and handed over with ``absorb``
+    pushed: bool = False
+    #: the last failure, '' while the source reads fine
+    failure: str = ""
+    #: check what collect() returns (plugins; built-in collectors are trusted)
+    check: bool = False
 
 
 @dataclass(slots=True)
@@ -37,6 +45,10 @@ class Reading:
     ts: float = 0.0
     dictionary_changed: bool = False
     sources: tuple[str, ...] = ()
+    #: (source, message) of sources that started failing in this read
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    #: series names that went away when the dictionary changed
+    gone: tuple[str, ...] = ()
 
 
 class SeriesDictionary:
@@ -84,10 +96,22 @@ class Sampler:
 
     def due(self, now: float | None = None) -> list[Source]:
         now = self._clock() if now is None else now
-        return [s for s in self.sources if s.next_due <= now]
+        return [s for s in self.sources if s.next_due <= now and not s.pushed]
 
     def next_due(self) -> float:
-        return min(s.next_due for s in self.sources)
+        return min((s.next_due for s in self.sources if not s.pushed), default=self._clock() + 1.0)
+
+    def source(self, name: str) -> Source | None:
+        for s in self.sources:
+            if s.collector.name == name:
+                return s
+        return None
+
+    def add_pushed(self, collector: Collector, interval: float) -> Source:
+        """A source read elsewhere (an executable plugin) whose samples come in by ``absorb``."""
+        src = Source(collector, interval, next_due=float("inf"), pushed=True)
+        self.sources.append(src)
+        return src
 
     def read(self, sources: Sequence[Source]) -> Reading:
         """Read the given sources now (blocking: call from an executor)."""
@@ -95,33 +119,72 @@ class Sampler:
         reading = Reading(ts=now, sources=tuple(s.collector.name for s in sources))
         for src in sources:
             src.next_due = max(src.next_due + src.interval, now_mono)
+            src.reads += 1
             try:
-                samples: list[Sample] = src.collector.collect()
+                samples = src.collector.collect()
+                if src.check:
+                    samples = _checked(samples)
             except Exception as exc:  # a broken source must not stop the others
-                src.errors += 1
-                log.warning("source %s failed: %s: %s", src.collector.name, type(exc).__name__, exc)
+                self.failed(src, f"{type(exc).__name__}: {exc}", reading)
                 continue
-            src.last_read = now
-            names = frozenset(s.name for s in samples)
-            if names != src.names:
-                src.names = names
-                reading.dictionary_changed = True
-            for s in samples:
-                v = s.value
-                if v is not None and not math.isfinite(v):
-                    v = None
-                reading.values[s.name] = v
-                self.snapshot[s.name] = (v, now)
-        if reading.dictionary_changed:
-            all_names = set().union(*(s.names for s in self.sources))
-            if set(self.dictionary.names) != all_names:
-                for gone in set(self.dictionary.names) - all_names:
-                    self.snapshot.pop(gone, None)
-                self.dictionary.rebuild(all_names)
-            else:
-                reading.dictionary_changed = False
+            self._take(src, samples, now, reading)
+        self._settle(reading)
         return reading
+
+    def absorb(self, src: Source, samples: list[Sample], now: float | None = None) -> Reading:
+        """Take samples of a pushed source as if it had just been read."""
+        now = time.time() if now is None else now
+        reading = Reading(ts=now, sources=(src.collector.name,))
+        self._take(src, samples, now, reading)
+        self._settle(reading)
+        return reading
+
+    def failed(self, src: Source, message: str, reading: Reading) -> None:
+        src.errors += 1
+        if not src.failure:
+            reading.failures.append((src.collector.name, message))
+            log.warning("source %s failed: %s", src.collector.name, message)
+        src.failure = message
+
+    def _take(self, src: Source, samples: list[Sample], now: float, reading: Reading) -> None:
+        src.failure = ""
+        src.last_read = now
+        names = frozenset(s.name for s in samples)
+        if names != src.names:
+            src.names = names
+            reading.dictionary_changed = True
+        values, snapshot = reading.values, self.snapshot
+        for s in samples:
+            v = s.value
+            if v is not None and not math.isfinite(v):
+                v = None
+            values[s.name] = v
+            snapshot[s.name] = (v, now)
+
+    def _settle(self, reading: Reading) -> None:
+        if not reading.dictionary_changed:
+            return
+        all_names = set().union(*(s.names for s in self.sources))
+        if set(self.dictionary.names) != all_names:
+            gone = set(self.dictionary.names) - all_names
+            for name in gone:
+                self.snapshot.pop(name, None)
+            reading.gone = tuple(gone)
+            self.dictionary.rebuild(all_names)
+        else:
+            reading.dictionary_changed = False
 
     def read_all(self) -> Reading:
         """Read every source (the first sweep, and fresh sync reads)."""
         return self.read(self.sources)
+
+
+def _checked(samples: object) -> list[Sample]:
+    """A collector's result, checked: a plugin that returns garbage is a failing source."""
+    out = list(samples)  # type: ignore[call-overload]
+    for s in out:
+        if not isinstance(getattr(s, "name", None), str) or not (
+            s.value is None or (isinstance(s.value, (int, float)) and not isinstance(s.value, bool))
+        ):
+            raise TypeError(f"collect() must return Samples (name: str, value: float | None), got {s!r}")
+    return out

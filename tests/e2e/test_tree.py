@@ -11,6 +11,9 @@ from harness import wait_for
 
 from clumon.root.client import Client
 
+#: no change suppression: every DATA frame carries every series (these tests count points)
+UNSUPPRESSED = {"max_silence": 0.0}
+
 
 def cli(query: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint", query, *args],
@@ -26,7 +29,7 @@ def nodes_json(query: str) -> dict[str, dict]:
 def test_four_agents_through_two_aggregators_reach_sqlite(tree, tmp_path):
     root = tree.root()
     aggs = [tree.aggregator(f"agg-{i}", [root.port]) for i in (1, 2)]
-    agents = [tree.agent(f"node-{n}", [aggs[(n - 1) // 2].port]) for n in range(1, 5)]
+    agents = [tree.agent(f"node-{n}", [aggs[(n - 1) // 2].port], masks=UNSUPPRESSED) for n in range(1, 5)]
 
     def all_up():
         nodes = nodes_json(root.query)
@@ -62,7 +65,7 @@ def test_four_agents_through_two_aggregators_reach_sqlite(tree, tmp_path):
 def test_cli_latest_and_series_print_tables(tree):
     root = tree.root()
     agg = tree.aggregator("agg-1", [root.port])
-    tree.agent("node-1", [agg.port])
+    tree.agent("node-1", [agg.port], masks=UNSUPPRESSED)
     wait_for(lambda: nodes_json(root.query).get("node-1"), what="node-1 known")
     wait_for(lambda: "node_load1" in cli(root.query, "latest", "node-1").stdout, what="latest table")
     out = wait_for(lambda: (r := cli(root.query, "series", "node-1", "node_load1", "--since", "5m")).returncode == 0

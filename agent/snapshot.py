@@ -1,0 +1,101 @@
+"""One read serves many askers: the agent's reads of its sources, shared.
+
+Every read of a source — the schedule's, or a sync read's — goes through
+``SharedReads.read``. A source already being read is not read again: whoever asks
+while the read is in flight waits for that read. A sync read with ``max_age``
+takes a source's snapshot when it is young enough and reads the others now, so
+N sync reads that arrive together cost one read of /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from collections import deque
+from concurrent.futures import Executor
+from typing import Callable, Sequence
+
+from clumon.agent.sampler import Reading, Sampler, Source
+
+
+class SharedReads:
+    """Reads sources in one executor thread, sharing reads that are in flight.
+
+    ``publish`` is called on the loop with each reading exactly once, by the
+    asker that started it (so a shared read is sent up once).
+    """
+
+    def __init__(self, sampler: Sampler, executor: Executor, publish: Callable[[Reading], None],
+                 clock: Callable[[], float] = time.time, keep: int = 4096):
+        self.sampler = sampler
+        self._executor = executor
+        self._publish = publish
+        self._clock = clock
+        self._inflight: dict[int, asyncio.Future] = {}
+        #: seconds each read took (in the collecting thread), newest last
+        self.durations: deque[float] = deque(maxlen=keep)
+        self.values_collected = 0
+        self.shared = 0
+
+    def _timed_read(self, sources: Sequence[Source]) -> Reading:
+        t0 = time.perf_counter()
+        reading = self.sampler.read(sources)
+        self.durations.append(time.perf_counter() - t0)
+        return reading
+
+    async def read(self, sources: Sequence[Source]) -> None:
+        """Read ``sources`` now, joining reads of any of them already in flight."""
+        mine = [s for s in sources if id(s) not in self._inflight]
+        joined = {id(f): f for s in sources if (f := self._inflight.get(id(s))) is not None}
+        self.shared += len(sources) - len(mine)
+        if mine:
+            fut = asyncio.get_running_loop().run_in_executor(self._executor, self._timed_read, mine)
+            for s in mine:
+                self._inflight[id(s)] = fut
+            try:
+                reading = await asyncio.shield(fut)
+            finally:
+                for s in mine:
+                    if self._inflight.get(id(s)) is fut:
+                        del self._inflight[id(s)]
+            self.values_collected += len(reading.values)
+            self._publish(reading)
+        if joined:
+            await asyncio.gather(*(asyncio.shield(f) for f in joined.values()), return_exceptions=True)
+
+    async def answer(self, globs: Sequence[str], max_age: float) -> dict:
+        """Values of the series matching ``globs`` (all when empty), each no older than
+        ``max_age`` where a read can make it so.
+
+        Each value is ``[value, ts, age_s, live]``: ``live`` when its source was read
+        for this request (or by a read in flight when it came), else served from the
+        snapshot; the age is measured here, so no clocks of two hosts are compared.
+        Pushed sources (executable plugins) are never run on demand.
+        """
+        asked = self._clock()
+        relevant = [s for s in self.sampler.sources if _wanted(s, globs)]
+        stale = [s for s in relevant if not s.pushed and asked - s.last_read > max_age]
+        if stale:
+            await self.read(stale)
+        fresh = {id(s) for s in stale if not s.failure}
+        now = self._clock()
+        snapshot = self.sampler.snapshot
+        values: dict[str, list] = {}
+        for s in relevant:
+            live = id(s) in fresh
+            for name in s.names:
+                if globs and not any(fnmatch.fnmatchcase(name, g) for g in globs):
+                    continue
+                got = snapshot.get(name)
+                if got is not None:
+                    values[name] = [got[0], got[1], round(max(0.0, now - got[1]), 3), live]
+        return {"values": dict(sorted(values.items())),
+                "live": bool(values) and all(v[3] for v in values.values()),
+                "cached": sum(1 for v in values.values() if not v[3])}
+
+
+def _wanted(src: Source, globs: Sequence[str]) -> bool:
+    if not globs or not src.names:  # a source not read yet may hold what is asked for
+        return True
+    return any(fnmatch.fnmatchcase(n, g) for n in src.names for g in globs)
