@@ -120,9 +120,11 @@ def cmd_read(c: Client, a: argparse.Namespace) -> Any:
     if not a.json:
         rows = []
         for node, part in sorted(result["nodes"].items()):
-            mode = "live" if part.get("live") else "cached"
-            for k, (v, ts) in sorted(part["values"].items()):
-                rows.append([node, k, _num(v), _age(ts), mode])
+            for k, value in sorted(part["values"].items()):
+                v, ts, *rest = value
+                age = f"{rest[0]:.1f}s" if rest else _age(ts)
+                live = rest[1] if len(rest) > 1 else part.get("live")
+                rows.append([node, k, _num(v), age, "live" if live else "cached"])
         _table(f"read {a.target}", ["node", "series", "value", "age", "mode"], rows)
         for what in ("down", "unknown", "timed_out"):
             if result.get(what):
@@ -152,6 +154,31 @@ def cmd_forget(c: Client, a: argparse.Namespace) -> Any:
     if not a.json:
         _console().print(f"forgot {a.node}")
     return result
+
+
+def cmd_mask(c: Client, a: argparse.Namespace) -> Any:
+    """``mask show NODE`` / ``mask set TARGET RULE...`` (each RULE one argument)."""
+    if a.mask_command == "show":
+        result = c.call("masks", node=a.node)
+        if not a.json:
+            _print_masks(a.node, result)
+        return result
+    result = c.call("set_mask", target=a.target, masks=a.rules, reset=a.reset or None,
+                    min_change=a.min_change, min_change_abs=a.min_change_abs, max_silence=a.max_silence)
+    if not a.json:
+        for node, masks in sorted(result["in_force"].items()):
+            _print_masks(node, masks)
+        for what in ("down", "unknown", "timed_out"):
+            if result.get(what):
+                _console().print(f"{what.replace('_', ' ')} (not set): {', '.join(result[what])}")
+    return result
+
+
+def _print_masks(node: str, m: dict) -> None:
+    origin = "from the agent's config" if m.get("source") == "config" else f"set {_when(m.get('set_at'))}"
+    rows = [[r.split(None, 1)[0], r.split(None, 1)[1]] for r in m.get("rules", [])]
+    _table(f"masks of {node} ({origin}; min_change {m['min_change']:g}, min_change_abs {m['min_change_abs']:g}, "
+           f"max_silence {m['max_silence']:g}s)", ["#", "rule"], rows or [["-", "(no rules: every series passes)"]])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -190,6 +217,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--since", type=duration, default=86400.0)
     s.add_argument("--limit", type=int, default=200)
     sub.add_parser("health", help="the root's own figures")
+    s = sub.add_parser("mask", help="masks in force on a node, or replace them")
+    ms = s.add_subparsers(dest="mask_command", required=True)
+    m = ms.add_parser("show", help="the masks in force on NODE")
+    m.add_argument("node")
+    m = ms.add_parser("set", help="replace the masks of a node, comma list, glob or aggregator's subtree")
+    m.add_argument("target")
+    m.add_argument("rules", nargs="*", metavar="RULE",
+                   help="one argument per rule: 'NUMBER GLOB U', 'NUMBER GLOB B LOWER UPPER', 'NUMBER GLOB drop'")
+    m.add_argument("--min-change", type=float, default=None, help="relative change that is sent (default 0.001)")
+    m.add_argument("--min-change-abs", type=float, default=None, help="absolute change near zero (default 1e-9)")
+    m.add_argument("--max-silence", type=float, default=None, help="resend unchanged values after this long")
+    m.add_argument("--reset", action="store_true", help="go back to the masks of the agent's config")
     s = sub.add_parser("forget", help="drop a decommissioned node from the live view")
     s.add_argument("node")
     return p
@@ -198,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Any]] = {
     "nodes": cmd_nodes, "tree": cmd_tree, "latest": cmd_latest, "series": cmd_series,
     "read": cmd_read, "events": cmd_events, "health": cmd_health, "forget": cmd_forget,
+    "mask": cmd_mask,
 }
 
 

@@ -189,3 +189,66 @@ class Queries:
         if not self._forget(node):
             raise QueryError("unknown_node", f"no node named {node!r}")
         return {"forgotten": node}
+
+
+# --- masks (issue 3): ``masks`` asks the agent, ``set_mask`` sends CONTROL set_masks ---
+
+
+def mask_ops(reads: Any) -> dict[str, Handler]:
+    """The ``masks`` and ``set_mask`` ops over a ``root.reads.Reads``.
+
+    ``set_mask`` resolves its target (a node, a comma list or a glob over names or
+    tree paths) to agents, sends each a CONTROL ``set_masks`` down its route, then
+    asks them (REQUEST ``masks``, which travels behind the CONTROL on the same
+    path) what is in force, so the reply confirms each node.
+    """
+    from clumon.agent.masks import MaskError, MaskSet
+
+    async def masks(args: dict) -> dict:
+        node = arg(args, "node", str)
+        timeout = float(arg(args, "timeout", (int, float), 3.0, check=lambda v: 0 < v <= 60))
+        got = await reads.ask("masks", [node], {}, timeout)
+        if node in got["nodes"]:
+            return {"node": node, **got["nodes"][node]}
+        if got["unknown"]:
+            raise QueryError("unknown_node", f"no agent named {node!r}")
+        if got["down"]:
+            raise QueryError("node_down", f"{node} is down or unreachable")
+        raise QueryError("timeout", f"{node} did not answer within {timeout:g} s")
+
+    async def set_mask(args: dict) -> dict:
+        target = arg(args, "target", str)
+        reset = arg(args, "reset", bool, False)
+        rules = arg(args, "masks", list, [])
+        timeout = float(arg(args, "timeout", (int, float), 5.0, check=lambda v: 0 < v <= 60))
+        control: dict[str, Any] = {"reset": True} if reset else {"masks": rules}
+        if not reset:
+            for key in ("min_change", "min_change_abs", "max_silence"):
+                value = arg(args, key, (int, float), None)
+                if value is not None:
+                    control[key] = value
+            try:
+                MaskSet.from_dict({**control, "rules": rules})
+            except MaskError as exc:
+                raise QueryError("bad_args", f"argument 'masks': {exc}") from None
+        nodes, unknown = reads.resolve([target])
+        nodes = _agents_under(reads.registry, nodes)
+        if not nodes:
+            raise QueryError("unknown_node", f"no agent matches {target!r}")
+        sent = [n for n in nodes if reads.registry.nodes[n].state not in ("down", "unreachable")
+                and reads.control(n, "set_masks", control)]
+        got = await reads.ask("masks", sent, {}, timeout) if sent else {"nodes": {}, "timed_out": []}
+        return {"target": target, "in_force": got["nodes"], "timed_out": got["timed_out"],
+                "down": sorted(set(nodes) - set(sent)), "unknown": unknown}
+
+    return {"masks": masks, "set_mask": set_mask}
+
+
+def _agents_under(registry: Registry, names: list[str]) -> list[str]:
+    """Agents among ``names``, an aggregator standing for every agent behind it."""
+    out: list[str] = []
+    for n in names:
+        node = registry.nodes[n]
+        below = [m for m in registry.behind(n) if registry.nodes[m].role == "agent"] if node.role == "aggregator" else [n]
+        out.extend(m for m in below if m not in out)
+    return out

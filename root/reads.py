@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
-from clumon.proto.frames import Reply, Request
+from clumon.proto.frames import Control, Reply, Request
 from clumon.proto.tree import Routes
 from clumon.root.query import QueryError, arg
 from clumon.root.registry import Registry
@@ -80,6 +80,15 @@ class Reads:
             self._inflight.pop(key, None)
 
     async def _read(self, targets: list[str], series: list[str], max_age: float, timeout: float) -> dict:
+        return await self.ask("read", targets, {"series": series, "max_age": max_age}, timeout)
+
+    def control(self, node: str, op: str, args: dict) -> bool:
+        """Send a CONTROL towards ``node`` on its route; False when there is none."""
+        hop = self.routes.child_for(node)
+        return hop is not None and self._send(hop, Control(op, node, args))
+
+    async def ask(self, op: str, targets: list[str], args: dict, timeout: float) -> dict:
+        """Send REQUEST ``op`` to each target agent and gather their replies by node."""
         self.requests += 1
         nodes, unknown = self.resolve(targets)
         down = [n for n in nodes if self.registry.nodes[n].state in ("down", "unreachable")]
@@ -99,7 +108,7 @@ class Reads:
         # each hop gets a little less time than we have, so its answer still fits
         hop_timeout = max(0.05, timeout * 0.8)
         for hop, ns in by_hop.items():
-            req = Request(rid, "read", tuple(ns), {"series": series, "max_age": max_age}, hop_timeout)
+            req = Request(rid, op, tuple(ns), args, hop_timeout)
             if not self._send(hop, req):
                 expected.difference_update(ns)
                 down.extend(ns)

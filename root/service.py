@@ -17,7 +17,7 @@ from clumon.proto.liveness import Transition
 from clumon.proto.tree import LatestCache, Routes, walk
 from clumon.root.config import RootConfig
 from clumon.root.ingest import Ingest
-from clumon.root.query import Queries
+from clumon.root.query import Queries, mask_ops
 from clumon.root.reads import Reads
 from clumon.root.registry import Registry
 from clumon.root.server import QueryServer
@@ -59,6 +59,7 @@ class Root:
                              cfg.max_pending_frames, cfg.max_waiting_frames)
         self.reads = Reads(self.registry, self.routes, self.downlink.send, self.name)
         self.queries = Queries(self.registry, self.cache, store, self.health, self.forget, self.reads.read)
+        self.queries.ops.update(mask_ops(self.reads))
         self.query_conn = transport.router(ctx, cfg.query)
         self.server = QueryServer(self.query_conn, self.queries, cfg.request_timeout)
         self.inner_errors = 0
