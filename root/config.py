@@ -20,6 +20,8 @@ class RootConfig:
     query: Endpoint = Endpoint("tcp://*:7401")
     #: host:port of the HTTP /metrics endpoint; empty to disable
     metrics: str = "127.0.0.1:7402"
+    #: nodes not heard from for this long drop out of /metrics
+    metrics_stale_after: float = 300.0
     #: SQLAlchemy URL: sqlite:///path (default) or postgresql+psycopg://...
     database: str = "sqlite:////var/lib/clumon/root/clumon.db"
     state_dir: Path = Path("/var/lib/clumon/root")
@@ -33,13 +35,15 @@ class RootConfig:
     max_pending_frames: int = 500_000
     #: DATA frames held while their dictionary is unknown
     max_waiting_frames: int = 100_000
+    #: seconds between the root's own health samples (stored like a node's series)
+    health_interval: float = 10.0
     #: seconds a request may take when the client gives no deadline
     request_timeout: float = 5.0
     max_frame_bytes: int = MAX_FRAME_BYTES
     log_level: str = "INFO"
 
     def check(self) -> str | None:
-        for key in ("heartbeat_interval", "down_after", "commit_interval", "request_timeout"):
+        for key in ("heartbeat_interval", "down_after", "commit_interval", "request_timeout", "health_interval"):
             if getattr(self, key) <= 0:
                 return f"key '{key}': expected a positive number, got {getattr(self, key)!r}"
         if self.metrics and not _host_port(self.metrics):

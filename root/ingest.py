@@ -16,13 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from clumon.proto.frames import Ack, AckEntry, Frame, Kind, seq_ranges
+from clumon.proto import codec
+from clumon.proto.frames import Ack, AckEntry, Data, Frame, Hello, Kind, make, seq_ranges
 from clumon.proto.runtime import QuietLog
 from clumon.proto.tree import LatestCache
 from clumon.root.registry import Registry
 from clumon.root.store import DictionaryRow, EventRow, FrameRow, Store, StoreUnavailable
 
 log = logging.getLogger("clumon.root.ingest")
+
+#: the "hop" of the root's own frames: stored like a node's, acknowledged to nobody
+OWN = ""
 
 
 @dataclass(slots=True)
@@ -68,6 +72,7 @@ class Ingest:
         self._waiting: dict[tuple[str, int, int], list[tuple[str, tuple[str, ...], Frame, bytes]]] = defaultdict(list)
         self._n_waiting = 0
         self._own_seq = 0
+        self._own_frames_seq = 0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sql-writer")
         self._quiet = QuietLog(log)
         self.db_ok = True
@@ -162,6 +167,12 @@ class Ingest:
                                      {"old": old, "new": new, **attrs},
                                      self.root_name, self.root_incarnation, self._own_seq))
 
+    def own_frame(self, body: Hello | Data) -> None:
+        """Store one of the root's own frames (its health series), like a node's."""
+        self._own_frames_seq += 1
+        frame = make(self.root_name, self.root_incarnation, time.time(), body, self._own_frames_seq)
+        self.accept(OWN, (), frame, codec.encode(frame))
+
     # --- commits -----------------------------------------------------------------------
 
     @property
@@ -214,6 +225,7 @@ class Ingest:
         by_hop: dict[str, dict[tuple[str, int], list[int]]] = defaultdict(lambda: defaultdict(list))
         for p in batch:
             by_hop[p.hop][(p.row.node, p.row.incarnation)].append(p.row.seq)
+        by_hop.pop(OWN, None)  # the root's own frames need no ACK
         for hop, groups in by_hop.items():
             entries = tuple(AckEntry(node, inc, seq_ranges(seqs)) for (node, inc), seqs in groups.items())
             self._send_ack(hop, Ack(entries))

@@ -15,6 +15,7 @@ from clumon.proto.downlink import Downlink
 from clumon.proto.frames import Ack, Control, Frame, Kind, Request
 from clumon.proto.liveness import Transition
 from clumon.proto.tree import LatestCache, Routes, walk
+from clumon.root import health, http
 from clumon.root.config import RootConfig
 from clumon.root.ingest import Ingest
 from clumon.root.query import Queries, mask_ops
@@ -63,6 +64,7 @@ class Root:
         self.query_conn = transport.router(ctx, cfg.query)
         self.server = QueryServer(self.query_conn, self.queries, cfg.request_timeout)
         self.inner_errors = 0
+        self.metrics: http.MetricsServer | None = None
 
     # --- children ----------------------------------------------------------------------
 
@@ -134,11 +136,27 @@ class Root:
     # --- life cycle --------------------------------------------------------------------
 
     async def _timers(self) -> None:
+        next_health = time.monotonic()
+        self.ingest.own_frame(health.hello(self))
         while True:
             await asyncio.sleep(min(1.0, self.cfg.heartbeat_interval / 2))
             self.downlink.tick()
+            if time.monotonic() >= next_health:
+                next_health = time.monotonic() + self.cfg.health_interval
+                self.ingest.own_frame(health.sample(self))
+
+    def _metrics_snapshot(self):
+        return http.snapshot(self.registry, self.cache, self.cfg.metrics_stale_after), self.health()
+
+    async def _start_metrics(self) -> int | None:
+        if not self.cfg.metrics:
+            return None
+        host, _, port = self.cfg.metrics.rpartition(":")
+        self.metrics = http.MetricsServer(host.strip("[]"), int(port), self._metrics_snapshot)
+        return await self.metrics.start()
 
     async def serve(self, stop: asyncio.Event) -> None:
+        metrics_port = await self._start_metrics()
         tasks = [
             asyncio.create_task(self.downlink.receive(), name="children"),
             asyncio.create_task(self.ingest.run(), name="commits"),
@@ -148,13 +166,15 @@ class Root:
         runtime.notify_ready("root", {
             "name": self.name, "listen": self.cfg.listen, "port": self.downlink.port,
             "query": self.cfg.query, "query_port": self.query_conn.port(),
-            "database": self.cfg.database, "pid": os.getpid(),
+            "database": self.cfg.database, "pid": os.getpid(), "metrics_port": metrics_port,
         })
         await stop.wait()
         runtime.notify_stopping()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.metrics is not None:
+            await self.metrics.close()
         await self.ingest.commit_once()  # what arrived is stored (and acked) before we go
         self.ingest.close()
         self.downlink.close()
