@@ -78,9 +78,9 @@ def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in out]
 
 
-def _points_of(frames, names: Names) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
-    """Per series name: arrays of ts and values from DATA frame rows."""
-    out: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+def _points_of(frames, names: Names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per series name: (ts, values) arrays from DATA frame rows, NaN dropped."""
+    names_at, pos_at, ts_at, val_at = [], [], [], []
     for f in frames:
         decoded = decode_data(f.payload)
         if decoded is None:
@@ -89,12 +89,35 @@ def _points_of(frames, names: Names) -> dict[str, tuple[list[np.ndarray], list[n
         series = names(f.node, f.incarnation, dv)
         if series is None:
             continue
-        for pos, value in zip(index.tolist(), values.tolist()):
-            if pos < len(series) and value == value:  # NaN is a missing value
-                ts_list, v_list = out[series[pos]]
-                ts_list.append(f.ts)
-                v_list.append(value)
-    return out
+        names_at.append(series)
+        pos_at.append(index)
+        ts_at.append(np.full(len(index), f.ts))
+        val_at.append(values)
+    if not pos_at:
+        return {}
+    # One id per distinct (dictionary, position): dictionaries are few, so
+    # number them and offset the positions.
+    dict_ids: dict[tuple[str, ...], int] = {}
+    offsets = []
+    for series in names_at:
+        dict_ids.setdefault(series, len(dict_ids))
+        offsets.append(dict_ids[series] * 65536)
+    ids = np.concatenate([p + o for p, o in zip(pos_at, offsets)])
+    ts, vals = np.concatenate(ts_at), np.concatenate(val_at)
+    keep = ~np.isnan(vals)
+    ids, ts, vals = ids[keep], ts[keep], vals[keep]
+    order = np.argsort(ids, kind="stable")
+    ids, ts, vals = ids[order], ts[order], vals[order]
+    cuts = np.flatnonzero(np.diff(ids)) + 1
+    by_dict = {i: s for s, i in dict_ids.items()}
+    out: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for chunk_ids, chunk_ts, chunk_vals in zip(np.split(ids, cuts), np.split(ts, cuts), np.split(vals, cuts)):
+        series = by_dict[int(chunk_ids[0]) // 65536]
+        pos = int(chunk_ids[0]) % 65536
+        if pos < len(series):
+            out[series[pos]][0].append(chunk_ts)
+            out[series[pos]][1].append(chunk_vals)
+    return {name: (np.concatenate(t), np.concatenate(v)) for name, (t, v) in out.items()}
 
 
 def _merge(ts: np.ndarray, vs: np.ndarray, old: bytes | None) -> tuple[np.ndarray, np.ndarray]:
@@ -118,16 +141,19 @@ def compact_node(conn: sa.Connection, node: str, cutoff: float, names: Names, ra
         if r.kind == int(Kind.DATA):
             by_window[int(r.ts // CHUNK_SECONDS * CHUNK_SECONDS)].append(r)
     c = S.chunks
+    fresh = []
     for start, frames in by_window.items():
         existing = dict(conn.execute(sa.select(c.c.series, c.c.data).where(c.c.node == node, c.c.start == start)).all())
-        for series, (ts_list, v_list) in _points_of(frames, names).items():
-            ts, vs = _merge(np.array(ts_list), np.array(v_list), existing.get(series))
+        for series, (ts, vs) in _points_of(frames, names).items():
+            ts, vs = _merge(ts, vs, existing.get(series))
             row = {"node": node, "series": series, "start": start, "first_ts": float(ts[0]),
                    "last_ts": float(ts[-1]), "points": len(ts), "data": chunks.encode(ts, vs)}
-            if series in existing:
+            if series in existing:  # late frames: rewrite the window's chunk
                 conn.execute(c.update().where(c.c.node == node, c.c.series == series, c.c.start == start), row)
             else:
-                conn.execute(c.insert(), row)
+                fresh.append(row)
+    if fresh:
+        conn.execute(c.insert(), fresh)
     seqs: dict[int, list[int]] = defaultdict(list)
     for r in rows:
         seqs[r.incarnation].append(r.seq)
@@ -154,8 +180,8 @@ def raw_points(conn: sa.Connection, node: str, series: str, since: float, until:
     )
     fresh = _points_of(frames, names).get(series)
     if fresh:
-        ts_parts.append(np.array(fresh[0]))
-        v_parts.append(np.array(fresh[1]))
+        ts_parts.append(fresh[0])
+        v_parts.append(fresh[1])
     if not ts_parts:
         return []
     ts, vs = _merge(np.concatenate(ts_parts), np.concatenate(v_parts), None)
