@@ -149,6 +149,13 @@ def cmd_health(c: Client, a: argparse.Namespace) -> Any:
     return result
 
 
+def cmd_top(c: Client, a: argparse.Namespace) -> Any:
+    from clumon.root import top
+    if a.json:
+        return c.call("overview", top=a.top)
+    return top.run(c, a.interval, a.once, a.top)
+
+
 def cmd_forget(c: Client, a: argparse.Namespace) -> Any:
     result = c.call("forget", node=a.node)
     if not a.json:
@@ -217,6 +224,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--since", type=duration, default=86400.0)
     s.add_argument("--limit", type=int, default=200)
     sub.add_parser("health", help="the root's own figures")
+    s = sub.add_parser("top", help="a live full-screen view of the cluster")
+    s.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    s.add_argument("--once", action="store_true", help="print one frame and exit")
+    s.add_argument("--top", type=int, default=10, help="how many hottest nodes to list")
     s = sub.add_parser("mask", help="masks in force on a node, or replace them")
     ms = s.add_subparsers(dest="mask_command", required=True)
     m = ms.add_parser("show", help="the masks in force on NODE")
@@ -237,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Any]] = {
     "nodes": cmd_nodes, "tree": cmd_tree, "latest": cmd_latest, "series": cmd_series,
     "read": cmd_read, "events": cmd_events, "health": cmd_health, "forget": cmd_forget,
+    "top": cmd_top,
     "mask": cmd_mask,
 }
 

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 from clumon.proto import codec
 from clumon.proto.frames import Kind
 from clumon.proto.tree import LatestCache
+from clumon.root.overview import overview
 from clumon.root.registry import Registry
 from clumon.root.store import Store
 
@@ -77,6 +78,7 @@ class Queries:
             "events": self.events,
             "health": self.health,
             "forget": self.forget,
+            "overview": self.overview,
         }
         if read is not None:
             self.ops["read"] = read
@@ -183,6 +185,13 @@ class Queries:
 
     async def health(self, args: dict) -> dict:
         return self._health()
+
+    async def overview(self, args: dict) -> dict:
+        """``clumon top``'s view: states, hottest nodes, aggregators, recent events."""
+        top = arg(args, "top", int, 10, check=lambda v: 0 < v <= 1000)
+        result = overview(self.registry, self.cache, top)
+        result["events"] = await self.events({"since": 86400.0, "limit": arg(args, "events", int, 8)})
+        return result
 
     async def forget(self, args: dict) -> dict:
         node = arg(args, "node", str)
