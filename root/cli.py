@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -107,11 +108,53 @@ def cmd_latest(c: Client, a: argparse.Namespace) -> Any:
 
 
 def cmd_series(c: Client, a: argparse.Namespace) -> Any:
-    result = c.call("series", node=a.node, series=a.series, since=a.since, until=a.until, step=a.step)
+    result = c.call("series", node=a.node, series=a.series, since=a.since, until=a.until, step=a.step,
+                    tier=a.tier)
+    if a.json:
+        return result
+    pts = result["points"]
+    title = f"{a.series} on {a.node} ({len(pts)} points, tier {result.get('tier', 'raw')})"
+    if a.plot:
+        plot(title, pts)
+    elif result.get("tier", "raw") == "raw":
+        _table(title, ["time", "value"], [[_when(p[0]), _num(p[1])] for p in pts])
+    else:
+        _table(title, ["bucket", "min", "avg", "max", "count"],
+               [[_when(p["ts"]), _num(p["min"]), _num(p["avg"]), _num(p["max"]), str(p["count"])] for p in pts])
+    return result
+
+
+def plot(title: str, pts: list) -> None:
+    """A terminal chart of raw points or rollup buckets (min/avg/max), against
+    seconds before now (plotext's date axes differ between its releases)."""
+    import plotext as plt
+
+    now = time.time()
+    plt.clear_figure()
+    if not sys.stdout.isatty():
+        plt.theme("clear")  # no colour codes in a pipe or a file
+    plt.title(title)
+    plt.xlabel("seconds before now")
+    if pts and isinstance(pts[0], dict):
+        xs = [p["ts"] - now for p in pts]
+        for key, color in (("max", "red"), ("avg", "blue"), ("min", "green")):
+            plt.plot(xs, [p[key] for p in pts], label=key, color=color)
+    else:
+        good = [p for p in pts if p[1] is not None]
+        plt.plot([p[0] - now for p in good], [p[1] for p in good])
+    width, height = shutil.get_terminal_size((100, 30))
+    plt.plotsize(min(width, 160), max(12, min(height - 4, 30)))
+    chart = plt.build()
+    print(chart if sys.stdout.isatty() else plt.uncolorize(chart))
+
+
+def cmd_summary(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("summary", series=a.series, since=a.since, until=a.until, by=a.by, tier=a.tier)
     if not a.json:
-        pts = result["points"]
-        _table(f"{a.series} on {a.node} ({len(pts)} points, tier {result.get('tier', 'raw')})", ["time", "value"],
-               [[_when(p[0]), _num(p[1])] for p in pts])
+        rows = [[g or "(cluster)", _num(v.get("min")), _num(v.get("avg")), _num(v.get("max")), str(v.get("count"))]
+                for g, v in sorted(result["groups"].items())]
+        _table(f"{a.series} by {result['by']} (tier {result['tier']})", [result["by"], "min", "avg", "max", "samples"],
+               rows)
     return result
 
 
@@ -203,6 +246,23 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--agents", type=int, default=4)
     d.add_argument("--duration", type=duration, default=None, help="stop by itself after this long")
 
+    s = sub.add_parser("simulate", help="impersonate many agents from a few processes (size a tree)")
+    s.add_argument("--agents", type=int, required=True, help="simulated agents (nodes sim-0 ...)")
+    s.add_argument("--series", type=int, default=150, help="series per agent")
+    s.add_argument("--interval", type=float, default=1.0, help="seconds between DATA frames of an agent")
+    s.add_argument("--parent", nargs="+", required=True, metavar="ENDPOINT",
+                   help="parent endpoints in failover order")
+    s.add_argument("--processes", type=int, default=2, help="worker processes")
+    s.add_argument("--duration", type=duration, default=None, help="stop by itself after this long")
+    s.add_argument("--prefix", default="sim-", help="node names are PREFIX<i>")
+    s.add_argument("--first", type=int, default=0, help="index of the first agent")
+    s.add_argument("--ramp", type=float, default=None, help="seconds over which agents connect (default: interval)")
+    s.add_argument("--stats-interval", type=float, default=10.0, help="seconds between JSON stats lines")
+    s.add_argument("--histogram", action="store_true", help="add the ack latency histogram to stats lines")
+    s.add_argument("--heartbeat-interval", type=float, default=5.0)
+    s.add_argument("--failover-after", type=float, default=15.0)
+    s.add_argument("--drain-timeout", type=float, default=10.0, help="on stop, wait this long for acks")
+
     sub.add_parser("nodes", help="every node with path, state, since, incarnation")
     sub.add_parser("tree", help="the topology with per-tier health")
     s = sub.add_parser("latest", help="newest cached values of a node")
@@ -213,7 +273,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("series")
     s.add_argument("--since", type=duration, default=3600.0, help="how far back (e.g. 5m, 2h)")
     s.add_argument("--until", type=duration, default=None, help="up to this long ago")
-    s.add_argument("--step", type=duration, default=None, help="bucket width")
+    s.add_argument("--step", type=duration, default=None, help="bucket width (picks the tier)")
+    s.add_argument("--tier", choices=["raw", "1m", "30m", "2h", "1d"], help="read this tier")
+    s.add_argument("--plot", action="store_true", help="draw a terminal chart")
+    s = sub.add_parser("summary", help="one series across nodes, from the rollups")
+    s.add_argument("series")
+    s.add_argument("--by", choices=["cluster", "aggregator"], default="cluster")
+    s.add_argument("--since", type=duration, default=3600.0)
+    s.add_argument("--until", type=duration, default=None)
+    s.add_argument("--tier", choices=["1m", "30m", "2h", "1d"])
     s = sub.add_parser("read", help="fresh read through the tree")
     s.add_argument("target", help="node, comma list or glob")
     s.add_argument("series", nargs="*", help="series globs")
@@ -248,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Any]] = {
     "nodes": cmd_nodes, "tree": cmd_tree, "latest": cmd_latest, "series": cmd_series,
     "read": cmd_read, "events": cmd_events, "health": cmd_health, "forget": cmd_forget,
-    "top": cmd_top,
+    "top": cmd_top, "summary": cmd_summary,
     "mask": cmd_mask,
 }
 
@@ -258,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "demo":
         from clumon.root import demo
         return demo.run(Path(a.dir), a.base_port, a.aggregators, a.agents, duration=a.duration)
+    if a.command == "simulate":
+        from clumon.agent import simulate
+        return simulate.run(simulate.SimConfig(
+            agents=a.agents, series=a.series, interval=a.interval, parents=tuple(a.parent),
+            processes=a.processes, duration=a.duration, prefix=a.prefix, first=a.first, ramp=a.ramp,
+            stats_interval=a.stats_interval, histogram=a.histogram, drain_timeout=a.drain_timeout,
+            heartbeat_interval=a.heartbeat_interval, failover_after=a.failover_after))
     try:
         with Client(a.endpoint, a.timeout) as c:
             result = COMMANDS[a.command](c, a)
