@@ -1,0 +1,352 @@
+"""A whole tree at scale on this machine: root (SQLite) + aggregators + ``clumon simulate``.
+
+Prints one JSON line per size with DESIGN.md's keys:
+
+* ``samples_per_s``: values the root ingested per second over the measured window;
+* ``loss``: frames the simulator numbered (HELLO/DATA/EVENT, its final
+  ``frames_sent``) minus distinct ``(node, incarnation, seq)`` of simulated nodes in
+  the SQLite file, counted after every process has stopped;
+* ``e2e_p50_s`` / ``e2e_p99_s``: **end-to-end ack latency** — from the moment a
+  simulated agent created a frame to the moment the root's ACK for it (sent only
+  after the commit) arrived back at that agent, through every tier both ways.
+  That is stricter than "commit time minus frame ts": it adds the trip of the
+  ACK down the tree. Recorded by the simulator (1 ms buckets) over the window only;
+* ``read_p50_ms`` / ``read_p99_ms``: ``read`` of one random simulated node with
+  ``max_age=0``, timed at the client: root → aggregator → the simulated agent (which
+  answers at once: it has nothing to collect) → aggregator → root, so the reply
+  crosses both tiers. ``read_cached_p50_ms`` / ``read_cached_p99_ms``: the same with
+  ``max_age=3600``, which the aggregator answers from its cache (the nearest cache,
+  DESIGN.md). Reads alternate, one at a time, every ``--read-every`` seconds;
+* ``cpu_pct_root`` / ``cpu_pct_aggregator`` (the busiest aggregator; all are in
+  ``cpu_pct_aggregators``): utime+stime from /proc/PID/stat over the window, 100 =
+  one core. ``cpu_pct_root_writer`` is the root's non-loop, non-ZeroMQ threads
+  (the SQL writer thread), ``cpu_pct_simulator`` all simulator processes,
+  ``cpu_pct_host`` the whole machine (100 per core) and ``cpu_pct_others`` what
+  processes not started by this bench used meanwhile (a shared box skews figures).
+
+Sizes: ``NODES:AGGREGATORS`` (default ``1000:2,5000:1``). Bounded: every wait has a
+timeout and everything started is stopped (SIGTERM, then SIGKILL) before the next
+size. A quick run::
+
+    python bench/tree_scale.py --sizes 200:2 --warmup 5 --measure 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from clumon.agent.simulate import hist_percentile, hist_sub
+from clumon.proto.runtime import READY_PREFIX
+from clumon.root.client import Client, ClientError
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+class Proc:
+    """A process we started: its stdout lines (readiness, stats) kept in memory."""
+
+    def __init__(self, label: str, argv: list[str], workdir: Path):
+        self.label = label
+        self.log = open(workdir / f"{label}.log", "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, env=env,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self.ready: dict | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line.startswith(READY_PREFIX):
+                self.ready = json.loads(line[len(READY_PREFIX):])
+            else:
+                self.lines.append(line)
+
+    def wait_ready(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while self.ready is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.label} not ready (exit {self.proc.poll()}); see {self.log.name}")
+            time.sleep(0.05)
+        return self.ready
+
+    def stats(self) -> dict | None:
+        """The newest JSON stats line (the simulator's)."""
+        for line in reversed(self.lines):
+            if line.startswith("{"):
+                return json.loads(line)
+        return None
+
+    def pids(self) -> list[int]:
+        """This process and its children (the simulator's workers)."""
+        out = [self.proc.pid]
+        try:
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                with open(f"/proc/{self.proc.pid}/task/{tid}/children") as fh:
+                    out.extend(int(p) for p in fh.read().split())
+        except OSError:
+            pass
+        return out
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._thread.join(5)
+        self.log.close()
+        return self.proc.returncode
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process (all its threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def thread_ticks(pid: int) -> dict[str, int]:
+    """Ticks of the root's threads: the loop (main), ZeroMQ's, and the rest (SQL writer)."""
+    out = {"loop": 0, "zmq": 0, "other": 0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        key = "loop" if int(tid) == pid else "zmq" if comm.startswith("ZMQbg") else "other"
+        out[key] += ticks
+    return out
+
+
+def host_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return total - idle, total
+
+
+def pct(ticks: float, seconds: float) -> float:
+    return round(100.0 * ticks / CLK_TCK / seconds, 1)
+
+
+def run_size(nodes: int, n_aggs: int, args: argparse.Namespace, workdir: Path) -> dict:
+    py = sys.executable
+    db = workdir / "clumon.db"
+    port, qport = free_port(), free_port()
+    started: list[Proc] = []
+    try:
+        root = Proc("root", [py, "-m", "clumon.root", "--listen", f"tcp://127.0.0.1:{port}",
+                             "--query", f"tcp://127.0.0.1:{qport}", "--metrics", "",
+                             "--database", f"sqlite:///{db}", "--state-dir", str(workdir / "root")], workdir)
+        started.append(root)
+        root.wait_ready(60)
+        aggs, agg_ports = [], []
+        for a in range(1, n_aggs + 1):
+            ap = free_port()
+            agg = Proc(f"agg-{a}", [py, "-m", "clumon.aggregator", "--name", f"agg-{a}",
+                                    "--listen", f"tcp://127.0.0.1:{ap}", "--parent", f"tcp://127.0.0.1:{port}",
+                                    "--state-dir", str(workdir / f"agg-{a}")], workdir)
+            started.append(agg)
+            aggs.append(agg)
+            agg_ports.append(ap)
+        for agg in aggs:
+            agg.wait_ready(60)
+        sims = []
+        for a, ap in enumerate(agg_ports):  # one simulator per aggregator, its share of the nodes
+            lo, hi = nodes * a // n_aggs, nodes * (a + 1) // n_aggs
+            sim = Proc(f"sim-{a + 1}", [py, "-m", "clumon.root.cli", "simulate", "--agents", str(hi - lo),
+                                        "--first", str(lo), "--series", str(args.series),
+                                        "--interval", str(args.interval), "--processes", str(args.processes),
+                                        "--ramp", str(args.ramp), "--stats-interval", "1", "--histogram",
+                                        "--drain-timeout", "30", "--parent", f"tcp://127.0.0.1:{ap}"], workdir)
+            started.append(sim)
+            sims.append(sim)
+        for sim in sims:
+            sim.wait_ready(120)
+        client = Client(f"tcp://127.0.0.1:{qport}", timeout=10.0)
+        wait_all_up(client, nodes, timeout=max(60.0, nodes / 50))
+        time.sleep(args.warmup)
+        result = measure(root, aggs, sims, client, nodes, args)
+        client.close()
+        for sim in sims:  # the simulator drains: waits for every ack before it exits
+            sim.stop(timeout=90)
+        finals = [_final(sim) for sim in sims]
+        for agg in aggs:
+            agg.stop()
+        root.stop()
+    finally:
+        for p in reversed(started):
+            p.stop(timeout=30)
+    sent = sum(f.get("frames_sent", 0) for f in finals)
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT count(*) FROM (SELECT DISTINCT node, incarnation, seq FROM frames "
+                              "WHERE node LIKE 'sim-%')").fetchone()[0]
+    result.update(loss=sent - stored, frames_sent=sent, frames_stored=stored,
+                  unacked_at_exit=sum(f.get("spool_frames", 0) for f in finals))
+    return result
+
+
+def _final(sim: Proc) -> dict:
+    for line in reversed(sim.lines):
+        if line.startswith("{") and json.loads(line).get("final"):
+            return json.loads(line)
+    raise RuntimeError(f"{sim.label} printed no final stats; see {sim.log.name}")
+
+
+def wait_all_up(client: Client, nodes: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            up = sum(1 for n in client.call("nodes") if n["name"].startswith("sim-") and n["state"] == "up")
+        except ClientError:
+            up = -1
+        if up >= nodes:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {up} of {nodes} simulated nodes up after {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def measure(root: Proc, aggs: list[Proc], sims: list[Proc], client: Client, nodes: int,
+            args: argparse.Namespace) -> dict:
+    sim_pids = [p for s in sims for p in s.pids()]
+    h0 = client.call("health")
+    s0 = [s.stats() or {} for s in sims]
+    t0 = time.monotonic()
+    c0 = {"root": cpu_ticks(root.proc.pid), "aggs": [cpu_ticks(a.proc.pid) for a in aggs],
+          "sim": sum(cpu_ticks(p) for p in sim_pids), "threads": thread_ticks(root.proc.pid)}
+    c0["host"], c0["me"] = host_ticks()[0], cpu_ticks(os.getpid())
+    reads: dict[float, list[float]] = {0.0: [], 3600.0: []}
+    errors = 0
+    end = t0 + args.measure
+    while time.monotonic() < end:
+        for max_age, times in reads.items():
+            node = f"sim-{random.randrange(nodes)}"
+            r0 = time.perf_counter()
+            try:
+                out = client.call("read", targets=[node], max_age=max_age)
+                if node in out["nodes"]:
+                    times.append((time.perf_counter() - r0) * 1000.0)
+                else:
+                    errors += 1
+            except ClientError:
+                errors += 1
+            time.sleep(args.read_every)
+    t1 = time.monotonic()
+    c1 = {"root": cpu_ticks(root.proc.pid), "aggs": [cpu_ticks(a.proc.pid) for a in aggs],
+          "sim": sum(cpu_ticks(p) for p in sim_pids), "threads": thread_ticks(root.proc.pid),
+          "host": host_ticks()[0], "me": cpu_ticks(os.getpid())}
+    h1 = client.call("health")
+    s1 = [s.stats() or {} for s in sims]
+    dt = t1 - t0
+    hist: dict[int, int] = {}
+    for a, b in zip(s0, s1):
+        for ms, c in hist_sub(b.get("ack_ms_hist", {}), a.get("ack_ms_hist", {})).items():
+            hist[ms] = hist.get(ms, 0) + c
+    agg_pct = [pct(b - a, dt) for a, b in zip(c0["aggs"], c1["aggs"])]
+    return {
+        "bench": "tree_scale",
+        "host_cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "nodes": nodes,
+        "aggregators": len(aggs),
+        "series": args.series,
+        "interval_s": args.interval,
+        "samples_per_s": round((h1["samples_in"] - h0["samples_in"]) / dt),
+        "loss": None,
+        "e2e_p50_s": hist_percentile(hist, 50),
+        "e2e_p99_s": hist_percentile(hist, 99),
+        "e2e_frames": sum(hist.values()),
+        "read_p50_ms": _round(percentile(reads[0.0], 50)),
+        "read_p99_ms": _round(percentile(reads[0.0], 99)),
+        "read_cached_p50_ms": _round(percentile(reads[3600.0], 50)),
+        "read_cached_p99_ms": _round(percentile(reads[3600.0], 99)),
+        "reads": len(reads[0.0]) + len(reads[3600.0]),
+        "read_errors": errors,
+        "cpu_pct_root": pct(c1["root"] - c0["root"], dt),
+        "cpu_pct_root_writer": pct(c1["threads"]["other"] - c0["threads"]["other"], dt),
+        "cpu_pct_root_loop": pct(c1["threads"]["loop"] - c0["threads"]["loop"], dt),
+        "cpu_pct_aggregator": max(agg_pct),
+        "cpu_pct_aggregators": agg_pct,
+        "cpu_pct_simulator": pct(c1["sim"] - c0["sim"], dt),
+        "cpu_pct_host": pct(c1["host"] - c0["host"], dt),
+        "cpu_pct_others": pct((c1["host"] - c0["host"]) - (c1["root"] - c0["root"])
+                              - sum(b - a for a, b in zip(c0["aggs"], c1["aggs"]))
+                              - (c1["sim"] - c0["sim"]) - (c1["me"] - c0["me"]), dt),
+        "frames_per_s": round((h1["frames_stored"] - h0["frames_stored"]) / dt),
+        "root_pending_frames": h1.get("pending_frames"),
+        "window_s": round(dt, 1),
+    }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1000:2,5000:1", help="NODES:AGGREGATORS, comma separated")
+    p.add_argument("--series", type=int, default=150)
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--processes", type=int, default=2, help="simulator worker processes per simulator")
+    p.add_argument("--ramp", type=float, default=5.0, help="seconds over which simulated agents connect")
+    p.add_argument("--warmup", type=float, default=20.0, help="seconds after all nodes are up")
+    p.add_argument("--measure", type=float, default=60.0, help="seconds of the measured window")
+    p.add_argument("--read-every", type=float, default=0.05, help="pause between sync reads")
+    p.add_argument("--keep", action="store_true", help="keep the working directory (logs, database)")
+    args = p.parse_args()
+    args.measure = max(1.0, min(args.measure, 3600.0))
+    args.warmup = max(0.0, min(args.warmup, 3600.0))
+    sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",") if s]
+    for nodes, n_aggs in sizes:
+        workdir = Path(tempfile.mkdtemp(prefix=f"tree_scale_{nodes}_"))
+        try:
+            print(json.dumps(run_size(nodes, n_aggs, args, workdir)), flush=True)
+        finally:
+            if args.keep:
+                print(f"# kept {workdir}", file=sys.stderr)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
