@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from clumon.proto import runtime, transport
-    from clumon.root.service import Root, prepare_database
+    from clumon.root.service import Root, history_config, prepare_database
     from clumon.root.store import Store, StoreUnavailable
 
     try:
         prepare_database(cfg.database)
-        store = Store(cfg.database)
+        store = Store(cfg.database, history=history_config(cfg))
     except (StoreUnavailable, OSError) as exc:
         print(f"clumon-root: cannot open database {cfg.database}: {exc}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from clumon.proto.frames import Ack, AckEntry, Data, Frame, Hello, Kind, make, s
 from clumon.proto.runtime import QuietLog
 from clumon.proto.tree import LatestCache
 from clumon.root.registry import Registry
-from clumon.root.store import DictionaryRow, EventRow, FrameRow, Store, StoreUnavailable
+from clumon.root.store import DictionaryRow, EventRow, FrameRow, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("clumon.root.ingest")
 
@@ -81,6 +81,7 @@ class Ingest:
         self.frames_stored = 0
         self.samples_in = 0
         self.frames_refused = 0
+        self.frames_rejected = 0
         self.commits = 0
         self.last_commit_ms = 0.0
         self._rate: deque[tuple[float, int, int]] = deque(maxlen=120)
@@ -209,6 +210,16 @@ class Ingest:
             self.db_ok, self.db_error = False, str(exc)
             self._quiet.warn("db", "database still unavailable (%d frames held): %s", len(self._pending), exc)
             return False
+        except StoreError as exc:
+            # The database refused the data itself: the same batch would fail forever.
+            # Store what it will take, frame by frame, and count what it refuses.
+            log.error("database refused a batch of %d frames: %s; retrying them one by one", len(batch), exc)
+            try:
+                batch = await self._salvage(batch, dicts, events, nodes)
+            except StoreUnavailable:
+                self._pending[:0] = batch
+                self.registry.put_back(nodes)
+                return False
         if not self.db_ok:
             log.warning("database is back: storing %d held frames", len(batch) + len(self._pending))
         self.db_ok, self.db_error = True, ""
@@ -220,6 +231,47 @@ class Ingest:
         self._rate.append((time.monotonic(), self.frames_stored, self.samples_in))
         self._acknowledge(batch)
         return True
+
+    async def _salvage(self, batch: list[Pending], dicts, events, nodes) -> list[Pending]:
+        """Write a refused batch piece by piece; returns the frames that were stored.
+
+        Frames the database refuses are dropped and acknowledged (their senders
+        would resend them forever), counted in ``frames_rejected`` and logged.
+        """
+        loop = asyncio.get_running_loop()
+        stored = []
+        for p in batch:
+            try:
+                await loop.run_in_executor(self._writer, self.store.write, [p.row], [], [], [])
+                stored.append(p)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                self.frames_rejected += 1
+                self._quiet.warn("rejected", "database rejected frame %s/%d/%d: %s",
+                                 p.row.node, p.row.incarnation, p.row.seq, exc)
+                stored.append(p)  # acknowledged: keeping it would block its sender
+        try:
+            await loop.run_in_executor(self._writer, self.store.write, [], dicts, events, nodes)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            log.error("database rejected %d dictionaries, %d events, %d node rows: %s",
+                      len(dicts), len(events), len(nodes), exc)
+        return stored
+
+    async def run_upkeep(self, every: float) -> None:
+        """Rollup flushes, compaction and retention, on the writer thread between commits."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every)
+            try:
+                done = await loop.run_in_executor(self._writer, self.store.maintain)
+            except StoreError as exc:
+                self._quiet.warn("upkeep", "storage upkeep failed: %s", exc)
+                continue
+            if done and any(done.values()):
+                log.info("storage upkeep: %s", ", ".join(f"{k} {v}" for k, v in done.items() if v))
 
     def _acknowledge(self, batch: list[Pending]) -> None:
         by_hop: dict[str, dict[tuple[str, int], list[int]]] = defaultdict(lambda: defaultdict(list))

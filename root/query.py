@@ -13,12 +13,14 @@ import math
 import time
 from typing import Any, Awaitable, Callable
 
-from clumon.proto import codec
-from clumon.proto.frames import Kind
 from clumon.proto.tree import LatestCache
 from clumon.root.overview import overview
 from clumon.root.registry import Registry
 from clumon.root.store import Store
+
+
+#: storage tiers a client may ask for
+TIERS = ("raw", "1m", "30m", "2h", "1d")
 
 
 class QueryError(Exception):
@@ -75,6 +77,7 @@ class Queries:
             "tree": self.tree,
             "latest": self.latest,
             "series": self.series,
+            "summary": self.summary,
             "events": self.events,
             "health": self.health,
             "forget": self.forget,
@@ -132,46 +135,30 @@ class Queries:
                 "values": {k: [v, ts] for k, (v, ts) in sorted(values.items())}}
 
     async def series(self, args: dict) -> dict:
+        """Stored points of one series: raw [ts, value] pairs, or rollup buckets
+        (ts, min, max, sum, count, avg); the tier follows range and step unless given."""
         node = arg(args, "node", str)
         name = arg(args, "series", str)
         since = time_arg(args, "since", 3600.0)
         until = time_arg(args, "until", 0.0)
+        step = arg(args, "step", (int, float), None, check=lambda v: v > 0)
+        tier = arg(args, "tier", str, None, check=lambda v: v in TIERS)
         if node not in self.registry.nodes:
             raise QueryError("unknown_node", f"no node named {node!r}")
         loop = asyncio.get_running_loop()
-        points = await loop.run_in_executor(None, self._points, node, name, since, until)
-        return {"node": node, "series": name, "since": since, "until": until, "tier": "raw", "points": points}
+        got = await loop.run_in_executor(None, lambda: self.store.series(node, name, since, until, step, tier))
+        return {"node": node, "series": name, "since": since, "until": until, **got}
 
-    def _points(self, node: str, name: str, since: float, until: float) -> list[list[float | None]]:
-        """Decode stored DATA frames for one series (blocking)."""
-        rows = self.store.frames(node, since, until, (int(Kind.DATA),))
-        positions: dict[tuple[int, int], int | None] = {}
-        points = []
-        for row in rows:
-            key = (row.incarnation, row.dict_version)
-            if key not in positions:
-                names = self.cache.names(node, row.incarnation, row.dict_version)
-                if names is None:
-                    names = self._stored_names(node, row.incarnation, row.dict_version)
-                positions[key] = names.index(name) if names and name in names else None
-            pos = positions[key]
-            if pos is None:
-                continue
-            try:
-                body = codec.decode(row.payload).body
-            except codec.DecodeError:
-                continue
-            for i, v in body.pairs():
-                if i == pos:
-                    points.append([row.ts, v])
-                    break
-        return points
-
-    def _stored_names(self, node: str, incarnation: int, dict_version: int) -> tuple[str, ...] | None:
-        for d in self.store.dictionaries(node):
-            if d.incarnation == incarnation and d.dict_version == dict_version:
-                return d.series
-        return None
+    async def summary(self, args: dict) -> dict:
+        """One series across the cluster, or per aggregator, from the rollups."""
+        name = arg(args, "series", str)
+        since = time_arg(args, "since", 3600.0)
+        until = time_arg(args, "until", 0.0)
+        by = arg(args, "by", str, "cluster", check=lambda v: v in ("cluster", "aggregator"))
+        tier = arg(args, "tier", str, None, check=lambda v: v in TIERS and v != "raw")
+        loop = asyncio.get_running_loop()
+        got = await loop.run_in_executor(None, lambda: self.store.summary(name, since, until, by, tier))
+        return {"series": name, "since": since, "until": until, **got}
 
     async def events(self, args: dict) -> list[dict]:
         node = arg(args, "node", str, None)

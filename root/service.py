@@ -17,6 +17,7 @@ from clumon.proto.liveness import Transition
 from clumon.proto.tree import LatestCache, Routes, walk
 from clumon.root import health, http
 from clumon.root.config import RootConfig
+from clumon.root.history import HistoryConfig
 from clumon.root.ingest import Ingest
 from clumon.root.query import Queries, mask_ops
 from clumon.root.reads import Reads
@@ -33,6 +34,13 @@ def prepare_database(url: str) -> None:
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def history_config(cfg: RootConfig) -> HistoryConfig:
+    """The store's rollup, compaction and retention settings from the root's config."""
+    defaults = HistoryConfig()
+    return HistoryConfig(flush_seconds=cfg.rollup_flush, raw_window=cfg.compact_after,
+                         retention={**defaults.retention, **cfg.retention})
 
 
 class Root:
@@ -160,6 +168,7 @@ class Root:
         tasks = [
             asyncio.create_task(self.downlink.receive(), name="children"),
             asyncio.create_task(self.ingest.run(), name="commits"),
+            asyncio.create_task(self.ingest.run_upkeep(self.cfg.maintain_interval), name="upkeep"),
             asyncio.create_task(self.server.serve(), name="queries"),
             asyncio.create_task(self._timers(), name="timers"),
         ]

@@ -104,3 +104,42 @@ def test_sync_read_reaches_the_agent_through_an_aggregator(tree):
     assert result["unknown"] == ["ghost"]
     part = result["nodes"]["node-1"]
     assert part["live"] is True and "node_load1" in part["values"]
+
+
+def test_series_plot_draws_a_terminal_chart(tree):
+    root = tree.root()
+    agg = tree.aggregator("agg-1", [root.port])
+    tree.agent("node-1", [agg.port])
+    wait_for(lambda: len(Client(root.query).call("series", node="node-1", series="node_load1", since=60)["points"]) >= 3,
+             what="three stored points")
+    out = cli(root.query, "series", "node-1", "node_load1", "--since", "5m", "--plot")
+    assert out.returncode == 0, out.stderr
+    assert "node_load1 on node-1" in out.stdout
+    assert "\x1b[" not in out.stdout, "no colour codes in a pipe"
+    assert "seconds before now" in out.stdout
+    markers = {ch for ch in out.stdout if ord(ch) > 127} - set("─│┌┐└┘┼┬┴├┤")
+    assert markers, f"no points drawn: {out.stdout[-800:]}"
+
+
+def test_summary_and_rollup_tiers_from_a_running_root(tree):
+    root = tree.root(rollup_flush=1.0, maintain_interval=0.5)
+    agg = tree.aggregator("agg-1", [root.port])
+    tree.agent("node-1", [agg.port])
+    tree.agent("node-2", [agg.port])
+    with Client(root.query) as c:
+        def summary():
+            r = c.call("summary", series="node_load1", since=600, by="aggregator")
+            return r["groups"].get("agg-1", {}).get("count", 0) >= 4 and r
+
+        r = wait_for(summary, timeout=60, what="aggregator rollups of node_load1")
+        assert r["tier"] == "1m" and r["by"] == "aggregator"
+        g = r["groups"]["agg-1"]
+        assert g["min"] <= g["avg"] <= g["max"]
+        cluster = c.call("summary", series="node_load1", since=600)
+        assert cluster["groups"][""]["count"] >= g["count"]
+        one_min = c.call("series", node="node-1", series="node_load1", since=600, tier="1m")
+        assert one_min["tier"] == "1m" and one_min["points"] and {"min", "max", "avg", "count"} <= set(one_min["points"][0])
+        # a long range picks a coarse tier by itself
+        assert c.call("series", node="node-1", series="node_load1", since=30 * 86400)["tier"] != "raw"
+    out = cli(root.query, "summary", "node_load1", "--by", "aggregator", "--since", "10m")
+    assert out.returncode == 0 and "agg-1" in out.stdout
