@@ -9,6 +9,7 @@ as fast as the blocking API (awaiting each message is ~5x slower).
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from typing import AsyncIterator
 
@@ -120,7 +121,9 @@ def dealer(ctx: zmq.asyncio.Context, identity: str, connect: str | None = None, 
     sock = ctx.socket(zmq.DEALER)
     _common(sock, hwm)
     sock.setsockopt(zmq.IDENTITY, identity.encode())
-    sock.setsockopt(zmq.RECONNECT_IVL, 200)
+    # Each child waits its own random interval before reconnecting, so a restarted
+    # parent is not hit by every child in the same millisecond.
+    sock.setsockopt(zmq.RECONNECT_IVL, random.randint(100, 1000))
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
     # Queue nothing for a parent that is not connected: unacknowledged frames are
     # replayed from the spool, so a queued copy would only arrive late and twice.

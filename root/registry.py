@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from clumon.proto.liveness import DOWN, UNREACHABLE, UP
+from clumon.proto.liveness import DOWN, SUSPECT, UNREACHABLE, UP
 from clumon.root.store import NodeRow
 
 
@@ -92,6 +92,8 @@ class Registry:
         for a dead aggregator, one event for its whole subtree."""
         node = self.nodes.get(subject)
         if node is None:
+            if new in (DOWN, SUSPECT, UNREACHABLE):
+                return None  # news of a node we do not know (or forgot) going away
             node = self.nodes[subject] = NodeState(subject, path or "", state=new, since=at)
         elif path is not None and node.path != path:
             node.path = path

@@ -143,3 +143,29 @@ def test_summary_and_rollup_tiers_from_a_running_root(tree):
         assert c.call("series", node="node-1", series="node_load1", since=30 * 86400)["tier"] != "raw"
     out = cli(root.query, "summary", "node_load1", "--by", "aggregator", "--since", "10m")
     assert out.returncode == 0 and "agg-1" in out.stdout
+
+
+def test_forget_drops_a_decommissioned_node_from_the_live_view(tree):
+    root = tree.root()
+    agg = tree.aggregator("agg-1", [root.port])
+    agent = tree.agent("node-1", [agg.port])
+    tree.agent("node-2", [agg.port])
+    wait_for(lambda: {"node-1", "node-2"} <= set(nodes_json(root.query)), what="both nodes")
+    assert agent.stop() == 0  # decommissioned
+    out = cli(root.query, "forget", "node-1")
+    assert out.returncode == 0, out.stderr
+    assert "node-1" not in nodes_json(root.query)
+    with Client(root.query) as c:
+        try:
+            c.call("latest", node="node-1")
+        except Exception as exc:
+            assert getattr(exc, "code", "") == "unknown_node"
+        else:
+            raise AssertionError("a forgotten node still has a latest view")
+        assert c.call("events", node="node-1"), "its history stays"
+    again = cli(root.query, "forget", "node-1")
+    assert again.returncode == 1 and "unknown_node" in again.stderr
+    # its aggregator reports it down later (down_after 3 s): that does not bring it back
+    wait_for(lambda: any(e["attrs"].get("new") == "down" for e in Client(root.query).call("events", node="node-1")),
+             what="the aggregator's down event")
+    assert "node-1" not in nodes_json(root.query)
