@@ -100,19 +100,31 @@ async def run_once(path: Path, timeout: float) -> Outcome:
     except OSError as exc:
         return Outcome(None, "crash", f"cannot start: {exc.strerror or exc}")
     out, err = bytearray(), bytearray()
+    # both pipes are read to their end (beyond the limits, into nothing): a pipe left
+    # unread would stall the plugin, and asyncio's wait() waits for the pipes too
+    readers = asyncio.gather(_read(proc.stdout, out, MAX_STDOUT + 1, False, lambda: _kill(proc)),
+                             _read(proc.stderr, err, STDERR_TAIL, True))
+    timed_out = False
     try:
         try:
-            await asyncio.wait_for(asyncio.gather(_read(proc.stdout, out, MAX_STDOUT + 1, False),
-                                                  _read(proc.stderr, err, STDERR_TAIL, True), proc.wait()),
-                                   timeout)
+            await asyncio.wait_for(asyncio.shield(readers), timeout)
         except asyncio.TimeoutError:
+            timed_out = True
             _kill(proc)
-            await proc.wait()
-            return Outcome(None, "timeout", f"killed after {timeout:g} s", None, _tail(err))
+            try:  # the pipes close when the plugin's process group is gone
+                await asyncio.wait_for(asyncio.shield(readers), 2.0)
+            except asyncio.TimeoutError:  # something escaped the group and holds a pipe
+                _abandon(readers)
+                _close(proc)
+        await proc.wait()
     finally:
         if proc.returncode is None:  # cancelled (the agent stops): take it down with us
             _kill(proc)
+            _abandon(readers)
+            _close(proc)
     code, tail = proc.returncode, _tail(err)
+    if timed_out:
+        return Outcome(None, "timeout", f"killed after {timeout:g} s", None, tail)
     if len(out) > MAX_STDOUT:
         return Outcome(None, "garbage", f"more than {MAX_STDOUT} bytes of output", code, tail)
     if code < 0:
@@ -128,16 +140,22 @@ async def run_once(path: Path, timeout: float) -> Outcome:
         return Outcome(None, "garbage", str(exc), code, tail)
 
 
-async def _read(stream: asyncio.StreamReader, buf: bytearray, limit: int, tail: bool) -> None:
+async def _read(stream: asyncio.StreamReader, buf: bytearray, limit: int, tail: bool,
+                on_full: Callable[[], None] | None = None) -> None:
     """Read a pipe to its end, keeping the first (or last) ``limit`` bytes."""
+    full = False
     while chunk := await stream.read(65536):
+        if full:
+            continue
         buf += chunk
         if len(buf) > limit:
             if tail:
                 del buf[:-limit]
             else:
                 del buf[limit:]
-                return  # enough to know it is too much; the kill follows
+                full = True
+                if on_full is not None:
+                    on_full()  # too much to be a plugin's output: stop it now
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -145,6 +163,20 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _abandon(readers: asyncio.Future) -> None:
+    """Cancel the pipe readers without an 'exception never retrieved' complaint."""
+    readers.cancel()
+    readers.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+def _close(proc: asyncio.subprocess.Process) -> None:
+    """Let go of the pipes (asyncio offers no public way; needed only when a
+    process that escaped the plugin's group holds them open)."""
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 def _tail(err: bytearray) -> str:

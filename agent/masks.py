@@ -161,6 +161,10 @@ class Filter:
         """Put a new mask set in force; every value that passes it is sent afresh."""
         self.masks = masks
         self._rules.clear()
+        self.resend_all()
+
+    def resend_all(self) -> None:
+        """Forget what was sent: the next ``apply`` sends everything that passes."""
         self._sent.clear()
 
     def _rule(self, name: str) -> Rule:

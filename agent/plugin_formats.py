@@ -32,7 +32,8 @@ _PROM_LINE = re.compile(
     rf"\s+(?P<value>\S+)(?:\s+-?\d+)?\s*$"
 )
 _LABEL_ITEM = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\\n]|\\.)*)"')
-_NAGIOS_STATUS = re.compile(r"^(?:[^|\n]*?\s)?(OK|WARNING|CRITICAL|UNKNOWN)\b")
+#: "OK - text", "DISK WARNING - text", "HTTP OK: text": the status within the first words
+_NAGIOS_STATUS = re.compile(r"^(?:[A-Za-z0-9_.\-/]+\s+){0,2}(OK|WARNING|CRITICAL|UNKNOWN)(?:\s|:|$)")
 _PERF_ITEM = re.compile(r"""('(?:[^']|'')+'|[^=\s]+)=(-?[0-9.]+(?:[eE][-+]?\d+)?)([a-zA-Z%]*)\S*""")
 
 #: unit -> (name suffix, factor to the base unit)

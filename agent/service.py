@@ -157,6 +157,7 @@ class Agent:
                                            "failure": s.failure, "series": len(s.names)}
                         for s in self.sampler.sources},
             **self.uplink.stats(),
+            **({"durations_ms": [round(d * 1e3, 4) for d in self.reads.durations]} if req.args.get("durations") else {}),
         }
 
     # --- reading and sending --------------------------------------------------------
@@ -169,11 +170,16 @@ class Agent:
         """Send what a reading changed: a new HELLO, failures, and the values that pass."""
         if reading.gone:
             self.filter.forget(reading.gone)
+        values = reading.values
         if reading.dictionary_changed or self.uplink.dict_version != self.sampler.dictionary.version:
             self.uplink.send_stored(self._hello())
+            # receivers keep values per dictionary version: give them every value
+            # that passes again, not only what this reading changed
+            self.filter.resend_all()
+            values = {name: v for name, (v, _) in self.sampler.snapshot.items()}
         for source, message in reading.failures:
             self.uplink.send_stored(Event("source_failed", self.name, message, {"source": source}))
-        values = self.filter.apply(reading.values, time.monotonic())
+        values = self.filter.apply(values, time.monotonic())
         if values:
             d = self.sampler.dictionary
             index, column = d.columns(values)

@@ -1,0 +1,124 @@
+"""One read serves many askers: concurrent sync reads share a read of each source,
+max_age serves the snapshot, globs choose sources, values are marked live/cached."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from clumon.agent.collectors import Sample
+from clumon.agent.sampler import Sampler
+from clumon.agent.snapshot import SharedReads
+
+
+class Counting:
+    """A collector that counts its reads; each read takes a while (like a slow /proc)."""
+
+    def __init__(self, name: str, series: list[str], pause: float = 0.05):
+        self.name = name
+        self.default_interval = 1.0
+        self.series = series
+        self.pause = pause
+        self.calls = 0
+        self.threads: set[str] = set()
+
+    def collect(self) -> list[Sample]:
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.pause)
+        return [Sample(s, float(self.calls)) for s in self.series]
+
+
+def make(*collectors):
+    sampler = Sampler(list(collectors), 1.0)
+    published = []
+    executor = ThreadPoolExecutor(1, thread_name_prefix="collect")
+    return SharedReads(sampler, executor, published.append), published, executor
+
+
+def test_n_concurrent_sync_reads_cause_one_read_of_each_source():
+    cpu, mem = Counting("cpu", ["node_cpu_a", "node_cpu_b"]), Counting("memory", ["node_memory_x"])
+    reads, published, executor = make(cpu, mem)
+
+    async def main():
+        await reads.read(reads.sampler.sources)  # the first sweep
+        before = (cpu.calls, mem.calls)
+        answers = await asyncio.gather(*(reads.answer([], 0.0) for _ in range(20)))
+        return before, answers
+
+    (before, answers) = asyncio.run(main())
+    executor.shutdown()
+    assert (cpu.calls, mem.calls) == (before[0] + 1, before[1] + 1)
+    assert len(published) == 2, "the shared read is sent up once"
+    assert all(a["live"] and a["cached"] == 0 for a in answers)
+    assert {tuple(a["values"]) for a in answers} == {("node_cpu_a", "node_cpu_b", "node_memory_x")}
+    assert cpu.threads == {"collect_0"}, "reads happen off the loop, in the collecting thread"
+
+
+def test_a_sync_read_joins_a_scheduled_read_in_flight():
+    cpu = Counting("cpu", ["node_cpu_a"], pause=0.2)
+    reads, published, executor = make(cpu)
+
+    async def main():
+        scheduled = asyncio.create_task(reads.read(reads.sampler.sources))
+        await asyncio.sleep(0.05)  # the scheduled read is in flight
+        answer = await reads.answer([], 0.0)
+        await scheduled
+        return answer
+
+    answer = asyncio.run(main())
+    executor.shutdown()
+    assert cpu.calls == 1 and len(published) == 1
+    assert answer["values"]["node_cpu_a"][3] is True
+
+
+def test_max_age_serves_the_snapshot_and_marks_it_cached():
+    cpu = Counting("cpu", ["node_cpu_a"], pause=0)
+    reads, _, executor = make(cpu)
+
+    async def main():
+        await reads.read(reads.sampler.sources)
+        return await reads.answer([], 3600.0)
+
+    answer = asyncio.run(main())
+    executor.shutdown()
+    assert cpu.calls == 1
+    value, ts, age, live = answer["values"]["node_cpu_a"]
+    assert value == 1.0 and live is False and age >= 0 and answer["cached"] == 1 and not answer["live"]
+
+
+def test_globs_read_only_the_sources_that_hold_matching_series():
+    cpu, mem = Counting("cpu", ["node_cpu_a"], pause=0), Counting("memory", ["node_memory_x"], pause=0)
+    reads, _, executor = make(cpu, mem)
+
+    async def main():
+        await reads.read(reads.sampler.sources)
+        return await reads.answer(["node_mem*"], 0.0)
+
+    answer = asyncio.run(main())
+    executor.shutdown()
+    assert (cpu.calls, mem.calls) == (1, 2)
+    assert list(answer["values"]) == ["node_memory_x"]
+
+
+def test_a_failing_source_serves_its_old_values_as_cached():
+    class Flaky(Counting):
+        def collect(self):
+            if self.calls >= 1:
+                self.calls += 1
+                raise OSError("gone")
+            return super().collect()
+
+    flaky = Flaky("flaky", ["node_flaky"], pause=0)
+    reads, published, executor = make(flaky)
+
+    async def main():
+        await reads.read(reads.sampler.sources)
+        return await reads.answer([], 0.0)
+
+    answer = asyncio.run(main())
+    executor.shutdown()
+    assert answer["values"]["node_flaky"][3] is False
+    assert published[-1].failures == [("flaky", "OSError: gone")]
