@@ -8,11 +8,14 @@ turns them into msgpack and back. Nothing here does I/O.
 from __future__ import annotations
 
 import math
+import sys
+from array import array
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where values are decoded: the agent never needs it (11 MiB)
+    import numpy as np
 
 PROTOCOL_VERSION = 1
 
@@ -48,8 +51,14 @@ class Hello:
     role: str = "agent"
 
 
-_F64 = np.dtype("<f8")
-_U16 = np.dtype("<u2")
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _le_bytes(typecode: str, items: Iterable[float] | Iterable[int]) -> bytes:
+    arr = array(typecode, items)
+    if _BIG_ENDIAN:
+        arr.byteswap()
+    return arr.tobytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +79,20 @@ class Data:
         cls, dict_version: int, values: Sequence[float | None], index: Sequence[int] | None = None
     ) -> "Data":
         """Build a DATA body from Python floats (``None`` becomes NaN)."""
-        arr = np.array([math.nan if v is None else v for v in values], dtype=_F64)
-        idx = None if index is None else np.asarray(index, dtype=_U16).tobytes()
-        return cls(dict_version, arr.tobytes(), idx)
+        vals = _le_bytes("d", [math.nan if v is None else v for v in values])
+        return cls(dict_version, vals, None if index is None else _le_bytes("H", index))
 
-    def value_array(self) -> np.ndarray:
+    def value_array(self) -> "np.ndarray":
         """The values as a float64 array (a view, not a copy)."""
-        return np.frombuffer(self.values, dtype=_F64)
+        import numpy as np
+        return np.frombuffer(self.values, dtype="<f8")
 
-    def index_array(self) -> np.ndarray:
+    def index_array(self) -> "np.ndarray":
         """Series positions of each value."""
+        import numpy as np
         if self.index is None:
             return np.arange(len(self.values) // 8, dtype=np.int64)
-        return np.frombuffer(self.index, dtype=_U16).astype(np.int64)
+        return np.frombuffer(self.index, dtype="<u2").astype(np.int64)
 
     def pairs(self) -> Iterable[tuple[int, float | None]]:
         """(series position, value or None) for each value carried."""
