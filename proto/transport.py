@@ -21,6 +21,7 @@ MAX_SOCKETS = 65536
 DEFAULT_HWM = 100_000
 LINGER_MS = 1000
 DRAIN_YIELD_EVERY = 256
+_POLLIN = int(zmq.POLLIN)
 
 _ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}|ipc://.+|inproc://.+)$")
 
@@ -82,15 +83,20 @@ class Conn:
 
     def send(self, parts: list[bytes]) -> bool:
         """Send without blocking; False when the peer is unroutable or the queue is full."""
+        raw = self.raw
         try:
-            self.raw.send_multipart(parts, zmq.NOBLOCK)
+            if len(parts) == 1:
+                raw.send(parts[0], zmq.NOBLOCK)
+            else:
+                raw.send_multipart(parts, zmq.NOBLOCK)
             ok = True
         except zmq.ZMQError:
             ok = False
-        if not self.aio.closed:
-            # The socket's FD is edge-triggered and a send processes pending commands,
-            # which can swallow the edge announcing an incoming message; asking the
-            # asyncio socket for EVENTS makes it look again (pyzmq schedules a check).
+        # The socket's FD is edge-triggered and a send processes pending commands,
+        # which can swallow the edge announcing an incoming message. When one waits,
+        # asking the asyncio socket for EVENTS makes pyzmq schedule a look (that path
+        # costs a few enum operations, so only then).
+        if not raw.closed and raw.get(zmq.EVENTS) & _POLLIN:
             self.aio.get(zmq.EVENTS)
         return ok
 
