@@ -184,7 +184,10 @@ def _dec_hello(b: Any) -> Hello:
     dv, series, inventory, role = _list(b, "HELLO body", 4)
     series = _list(series, "HELLO series")
     _need(len(series) <= 65535, "HELLO series: more than 65535")
-    names = tuple(_str(s, "HELLO series name", 1024) for s in series)
+    names = tuple(series)
+    # one pass in C over the names; per-name checks only to name what is wrong
+    if names and not (set(map(type, names)) == {str} and "" not in names and max(map(len, names)) <= 1024):
+        names = tuple(_str(s, "HELLO series name", 1024) for s in series)
     return Hello(_int(dv, "dict_version"), names, _map(inventory, "inventory"), _str(role, "role"))
 
 
