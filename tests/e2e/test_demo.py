@@ -1,0 +1,69 @@
+"""``clumon demo``: the README's first command, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from harness import free_port, wait_for
+
+
+def _free_block(n: int = 20) -> int:
+    """A base port whose next ``n`` ports are free right now."""
+    import socket
+    for _ in range(50):
+        base = free_port()
+        if base + n >= 65535:
+            continue
+        try:
+            socks = []
+            for p in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
+    base = _free_block()
+    demo = subprocess.Popen([sys.executable, "-m", "clumon.root.cli", "demo", "--dir", str(tmp_path / "demo"),
+                             "--base-port", str(base)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        def nodes():
+            out = subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint",
+                                  f"tcp://127.0.0.1:{base + 1}", "--json", "nodes"],
+                                 capture_output=True, text=True, timeout=30)
+            got = {n["name"]: n for n in json.loads(out.stdout)} if out.returncode == 0 else {}
+            return all(got.get(f"node-{i}", {}).get("state") == "up" for i in range(1, 5)) and got
+
+        got = wait_for(nodes, timeout=60, what="the demo's four nodes up")
+        assert {got[f"node-{i}"]["parent"] for i in range(1, 5)} == {"agg-1", "agg-2"}
+        assert (tmp_path / "demo" / "clumon.db").exists()
+        out = subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint", f"tcp://127.0.0.1:{base + 1}",
+                              "series", "node-1", "node_load1", "--since", "5m"], capture_output=True, text=True)
+        assert out.returncode == 0 and "node_load1 on node-1" in out.stdout
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        try:
+            rc = demo.wait(60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+    text = demo.stdout.read()
+    assert rc == 0, text
+    assert "database:" in text and "clumon.db" in text and "demo stopped" in text
+    # every daemon the demo started is gone
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True).stdout.split()
+    assert not leftovers, leftovers
