@@ -138,8 +138,9 @@ class MaskSet:
         return None
 
 
-#: what a series without a matching rule is judged by
-_PASS = Rule(-1, "*", UNBOUNDED)
+#: markers in Filter's per-name cache of bounds
+_NEVER = (math.inf, -math.inf)
+_UNKNOWN = object()
 
 
 class Filter:
@@ -150,7 +151,7 @@ class Filter:
 
     def __init__(self, masks: MaskSet) -> None:
         self.masks = masks
-        self._rules: dict[str, Rule] = {}
+        self._rules: dict[str, tuple[float, float] | None] = {}
         #: name -> (value last sent, time it was sent)
         self._sent: dict[str, tuple[float | None, float]] = {}
         self.passed = 0
@@ -167,31 +168,55 @@ class Filter:
         """Forget what was sent: the next ``apply`` sends everything that passes."""
         self._sent.clear()
 
-    def _rule(self, name: str) -> Rule:
-        rule = self._rules.get(name)
-        if rule is None:
-            rule = self._rules[name] = self.masks.rule_for(name) or _PASS
-        return rule
+    def _bounds(self, name: str) -> tuple[float, float] | None:
+        """What ``name`` must lie in to pass: None passes anything, _NEVER nothing."""
+        rule = self.masks.rule_for(name)
+        if rule is None or rule.kind == UNBOUNDED:
+            b = None
+        elif rule.kind == DROP:
+            b = _NEVER
+        else:
+            b = (rule.lower, rule.upper)
+        self._rules[name] = b
+        return b
 
     def apply(self, values: Mapping[str, float | None], now: float) -> dict[str, float | None]:
-        """The subset of ``values`` to send now; ``now`` is any monotonic clock."""
+        """The subset of ``values`` to send now; ``now`` is any monotonic clock.
+
+        The hot path of the agent (every value of every read): one dict lookup for the
+        rule, one for the last sent value, arithmetic inline.
+        """
         m = self.masks
         rel, floor, silence = m.min_change, m.min_change_abs, m.max_silence
-        sent = self._sent
+        sent, rules = self._sent, self._rules
         out: dict[str, float | None] = {}
+        masked = suppressed = 0
         for name, v in values.items():
-            if not self._rule(name).passes(v):
+            b = rules.get(name, _UNKNOWN)
+            if b is _UNKNOWN:
+                b = self._bounds(name)
+            if b is not None and (b is _NEVER or v is None or not b[0] <= v <= b[1]):
                 # forget it: when it passes again it is sent at once, whatever it was before
                 sent.pop(name, None)
-                self.masked += 1
+                masked += 1
                 continue
             last = sent.get(name)
-            if last is not None and now - last[1] < silence and not _changed(last[0], v, rel, floor):
-                self.suppressed += 1
-                continue
+            if last is not None and now - last[1] < silence:
+                old = last[0]
+                if old is None or v is None:
+                    if old is v:
+                        suppressed += 1
+                        continue
+                else:
+                    d = v - old
+                    if (d if d >= 0 else -d) <= max(rel * (old if old >= 0 else -old), floor):
+                        suppressed += 1
+                        continue
             sent[name] = (v, now)
             out[name] = v
         self.passed += len(out)
+        self.masked += masked
+        self.suppressed += suppressed
         return out
 
     def forget(self, names: Iterable[str]) -> None:
@@ -199,10 +224,3 @@ class Filter:
         for n in names:
             self._sent.pop(n, None)
             self._rules.pop(n, None)
-
-
-def _changed(old: float | None, new: float | None, rel: float, floor: float) -> bool:
-    """True when ``new`` differs from ``old`` by more than the threshold."""
-    if old is None or new is None:
-        return (old is None) != (new is None)
-    return abs(new - old) > max(rel * abs(old), floor)
