@@ -1,0 +1,235 @@
+"""What the real agent costs a node: CPU, memory, collect time and bytes on the wire.
+
+Starts two real ``clumon-agent`` processes at a 1 s interval against a receiver in
+this process (a ROUTER that acknowledges every stored frame and heartbeats, as a
+parent does): one with the default masks, one unsuppressed (``masks.max_silence =
+0``: every value in every frame). After ``--warmup`` seconds it measures for
+``--duration`` seconds, once as the node is and once with ``--extra-processes``
+idle ``sleep`` processes (killed at the end), and prints one JSON line per run.
+
+    python bench/agent_overhead.py [--duration 120] [--warmup 10] [--extra-processes 500] [--only as_is|extra]
+
+cpu_pct is the default-mask agent's user+system time over wall time (100 = one
+core), from /proc/PID/stat; rss_mib its VmRSS at the end; collect_p50/p99_ms the
+agent's own timing of each read (all sources due at once) in the window;
+values_collected the values it read per second; wire_bytes_per_s the frame bytes it
+sent per second (msgpack frames as the parent receives them, without ZeroMQ/TCP
+framing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+from clumon.proto import codec
+from clumon.proto.frames import Ack, AckEntry, Heartbeat, Kind, Request, make
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class Receiver(threading.Thread):
+    """A parent in miniature: counts bytes per child, acks stored frames, heartbeats,
+    and asks children for their figures (REQUEST stats)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.incarnation = time.time_ns()
+        self.bytes: dict[str, int] = {}
+        self.frames: dict[str, int] = {}
+        self.replies: dict[str, dict] = {}
+        self._asks: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        last_hb: dict[str, float] = {}
+        n = 0
+        while not self._halt.is_set():
+            if self.sock.poll(100):
+                ident, data = self.sock.recv_multipart()
+                who = ident.decode()
+                with self._lock:
+                    self.bytes[who] = self.bytes.get(who, 0) + len(data)
+                    self.frames[who] = self.frames.get(who, 0) + 1
+                frame = codec.decode(data)
+                if frame.stored:
+                    self._send(ident, Ack((AckEntry(frame.sender, frame.incarnation, ((frame.seq, frame.seq),)),)))
+                elif frame.kind is Kind.REPLY:
+                    self.replies[frame.body.id] = frame.body.result
+                last_hb.setdefault(who, 0.0)
+            now = time.monotonic()
+            for who, t in last_hb.items():
+                if now - t > 5.0:
+                    self._send(who.encode(), Heartbeat(self.incarnation))
+                    last_hb[who] = now
+            while self._asks:
+                who, rid = self._asks.pop()
+                n += 1
+                self._send(who.encode(), Request(rid, "stats", (who,), {"durations": True}, 5.0))
+        self.sock.close()
+        self.ctx.term()
+
+    def _send(self, ident: bytes, body) -> None:
+        self.sock.send_multipart([ident, codec.encode(make("bench", self.incarnation, time.time(), body))])
+
+    def stats(self, who: str, timeout: float = 10.0) -> dict:
+        rid = f"stats-{time.monotonic_ns()}"
+        self._asks.append((who, rid))
+        deadline = time.monotonic() + timeout
+        while rid not in self.replies:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{who} did not answer stats")
+            time.sleep(0.05)
+        return self.replies.pop(rid)[who]
+
+    def sent(self, who: str) -> tuple[int, int]:
+        with self._lock:
+            return self.bytes.get(who, 0), self.frames.get(who, 0)
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+def start_agent(name: str, port: int, workdir: Path, extra: str = "") -> subprocess.Popen:
+    cfg = workdir / f"{name}.toml"
+    cfg.write_text(f'name = "{name}"\nparents = ["tcp://127.0.0.1:{port}"]\nstate_dir = "{workdir / name}"\n'
+                   f'interval = 1.0\njitter = 0.0\n{extra}')
+    proc = subprocess.Popen([sys.executable, "-m", "clumon.agent", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=open(workdir / f"{name}.log", "wb"))
+    line = proc.stdout.readline().decode()
+    if not line.startswith("CLUMON-READY"):
+        proc.kill()
+        raise RuntimeError(f"{name} did not start: {(workdir / f'{name}.log').read_text()[-2000:]}")
+    return proc
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (collect, ZMQbg/IO, the loop as python...)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            continue
+        name = "main" if int(tid) == pid else text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def status_mib(pid: int, key: str) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def processes_present() -> int:
+    return sum(1 for d in os.listdir("/proc") if d.isdigit())
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else 0.0
+
+
+def measure(label: str, warmup: float, duration: float, workdir: Path) -> dict:
+    rx = Receiver()
+    rx.start()
+    masked = start_agent("bench-masked", rx.port, workdir)
+    unmasked = start_agent("bench-unmasked", rx.port, workdir, "[masks]\nmax_silence = 0.0\n")
+    try:
+        time.sleep(warmup)
+        s0 = rx.stats("bench-masked")
+        c0, t0 = cpu_seconds(masked.pid), time.monotonic()
+        th0 = thread_cpu(masked.pid)
+        cu0 = cpu_seconds(unmasked.pid)
+        b0, bu0 = rx.sent("bench-masked"), rx.sent("bench-unmasked")
+        time.sleep(duration)
+        b1, bu1 = rx.sent("bench-masked"), rx.sent("bench-unmasked")
+        c1, t1 = cpu_seconds(masked.pid), time.monotonic()
+        th1 = thread_cpu(masked.pid)
+        cu1 = cpu_seconds(unmasked.pid)
+        s1 = rx.stats("bench-masked")
+        wall = t1 - t0
+        new_reads = s1["reads"] - s0["reads"]
+        durations = s1["durations_ms"][-new_reads:] if new_reads > 0 else []
+        return {
+            "bench": "agent_overhead", "run": label, "host_cores": os.cpu_count(),
+            "python": platform.python_version(), "duration_s": round(wall, 1),
+            "cpu_pct": round((c1 - c0) / wall * 100, 3),
+            "cpu_pct_by_thread": {k: round((v - th0.get(k, 0.0)) / wall * 100, 3) for k, v in th1.items()},
+            "rss_mib": round(status_mib(masked.pid, "VmRSS"), 1),
+            "rss_peak_mib": round(status_mib(masked.pid, "VmHWM"), 1),
+            "collect_p50_ms": round(pct(durations, 50), 3), "collect_p99_ms": round(pct(durations, 99), 3),
+            "values_collected": round((s1["values_collected"] - s0["values_collected"]) / wall, 1),
+            "series": s1["series"],
+            "values_sent_per_s": round((s1["values_passed"] - s0["values_passed"]) / wall, 1),
+            "wire_bytes_per_s": round((b1[0] - b0[0]) / wall, 1),
+            "wire_frames_per_s": round((b1[1] - b0[1]) / wall, 2),
+            "wire_bytes_per_s_unmasked": round((bu1[0] - bu0[0]) / wall, 1),
+            "cpu_pct_unmasked": round((cu1 - cu0) / wall * 100, 3),
+            "processes_present": processes_present(),
+        }
+    finally:
+        for p in (masked, unmasked):
+            p.terminate()
+        for p in (masked, unmasked):
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        rx.stop()
+        rx.join(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds measured per run (>= 120 for the record)")
+    parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--extra-processes", type=int, default=500)
+    parser.add_argument("--only", choices=("as_is", "extra"), default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="clumon-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.only in (None, "as_is"):
+            print(json.dumps(measure("as_is", args.warmup, args.duration, workdir)), flush=True)
+        if args.only in (None, "extra"):
+            sleepers: list[subprocess.Popen] = []
+            try:
+                for _ in range(args.extra_processes):
+                    sleepers.append(subprocess.Popen(["sleep", "100000"]))
+                print(json.dumps(measure(f"{args.extra_processes}_extra_processes", args.warmup, args.duration,
+                                         workdir)), flush=True)
+            finally:
+                for p in sleepers:
+                    p.kill()
+                for p in sleepers:
+                    p.wait()
+
+
+if __name__ == "__main__":
+    main()
