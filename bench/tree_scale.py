@@ -197,7 +197,7 @@ def run_size(nodes: int, n_aggs: int, args: argparse.Namespace, workdir: Path) -
                                         "--first", str(lo), "--series", str(args.series),
                                         "--interval", str(args.interval), "--processes", str(args.processes),
                                         "--ramp", str(args.ramp), "--stats-interval", "1", "--histogram",
-                                        "--drain-timeout", "30", "--parent", f"tcp://127.0.0.1:{ap}"], workdir)
+                                        "--drain-timeout", str(args.drain), "--parent", f"tcp://127.0.0.1:{ap}"], workdir)
             started.append(sim)
             sims.append(sim)
         for sim in sims:
@@ -208,7 +208,7 @@ def run_size(nodes: int, n_aggs: int, args: argparse.Namespace, workdir: Path) -
         result = measure(root, aggs, sims, client, nodes, args)
         client.close()
         for sim in sims:  # the simulator drains: waits for every ack before it exits
-            sim.stop(timeout=90)
+            sim.stop(timeout=args.drain + 60)
         finals = [_final(sim) for sim in sims]
         for agg in aggs:
             agg.stop()
@@ -295,7 +295,10 @@ def measure(root: Proc, aggs: list[Proc], sims: list[Proc], client: Client, node
         "loss": None,
         "e2e_p50_s": hist_percentile(hist, 50),
         "e2e_p99_s": hist_percentile(hist, 99),
+        "e2e_max_s": max(hist) / 1000.0 if hist else None,
+        "e2e_over_1s": sum(c for ms, c in hist.items() if ms >= 1000),
         "e2e_frames": sum(hist.values()),
+        "sim_late_rounds": sum(b.get("late_sends", 0) - a.get("late_sends", 0) for a, b in zip(s0, s1)),
         "read_p50_ms": _round(percentile(reads[0.0], 50)),
         "read_p99_ms": _round(percentile(reads[0.0], 99)),
         "read_cached_p50_ms": _round(percentile(reads[3600.0], 50)),
@@ -332,6 +335,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=20.0, help="seconds after all nodes are up")
     p.add_argument("--measure", type=float, default=60.0, help="seconds of the measured window")
     p.add_argument("--read-every", type=float, default=0.05, help="pause between sync reads")
+    p.add_argument("--drain", type=float, default=120.0,
+                   help="at the end, how long the simulator waits for the root to acknowledge its backlog")
     p.add_argument("--keep", action="store_true", help="keep the working directory (logs, database)")
     args = p.parse_args()
     args.measure = max(1.0, min(args.measure, 3600.0))
