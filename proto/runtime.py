@@ -29,36 +29,35 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
+def sd_notify(state: bytes) -> bool:
+    """Send a state (``READY=1``, ``STOPPING=1``) to systemd, if it is listening."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):  # abstract namespace
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(state)
+        return True
+    except OSError as exc:
+        log.warning("sd_notify %s failed: %s", state.decode(), exc)
+        return False
+
+
 def notify_ready(daemon: str, info: dict[str, Any]) -> None:
     """Tell systemd (Type=notify) and the log that the daemon serves.
 
     The log line is ``CLUMON-READY {json}`` on stdout so tests and ``clumon demo``
     can wait for it instead of sleeping.
     """
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if addr:
-        if addr.startswith("@"):
-            addr = "\0" + addr[1:]
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                s.connect(addr)
-                s.sendall(b"READY=1")
-        except OSError as exc:
-            log.warning("sd_notify failed: %s", exc)
+    sd_notify(b"READY=1")
     print(READY_PREFIX + json.dumps({"daemon": daemon, "pid": os.getpid(), **info}), flush=True)
 
 
 def notify_stopping() -> None:
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if addr:
-        if addr.startswith("@"):
-            addr = "\0" + addr[1:]
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                s.connect(addr)
-                s.sendall(b"STOPPING=1")
-        except OSError:
-            pass
+    sd_notify(b"STOPPING=1")
 
 
 def install_uvloop() -> None:

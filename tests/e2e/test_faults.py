@@ -27,6 +27,15 @@ def stop_agents_and_check(tree, agents, db):
     return assert_complete(db, [a.label for a in agents])
 
 
+def assert_outage_stored(db, agents, start: float, end: float) -> None:
+    """Each agent's DATA made during the outage was spooled and stored afterwards."""
+    with sqlite3.connect(db) as conn:
+        for a in agents:
+            (n,) = conn.execute("SELECT count(*) FROM frames WHERE node = ? AND kind = 2 AND ts > ? AND ts < ?",
+                                (a.label, start + 1, end - 1)).fetchone()
+            assert n >= 15, f"{a.label}: only {n} frames from the outage"
+
+
 def events(query: str, **args) -> list[dict]:
     with Client(query) as c:
         return c.call("events", since=3600, limit=10000, **args)
@@ -45,11 +54,7 @@ def test_aggregator_killed_for_20s_loses_nothing(tree, tmp_path):
     wait_for(lambda: _spools_empty(root.query, agents, db), timeout=60, what="replayed frames stored")
     stop_agents_and_check(tree, agents, db)
     # frames made while the aggregator was dead were spooled and stored later
-    with sqlite3.connect(db) as conn:
-        for a in agents:
-            (n,) = conn.execute("SELECT count(*) FROM frames WHERE node = ? AND kind = 2 AND ts > ? AND ts < ?",
-                                (a.label, killed_at + 1, back_at - 1)).fetchone()
-            assert n >= 15, f"{a.label}: only {n} frames from the outage"
+    assert_outage_stored(db, agents, killed_at, back_at)
 
 
 def test_root_killed_for_20s_loses_nothing(tree, tmp_path):
@@ -64,11 +69,7 @@ def test_root_killed_for_20s_loses_nothing(tree, tmp_path):
     root = restart(tree, root)
     wait_for(lambda: _spools_empty(root.query, agents, db), timeout=60, what="replayed frames stored")
     stop_agents_and_check(tree, agents, db)
-    with sqlite3.connect(db) as conn:
-        for a in agents:
-            (n,) = conn.execute("SELECT count(*) FROM frames WHERE node = ? AND kind = 2 AND ts > ? AND ts < ?",
-                                (a.label, killed_at + 1, back_at - 1)).fetchone()
-            assert n >= 15, f"{a.label}: only {n} frames from the outage"
+    assert_outage_stored(db, agents, killed_at, back_at)
 
 
 def test_killed_agent_goes_down_then_restarted_with_new_incarnation(tree, tmp_path):
