@@ -23,7 +23,7 @@ from zmq.utils.monitor import recv_monitor_message
 from . import codec, transport
 from .frames import Ack, Body, Event, Frame, Heartbeat, Hello, Kind, STORED_KINDS, make
 from .runtime import QuietLog
-from .spool import Spool
+from .spool import Spool, SpoolEntry
 
 log = logging.getLogger("clumon.uplink")
 
@@ -79,6 +79,8 @@ class Uplink:
         self.frames_out = 0
         self.bytes_out = 0
         self.failovers = 0
+        self._last_ack = clock()
+        self._max_acked = 0
         self._probe: zmq.Socket | None = None
         self._probe_monitor: zmq.Socket | None = None
         self.decode_errors = 0
@@ -134,14 +136,19 @@ class Uplink:
         if self._hello_frame is not None and self._send(self._hello_frame):
             self.spool.mark_sent(self._hello_seq, self._clock(), self.incarnation)
 
-    def replay(self, older_than: float = float("inf")) -> int:
-        """Send the spooled frames again in seq order; the current HELLO first."""
-        self.resend_hello()
+    def replay(self, older_than: float = float("inf"), hello: bool = True,
+               only: Callable[[SpoolEntry], bool] | None = None) -> int:
+        """Send spooled frames again in seq order (the current HELLO first when
+        ``hello``): those last sent before ``older_than`` and accepted by ``only``."""
+        if hello:
+            self.resend_hello()
         n = 0
         now = self._clock()
         for entry in self.spool.due(older_than):
-            if entry.seq == self._hello_seq and entry.incarnation == self.incarnation:
+            if entry.seq == self._hello_seq and entry.incarnation == self.incarnation and hello:
                 entry.sent = now
+                continue
+            if only is not None and not only(entry):
                 continue
             data = self.spool.data(entry)
             if data is None:
@@ -151,6 +158,18 @@ class Uplink:
             entry.sent = now
             n += 1
         return n
+
+    def _lost_in_flight(self, entry: SpoolEntry) -> bool:
+        """Whether a stale unacknowledged frame should go again.
+
+        Never sent, from an earlier incarnation, older than a frame already
+        acknowledged (a gap: it was lost on the way), or acks have stalled. A frame
+        merely waiting behind a busy root's backlog is left alone, so a slow root is
+        not handed duplicates exactly when it is behind.
+        """
+        if entry.sent == 0.0 or entry.incarnation != self.incarnation or entry.seq < self._max_acked:
+            return True
+        return self._clock() - self._last_ack > self.timings.resend_after
 
     # --- receiving ---------------------------------------------------------------
 
@@ -178,7 +197,10 @@ class Uplink:
             for entry in frame.body.entries:
                 if entry.node == self.name:
                     # earlier incarnations too: frames recovered from disk after a restart
-                    self.spool.ack_ranges(entry.ranges, entry.incarnation)
+                    if self.spool.ack_ranges(entry.ranges, entry.incarnation):
+                        self._last_ack = self._clock()
+                    if entry.incarnation == self.incarnation and entry.ranges:
+                        self._max_acked = max(self._max_acked, max(hi for _, hi in entry.ranges))
                 else:
                     others.append(entry)
             if others:
@@ -199,7 +221,10 @@ class Uplink:
                 async for parts in conn.messages():
                     if conn is not self._conn:
                         break  # failed over: read from the new socket
-                    self._accept(parts)
+                    try:
+                        self._accept(parts)
+                    except Exception:  # a handler bug must not leave the child deaf
+                        log.exception("handling a frame from parent %s failed", self.parent)
             except (asyncio.CancelledError, zmq.ZMQError):
                 # _fail_over closed this socket under us, which cancels its pending
                 # recv; our own cancellation, or a failure of the current socket, propagates
@@ -236,12 +261,12 @@ class Uplink:
         if now - self._last_sent >= t.heartbeat_interval:
             self.send_body(Heartbeat(self.root_incarnation))
         self.spool.expire()
-        # Frames that stayed unacknowledged long (a restart we did not see) go again.
-        # The root stores each (sender, incarnation, seq) once, so this is safe. Only
-        # when some are that old: replay() resends the HELLO, the whole dictionary.
+        # Frames that stayed unacknowledged long and look lost (a restart we did not
+        # see, a batch an aggregator could not forward) go again; the root stores each
+        # (sender, incarnation, seq) once. The HELLO goes only if it is such a frame.
         stale = now - t.resend_after
         if next(self.spool.due(stale), None) is not None:
-            self.replay(older_than=stale)
+            self.replay(older_than=stale, hello=False, only=self._lost_in_flight)
 
     def _report_loss(self) -> None:
         """Frames the spool dropped on overflow become an EVENT — never silent.

@@ -477,3 +477,43 @@ def test_spool_overflow_is_reported_with_exact_counts():
         await parent.close()
 
     run(scenario)
+
+
+def test_stale_frames_go_again_only_when_they_look_lost():
+    """A gap (a later frame acked) or stalled acks resend; a mere backlog does not."""
+    fast = LinkTimings(heartbeat_interval=HB, failover_after=30.0, resend_after=0.5, jitter=0.0)
+
+    async def scenario(ctx):
+        parent = Parent(ctx, ack=False)
+        child = Child(ctx, [parent.endpoint])
+        child.up.timings = fast
+        await connected(child, parent)
+        hello_seq = child.up.send_stored(HELLO)
+        seqs = [child.up.send_stored(data(i)) for i in range(4)]
+        await until(lambda: set(seqs) <= parent.seqs(child.up.name), "four frames at the parent")
+
+        def ack(*acked):
+            parent.down.send(child.up.name, Ack((AckEntry(child.up.name, child.incarnation,
+                                                     tuple((s, s) for s in acked)),)))
+
+        def copies(seq):
+            return sum(1 for _, f, _ in parent.frames if f.stored and f.seq == seq and f.sender == child.up.name)
+
+        # a backlog: acks keep coming in order, just late — nothing is sent twice
+        for s in [hello_seq, *seqs[:2]]:
+            ack(s)
+            await asyncio.sleep(0.4)
+        assert all(copies(s) == 1 for s in seqs), [copies(s) for s in seqs]
+        # a gap: the last frame is acked, the one before it never is -> it goes again
+        ack(seqs[3])
+        await until(lambda: copies(seqs[2]) >= 2, "the lost frame resent")
+        assert copies(seqs[3]) == 1
+        ack(seqs[2])
+        await until(lambda: len(child.spool) == 0, "everything acked")
+        # stalled acks: a new frame nobody acks goes again after resend_after
+        late = child.up.send_stored(data(9))
+        await until(lambda: copies(late) >= 2, "a resend when acks stall", timeout=5)
+        await child.close()
+        await parent.close()
+
+    run(scenario)

@@ -172,7 +172,7 @@ def test_spool_overflow_reports_exactly_what_was_dropped(tree, tmp_path):
 
     def reported():
         evs = [e for e in events(root.query, node="node-1") if e["type"] == "spool_overflow"]
-        return evs and max(e["attrs"]["dropped_unsent_total"] for e in evs)
+        return evs and max(e["attrs"]["dropped_total"] for e in evs)
 
     wait_for(reported, timeout=60, what="a spool_overflow EVENT")
     assert agent.stop() == 0
@@ -182,7 +182,12 @@ def test_spool_overflow_reports_exactly_what_was_dropped(tree, tmp_path):
     seqs = got[inc]
     missing = set(range(1, max(seqs) + 1)) - set(seqs)
     assert len(seqs) == len(set(seqs))
-    assert missing and len(missing) == reported(), "the newest loss EVENT counts every frame never sent"
+    evs = [e for e in events(root.query, node="node-1") if e["type"] == "spool_overflow"]
+    newest = max(evs, key=lambda e: e["attrs"]["dropped_total"])["attrs"]
+    # never-sent frames are surely lost; a frame sent while the link came up and
+    # dropped before its ack may or may not have arrived: the gaps lie in between
+    assert missing
+    assert newest["dropped_unsent_total"] <= len(missing) <= newest["dropped_total"], (len(missing), newest)
 
 
 # --- helpers ----------------------------------------------------------------------------
