@@ -71,6 +71,7 @@ class Spool:
         self._bytes = 0
         self._mem = 0
         self._dir = Path(directory) if directory is not None else None
+        self._pinned: Key | None = None
         self._segments: dict[int, Path] = {}
         self._live: dict[int, int] = {}
         self._seg_no = 0
@@ -225,10 +226,22 @@ class Spool:
                 entry.data = None
                 self._mem -= entry.size
 
+    def pin(self, seq: int, incarnation: int | None = None) -> None:
+        """Never evict this frame (the current HELLO: the frames after it need it);
+        the previous pin is released. It still leaves on its ack."""
+        self._pinned = (self.incarnation if incarnation is None else incarnation, seq)
+
     def _evict(self, now: float) -> None:
         while self._entries:
-            key, first = next(iter(self._entries.items()))
-            too_big = self._bytes > self.max_bytes and len(self._entries) > 1
+            it = iter(self._entries.items())
+            key, first = next(it)
+            if key == self._pinned:
+                nxt = next(it, None)
+                if nxt is None:
+                    break
+                key, first = nxt
+            keep = 2 if self._pinned in self._entries else 1  # the newest, and the pinned
+            too_big = self._bytes > self.max_bytes and len(self._entries) > keep
             too_old = now - first.created > self.max_age
             if not (too_big or too_old):
                 break

@@ -106,6 +106,7 @@ class Uplink:
         if isinstance(body, Hello):
             self._hello_frame = data
             self._hello_seq = seq
+            self.spool.pin(seq, self.incarnation)
             self.dict_version = body.dict_version
         self.spool.add(seq, data, self.incarnation)
         self._send_spooled(seq, data)

@@ -186,3 +186,16 @@ def test_overflow_counts_recovered_frames_too(tmp_path, clock):
     assert second.bytes <= 120
     assert second.dropped_total == 4
     assert [(e.incarnation, e.seq) for e in second.all()] == [(1, 5), (2, 1)]
+
+
+def test_the_pinned_hello_is_never_evicted(clock):
+    spool = Spool(max_bytes=100, clock=clock)
+    spool.add(1, b"h" * 40)
+    spool.pin(1)
+    for s in range(2, 8):
+        spool.add(s, b"d" * 30)
+    assert seqs(spool)[0] == 1, "the HELLO the later frames refer to stays"
+    assert spool.bytes <= 100 or len(spool) == 2
+    spool.ack([1])
+    spool.add(8, b"d" * 30)
+    assert 1 not in seqs(spool)
