@@ -152,6 +152,8 @@ class Filter:
     def __init__(self, masks: MaskSet) -> None:
         self.masks = masks
         self._rules: dict[str, tuple[float, float] | None] = {}
+        #: name -> whether it is a counter (suppressed on min_change_abs only)
+        self._counter: dict[str, bool] = {}
         #: name -> (value last sent, time it was sent)
         self._sent: dict[str, tuple[float | None, float]] = {}
         self.passed = 0
@@ -162,6 +164,7 @@ class Filter:
         """Put a new mask set in force; every value that passes it is sent afresh."""
         self.masks = masks
         self._rules.clear()
+        self._counter.clear()
         self.resend_all()
 
     def resend_all(self) -> None:
@@ -178,6 +181,7 @@ class Filter:
         else:
             b = (rule.lower, rule.upper)
         self._rules[name] = b
+        self._counter[name] = _is_counter(name)
         return b
 
     def apply(self, values: Mapping[str, float | None], now: float) -> dict[str, float | None]:
@@ -188,7 +192,7 @@ class Filter:
         """
         m = self.masks
         rel, floor, silence = m.min_change, m.min_change_abs, m.max_silence
-        sent, rules = self._sent, self._rules
+        sent, rules, counter = self._sent, self._rules, self._counter
         out: dict[str, float | None] = {}
         masked = suppressed = 0
         for name, v in values.items():
@@ -209,7 +213,7 @@ class Filter:
                         continue
                 else:
                     d = v - old
-                    if (d if d >= 0 else -d) <= max(rel * (old if old >= 0 else -old), floor):
+                    if (d if d >= 0 else -d) <= (floor if counter[name] else max(rel * (old if old >= 0 else -old), floor)):
                         suppressed += 1
                         continue
             sent[name] = (v, now)
@@ -224,3 +228,16 @@ class Filter:
         for n in names:
             self._sent.pop(n, None)
             self._rules.pop(n, None)
+            self._counter.pop(n, None)
+
+
+def _is_counter(name: str) -> bool:
+    """``…_total`` or ``…_total{labels}``: a cumulative counter.
+
+    Its cumulative value hides its rate from a relative threshold (idle CPU seconds
+    move by 1e-5 of their total each second), and rates (CPU ratios in ``/metrics``
+    and ``clumon top``) need consecutive values; so a counter is sent whenever it
+    moved (by more than ``min_change_abs``).
+    """
+    base = name.split("{", 1)[0]
+    return base.endswith("_total")

@@ -118,7 +118,10 @@ class Sampler:
         now_mono, now = self._clock(), time.time()
         reading = Reading(ts=now, sources=tuple(s.collector.name for s in sources))
         for src in sources:
-            src.next_due = max(src.next_due + src.interval, now_mono)
+            # keep the source's phase; a source more than an interval late (or never
+            # read) starts a new phase instead of being read again at once
+            nd = src.next_due + src.interval
+            src.next_due = nd if nd > now_mono else now_mono + src.interval
             src.reads += 1
             try:
                 samples = src.collector.collect()

@@ -122,3 +122,16 @@ def test_a_failing_source_serves_its_old_values_as_cached():
     executor.shutdown()
     assert answer["values"]["node_flaky"][3] is False
     assert published[-1].failures == [("flaky", "OSError: gone")]
+
+
+def test_the_first_sweep_is_not_followed_by_a_second_read_at_once():
+    cpu = Counting("cpu", ["node_cpu_a"], pause=0)
+    reads, _, executor = make(cpu)
+
+    async def main():
+        await reads.read(reads.sampler.sources)
+        return reads.sampler.due()
+
+    due = asyncio.run(main())
+    executor.shutdown()
+    assert due == [] and cpu.calls == 1

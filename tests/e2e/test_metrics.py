@@ -31,7 +31,9 @@ def test_metrics_parse_with_node_and_aggregator_labels(tree):
     def both_there():
         fams = scrape(port)
         ups = {s.labels["node"]: s for s in fams.get("clumon_node_up", [])}
-        return {"node-1", "node-2"} <= set(ups) and "node_load1" in fams and fams
+        # CPU ratios need two reads of the counters: they come with the second frame
+        ratios = {s.labels["node"] for s in fams.get("node_cpu_ratio", [])}
+        return {"node-1", "node-2"} <= set(ups) and "node_load1" in fams and "node-1" in ratios and fams
 
     fams = wait_for(both_there, what="two nodes on /metrics")
     ups = {s.labels["node"]: s for s in fams["clumon_node_up"]}

@@ -165,3 +165,14 @@ def test_bad_mask_config_names_the_key(masks, key):
     with pytest.raises(ConfigError) as info:
         from_dict(AgentConfig, {"masks": masks}, "agent.toml")
     assert f"'{key}'" in str(info.value) and str(info.value).startswith("agent.toml: ")
+
+
+def test_counters_are_sent_whenever_they_move():
+    """A cumulative counter moves by a tiny share of its total each second; rates
+    need consecutive values, so only the absolute floor applies to ``_total`` series."""
+    f = only([])
+    big = 1e6
+    f.apply({"node_cpu_seconds_total{mode=\"idle\"}": big, "node_memory_free_bytes": big}, 0.0)
+    out = f.apply({"node_cpu_seconds_total{mode=\"idle\"}": big + 2, "node_memory_free_bytes": big + 2}, 1.0)
+    assert out == {"node_cpu_seconds_total{mode=\"idle\"}": big + 2}
+    assert f.apply({"node_cpu_seconds_total{mode=\"idle\"}": big + 2}, 2.0) == {}, "a still counter is suppressed"
