@@ -37,19 +37,26 @@ class Reads:
 
     def resolve(self, targets: list[str]) -> tuple[list[str], list[str]]:
         """(known agent names, unknown names) for names, comma lists and globs."""
-        agents = [n for n, s in self.registry.nodes.items() if s.role == "agent"]
+        agents: list[str] | None = None  # only globs need the whole list (O(nodes))
         found: list[str] = []
+        seen: set[str] = set()
         unknown: list[str] = []
         for t in targets:
             for part in filter(None, (p.strip() for p in t.split(","))):
                 if any(c in part for c in "*?["):
+                    if agents is None:
+                        agents = [n for n, s in self.registry.nodes.items() if s.role == "agent"]
                     hits = [n for n in agents if fnmatch.fnmatchcase(n, part)
                             or fnmatch.fnmatchcase(self.registry.nodes[n].path + "/" + n, part)]
-                    found.extend(h for h in hits if h not in found)
+                    for h in hits:
+                        if h not in seen:
+                            seen.add(h)
+                            found.append(h)
                     if not hits:
                         unknown.append(part)
                 elif part in self.registry.nodes:
-                    if part not in found:
+                    if part not in seen:
+                        seen.add(part)
                         found.append(part)
                 else:
                     unknown.append(part)
