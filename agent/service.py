@@ -45,7 +45,10 @@ class Agent:
         self.sampler = Sampler([*collectors, *plugged], cfg.interval, cfg.intervals)
         for src in self.sampler.sources[len(collectors):]:
             src.check = True
-        self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age)
+        # on disk under the state directory: a killed agent's unacknowledged frames
+        # are recovered and replayed by the next one
+        self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age, directory=cfg.state_dir / "spool",
+                           incarnation=self.incarnation)
         self.uplink = Uplink(
             ctx, self.name, self.incarnation, tuple(cfg.parents), cfg.timings, self.spool,
             self._on_frame, cfg.max_frame_bytes,

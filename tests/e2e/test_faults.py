@@ -222,3 +222,26 @@ def _spools_empty(query: str, agents, db) -> bool:
         return False
     names = {a.label for a in agents}
     return all(v == list(range(1, len(v) + 1)) for k, v in stored_seqs(db).items() if k[0] in names)
+
+
+def test_a_killed_agent_s_unsent_frames_are_recovered_by_the_next_one(tree, tmp_path):
+    root = tree.root()
+    agg = tree.aggregator("agg-1", [root.port])
+    agg_port = agg.port
+    agg.stop()  # no parent: everything the agent makes stays in its spool
+    agent = tree.agent("node-1", [agg_port], interval=0.2, intervals={"load": 0.2}, masks={"max_silence": 0})
+    spool_dir = tmp_path / "node-1" / "spool"
+    # the HELLO is ~8 KB; well beyond it means a dozen DATA frames or more
+    wait_for(lambda: sum(p.stat().st_size for p in spool_dir.glob("*.seg")) > 20000, what="frames on disk")
+    kill9(agent)
+    restart(tree, agg)
+    restart(tree, agent)
+    db = tmp_path / "clumon.db"
+
+    def both_lives():
+        incs = _seqs_of(db, "node-1")
+        return len(incs) == 2 and all(len(v) > 3 for v in incs.values()) and incs
+
+    incs = wait_for(both_lives, timeout=60, what="frames of the killed incarnation and the new one")
+    first = min(incs)
+    assert incs[first] == list(range(1, len(incs[first]) + 1)), "the killed agent's frames, complete"
