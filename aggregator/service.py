@@ -94,13 +94,20 @@ class Aggregator:
             return
         if frame.kind not in (Kind.HELLO, Kind.DATA, Kind.EVENT, Kind.BATCH):
             return
+        urgent = False
         for _path, inner, _raw in walk(frame, (), data, self._bad_inner, self.cfg.max_frame_bytes):
             self.routes.learn(inner.sender, child)
             if inner.kind is Kind.HELLO:
                 self.cache.hello(inner)
             elif inner.kind is Kind.DATA and not self.cache.data(inner):
                 self._ask_hello(child, inner.sender)
-        self.batcher.add(data)
+            elif inner.kind is Kind.REPLY:
+                urgent = True
+        if urgent:
+            # a reply from below a child aggregator: up at once, not after the batch delay
+            self.uplink.send_raw(codec.encode_batch(self.name, self.incarnation, time.time(), [data]))
+        else:
+            self.batcher.add(data)
 
     def _ask_hello(self, child: str, node: str) -> None:
         now = time.monotonic()
