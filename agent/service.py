@@ -58,7 +58,11 @@ class Agent:
         self.filter = Filter(kept[0] if kept else cfg.masks.mask_set())
         # one thread: collectors keep state between reads (previous CPU times)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="collect")
-        self.reads = SharedReads(self.sampler, self._executor, self._publish)
+        self.reads = SharedReads(self.sampler, self._executor, self._publish, on_read=self._arm)
+        #: the one timer of the loop: due sources and the uplink's tick
+        self._timer: asyncio.TimerHandle | None = None
+        self._wake_at = 0.0
+        self._last_link_tick = 0.0
         self.exec_plugins = None
         if cfg.plugin_dir:
             from clumon.agent.execplugins import ExecPlugins
@@ -75,6 +79,7 @@ class Agent:
             "stats": self._answer_stats,
         }
         self.frames_sent = 0
+        self._stopping = False
         self._inventory: dict[str, Any] = {}
 
     # --- frames from above --------------------------------------------------------
@@ -196,14 +201,40 @@ class Agent:
     def _plugin_event(self, event: Event) -> None:
         self.uplink.send_stored(event)
 
-    async def collect_loop(self) -> None:
-        """Read due sources on schedule and send what they produced."""
-        while True:
-            due = self.sampler.due()
+    def _on_timer(self) -> None:
+        """Start reading the due sources and tick the uplink, then sleep again.
+
+        One timer serves both, so an idle agent wakes once a second, not once for
+        each. The uplink ticks at a wake-up once 0.8 of its period has passed (so
+        it rides along with a 1 s collection) and at the latest after 1.2 periods.
+        """
+        self._timer = None
+        now = time.monotonic()
+        if not self.reads.busy and not self._stopping:
+            due = self.sampler.due(now)
             if due:
-                await self.reads.read(due)
-            delay = self.sampler.next_due() - time.monotonic()
-            await asyncio.sleep(max(0.01, delay))
+                self.reads.start(due)
+        if now - self._last_link_tick >= 0.8 * self.uplink.tick_period:
+            self._last_link_tick = now
+            self.uplink.tick()
+        self._arm()
+
+    def _arm(self) -> None:
+        """(Re)set the timer for the next due source or uplink tick.
+
+        While a read is in flight the sources' phases are being moved in the
+        collecting thread; the read's end calls this again. After SIGTERM only
+        the uplink ticks (heartbeats while the spool drains).
+        """
+        wake = self._last_link_tick + 1.2 * self.uplink.tick_period
+        if not self.reads.busy and not self._stopping:
+            wake = min(wake, self.sampler.next_due())
+        if self._timer is not None:
+            if self._wake_at <= wake:
+                return
+            self._timer.cancel()
+        self._wake_at = wake
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, wake - time.monotonic()), self._on_timer)
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -211,24 +242,24 @@ class Agent:
         loop = asyncio.get_running_loop()
         self._inventory = await loop.run_in_executor(self._executor, self._static_facts)
         await asyncio.sleep(random.uniform(0, self.cfg.jitter))
-        tasks = [
-            asyncio.create_task(self.uplink.receive(), name="uplink-receive"),
-            asyncio.create_task(self.uplink.run_timers(), name="uplink-timers"),
-        ]
+        tasks = [asyncio.create_task(self.uplink.receive(), name="uplink-receive")]
         await self.reads.read([s for s in self.sampler.sources if not s.pushed])
         for event in self._startup_events:
             self.uplink.send_stored(event)
         if self.exec_plugins is not None:
             tasks.append(asyncio.create_task(self.exec_plugins.run(), name="exec-plugins"))
-        tasks.append(asyncio.create_task(self.collect_loop(), name="collect"))
+        self._last_link_tick = time.monotonic()
+        self._arm()
         runtime.notify_ready("agent", {"name": self.name, "parents": list(self.cfg.parents),
                                        "series": len(self.sampler.dictionary.names)})
         await stop.wait()
         runtime.notify_stopping()
-        tasks[-1].cancel()
+        self._stopping = True
         if self.exec_plugins is not None:
             await self.exec_plugins.stop()
         await self._drain()
+        if self._timer is not None:
+            self._timer.cancel()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,7 +1,7 @@
 """One read serves many askers: the agent's reads of its sources, shared.
 
 Every read of a source — the schedule's, or a sync read's — goes through
-``SharedReads.read``. A source already being read is not read again: whoever asks
+``SharedReads.start`` (``read`` awaits it). A source already being read is not read again: whoever asks
 while the read is in flight waits for that read. A sync read with ``max_age``
 takes a source's snapshot when it is young enough and reads the others now, so
 N sync reads that arrive together cost one read of /proc.
@@ -11,32 +11,43 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import time
 from collections import deque
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Callable, Sequence
 
 from clumon.agent.sampler import Reading, Sampler, Source
+
+log = logging.getLogger("clumon.agent.reads")
 
 
 class SharedReads:
     """Reads sources in one executor thread, sharing reads that are in flight.
 
     ``publish`` is called on the loop with each reading exactly once, by the
-    asker that started it (so a shared read is sent up once).
+    asker that started it (so a shared read is sent up once); ``on_read`` (if
+    given) after every read, so the schedule can look at the sources again.
     """
 
     def __init__(self, sampler: Sampler, executor: Executor, publish: Callable[[Reading], None],
-                 clock: Callable[[], float] = time.time, keep: int = 4096):
+                 clock: Callable[[], float] = time.time, keep: int = 4096,
+                 on_read: Callable[[], None] | None = None):
         self.sampler = sampler
         self._executor = executor
         self._publish = publish
+        self._on_read = on_read
         self._clock = clock
-        self._inflight: dict[int, asyncio.Future] = {}
+        self._inflight: dict[int, Future] = {}
         #: seconds each read took (in the collecting thread), newest last
         self.durations: deque[float] = deque(maxlen=keep)
         self.values_collected = 0
         self.shared = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a read is in flight (the sampler's phases are being moved)."""
+        return bool(self._inflight)
 
     def _timed_read(self, sources: Sequence[Source]) -> Reading:
         t0 = time.perf_counter()
@@ -44,25 +55,52 @@ class SharedReads:
         self.durations.append(time.perf_counter() - t0)
         return reading
 
-    async def read(self, sources: Sequence[Source]) -> None:
-        """Read ``sources`` now, joining reads of any of them already in flight."""
+    def start(self, sources: Sequence[Source]) -> Future | None:
+        """Start reading those of ``sources`` not already in flight; returns at once.
+
+        The scheduled path: no task and no asyncio future per read, only the
+        executor's own future, whose result is published from a loop callback.
+        Returns that future, or None when every source was in flight already.
+        """
         mine = [s for s in sources if id(s) not in self._inflight]
-        joined = {id(f): f for s in sources if (f := self._inflight.get(id(s))) is not None}
         self.shared += len(sources) - len(mine)
-        if mine:
-            fut = asyncio.get_running_loop().run_in_executor(self._executor, self._timed_read, mine)
-            for s in mine:
-                self._inflight[id(s)] = fut
-            try:
-                reading = await asyncio.shield(fut)
-            finally:
-                for s in mine:
-                    if self._inflight.get(id(s)) is fut:
-                        del self._inflight[id(s)]
-            self.values_collected += len(reading.values)
-            self._publish(reading)
+        if not mine:
+            return None
+        loop = asyncio.get_running_loop()
+        fut = self._executor.submit(self._timed_read, mine)
+        for s in mine:
+            self._inflight[id(s)] = fut
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finish, f, mine))
+        return fut
+
+    def _finish(self, fut: Future, sources: Sequence[Source]) -> None:
+        """On the loop: forget the read in flight and publish what it found."""
+        for s in sources:
+            if self._inflight.get(id(s)) is fut:
+                del self._inflight[id(s)]
+        try:
+            exc = fut.exception()
+            if exc is not None:
+                log.error("reading %s failed", [s.collector.name for s in sources], exc_info=exc)
+            else:
+                reading = fut.result()
+                self.values_collected += len(reading.values)
+                self._publish(reading)
+        finally:
+            if self._on_read is not None:
+                self._on_read()
+
+    async def read(self, sources: Sequence[Source]) -> None:
+        """Read ``sources`` now, joining reads of any of them already in flight;
+        returns once every one of them has been read and published."""
+        joined = {id(f): f for s in sources if (f := self._inflight.get(id(s))) is not None}
+        fut = self.start(sources)
+        if fut is not None:
+            joined[id(fut)] = fut
         if joined:
-            await asyncio.gather(*(asyncio.shield(f) for f in joined.values()), return_exceptions=True)
+            # The wrapper's result is copied to the loop by a callback queued after
+            # _finish's, so the reading is published before this returns.
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in joined.values()), return_exceptions=True)
 
     async def answer(self, globs: Sequence[str], max_age: float) -> dict:
         """Values of the series matching ``globs`` (all when empty), each no older than

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -332,12 +331,10 @@ class Uplink:
         self._last_heard = self._clock()
         self._last_sent = 0.0
 
-    async def run_timers(self) -> None:
-        """Heartbeats and failover, about every second (jittered)."""
-        period = min(1.0, self.timings.heartbeat_interval / 2)
-        while True:
-            await asyncio.sleep(period * random.uniform(0.8, 1.2))
-            self.tick()
+    @property
+    def tick_period(self) -> float:
+        """How often ``tick`` wants to run: every second, or more often with short heartbeats."""
+        return min(1.0, self.timings.heartbeat_interval / 2)
 
     def close(self) -> None:
         self._close_probe()
