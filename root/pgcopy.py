@@ -81,4 +81,8 @@ def copy_rows(
                 copy.write_row(row)
         ret = f" RETURNING {', '.join(returning)}" if returning else ""
         cur.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" {on_conflict}{ret}')
-        return cur.fetchall() if returning else []
+        got = cur.fetchall() if returning else []
+        # Empty it now, not at commit: a second COPY into the same table in this
+        # transaction would otherwise insert (and, for rollups, add) these again.
+        cur.execute(f'TRUNCATE "{staging}"')
+        return got
