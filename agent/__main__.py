@@ -7,6 +7,9 @@ import sys
 
 from clumon.proto.config import ConfigError, load
 
+#: Sockets in the agent's zmq context (it uses at most three).
+AGENT_MAX_SOCKETS = 64
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clumon-agent", description="Clumon+ node agent")
@@ -30,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from clumon.proto import runtime, transport
 
     def start(stop):
-        ctx = transport.make_context()
+        # A DEALER, and a probe with its monitor while failed over: libzmq's table
+        # for the daemons' 65,536 sockets alone would be ~0.75 MiB of the agent's RSS.
+        ctx = transport.make_context(AGENT_MAX_SOCKETS)
         return Agent(cfg, ctx).serve(stop)
 
     return runtime.run(start, cfg.log_level)

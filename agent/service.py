@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import time
@@ -12,7 +13,7 @@ from typing import Any, Awaitable, Callable
 
 import zmq.asyncio
 
-from clumon.agent import maskstate
+from clumon.agent import __version__, maskstate
 from clumon.agent.collectors import Sample, default_collectors, inventory
 from clumon.agent.config import AgentConfig
 from clumon.agent.masks import Filter, MaskError, MaskSet
@@ -25,7 +26,7 @@ from clumon.proto.uplink import Uplink
 
 log = logging.getLogger("clumon.agent")
 
-VERSION = "0.1.0"
+VERSION = __version__
 
 
 class Agent:
@@ -246,6 +247,9 @@ class Agent:
         await self.reads.read([s for s in self.sampler.sources if not s.pushed])
         for event in self._startup_events:
             self.uplink.send_stored(event)
+        # What exists now (modules, collectors, the dictionary) lives as long as the
+        # process: the cyclic collector need not walk it again at every full pass.
+        gc.freeze()
         if self.exec_plugins is not None:
             tasks.append(asyncio.create_task(self.exec_plugins.run(), name="exec-plugins"))
         self._last_link_tick = time.monotonic()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
+
+from clumon.agent import __version__
 
 from .base import read_bytes
 
@@ -26,7 +27,7 @@ def inventory(procfs: str = "/proc") -> dict:
         "boot_time": _boot_time(procfs),
         "os": _os_name(),
         "python": platform.python_version(),
-        "clumon": _clumon_version(),
+        "clumon": __version__,
     }
 
 
@@ -68,9 +69,3 @@ def _os_name() -> str | None:
         return None
     return info.get("PRETTY_NAME") or info.get("NAME")
 
-
-def _clumon_version() -> str | None:
-    try:
-        return metadata.version("clumon")
-    except metadata.PackageNotFoundError:
-        return None

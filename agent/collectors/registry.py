@@ -33,7 +33,7 @@ _FACTORIES: dict[str, Callable[[str, bool], Collector]] = {
     "diskio": lambda procfs, per_cpu: DiskIoCollector(procfs),
     "filesystem": lambda procfs, per_cpu: FilesystemCollector(procfs),
     "processes": lambda procfs, per_cpu: ProcessesCollector(procfs),
-    # Reads sysfs through psutil, not procfs: sensors live under /sys/class.
+    # Reads sysfs, not procfs: sensors live under /sys/class.
     "temperature": lambda procfs, per_cpu: TemperatureCollector(),
     "uptime": lambda procfs, per_cpu: UptimeCollector(procfs),
 }

@@ -262,5 +262,41 @@ def test_real_filesystem() -> None:
     assert not any('mount="/proc' in k or 'mount="/sys' in k for k in values)
 
 
+def test_temperature_from_a_fake_sysfs(tmp_path) -> None:
+    from clumon.agent.collectors.temperature import SysfsSensors
+
+    put(tmp_path, "class/hwmon/hwmon0/name", "coretemp\n")
+    put(tmp_path, "class/hwmon/hwmon0/temp1_input", "45000\n")
+    put(tmp_path, "class/hwmon/hwmon0/temp1_label", "Package id 0\n")
+    put(tmp_path, "class/hwmon/hwmon0/temp2_input", "40500\n")
+    put(tmp_path, "class/hwmon/hwmon1/device/name", "nvme\n")
+    put(tmp_path, "class/hwmon/hwmon1/device/temp1_input", "33900\n")
+    put(tmp_path, "class/thermal/thermal_zone0/type", "acpitz\n")  # hwmon has sensors: not used
+    put(tmp_path, "class/thermal/thermal_zone0/temp", "20000\n")
+    now = [0.0]
+    sensors = SysfsSensors(str(tmp_path), clock=lambda: now[0])
+    values = as_dict(TemperatureCollector(sensors=sensors).collect())
+    assert values == {
+        'node_temperature_celsius{chip="coretemp",sensor="Package id 0"}': 45.0,
+        'node_temperature_celsius{chip="coretemp",sensor="1"}': 40.5,
+        'node_temperature_celsius{chip="nvme",sensor="0"}': 33.9,
+    }
+    put(tmp_path, "class/hwmon/hwmon0/temp1_input", "46000\n")
+    put(tmp_path, "class/hwmon/hwmon0/temp3_input", "50000\n")  # found at the next look only
+    assert sensors()["coretemp"][0].current == 46.0 and len(sensors()["coretemp"]) == 2
+    now[0] += 600.0
+    assert len(sensors()["coretemp"]) == 3
+
+
+def test_temperature_from_thermal_zones_when_hwmon_has_none(tmp_path) -> None:
+    from clumon.agent.collectors.temperature import SysfsSensors
+
+    put(tmp_path, "class/thermal/thermal_zone0/type", "acpitz\n")
+    put(tmp_path, "class/thermal/thermal_zone0/temp", "27800\n")
+    assert as_dict(TemperatureCollector(sensors=SysfsSensors(str(tmp_path))).collect()) == {
+        'node_temperature_celsius{chip="acpitz",sensor="0"}': 27.8}
+    assert TemperatureCollector(sensors=SysfsSensors(str(tmp_path / "none"))).collect() == []
+
+
 def test_real_temperature() -> None:
     check_real(TemperatureCollector())  # most VMs have no sensors: an empty list is fine

@@ -56,6 +56,12 @@ def test_inventory_is_msgpack_serialisable() -> None:
         assert key in inv
 
 
+def test_inventory_version_is_the_installed_distribution_version() -> None:
+    from importlib.metadata import version
+
+    assert inventory()["clumon"] == version("clumon")
+
+
 def test_inventory_from_fake_procfs(tmp_path) -> None:
     put(tmp_path, "meminfo", "MemTotal:       1000 kB\n")
     put(tmp_path, "stat", STAT)
