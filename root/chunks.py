@@ -1,8 +1,8 @@
 """Compressed chunks of one series: timestamps and float64 values, lossless.
 
-Format (version 1)::
+Format (version 2; version 1 is version 2 without ``step``, still read)::
 
-    byte 0        format version (1)
+    byte 0        format version (2)
     bytes 1..     one zstd frame holding:
         u32 n                   number of points
         i64 t0_ms               first timestamp, integer milliseconds
@@ -10,11 +10,15 @@ Format (version 1)::
         u8  v_mode              0 = XOR, 1..19 = decimal with (mode - 1) digits
         u8  v_width             bytes per value integer (mode > 0; else 8)
         u8  r_width             bytes per residual (decimal mode; 0 = none)
+        u64 step                decimal mode: every delta below is a multiple
+                                of ``step`` and is stored divided by it (byte
+                                counts of pages move by 4096); else 1
         (n-1) * t_width         delta-of-delta of the ms timestamps, zigzag,
                                 byte-planes (all first bytes, then all second ...)
         n * v_width             values, byte-planes:
                                   XOR mode: each float64's bits XOR the previous;
-                                  decimal mode: zigzag delta of round(v * 10**d).
+                                  decimal mode: zigzag of (delta of
+                                  round(v * 10**d)) / step.
         n * r_width             decimal mode: zigzag of bits(v) - bits(int / 10**d),
                                 byte-planes (the few ulps by which a computed
                                 value such as 20.3 / 100 misses the decimal 0.203).
@@ -34,8 +38,9 @@ import struct
 import numpy as np
 import zstandard
 
-FORMAT_VERSION = 1
-_HEAD = struct.Struct("<IqBBBB")
+FORMAT_VERSION = 2
+_HEAD_V1 = struct.Struct("<IqBBBB")
+_HEAD = struct.Struct("<IqBBBBQ")
 MAX_RESIDUAL_ULPS = 255
 _MAX_DECIMALS = 18
 _INT_WIDTHS = ((1, np.uint8), (2, np.uint16), (4, np.uint32), (8, np.uint64))
@@ -104,7 +109,7 @@ def encode(ts: np.ndarray, values: np.ndarray) -> bytes:
     dod = np.diff(dod, prepend=0) if len(dod) else dod
     t_width, t_bytes = _narrow(_zigzag(dod))
     decimal = _decimals(values)
-    r_width, r_bytes = 0, b""
+    r_width, r_bytes, step = 0, b"", 1
     if decimal is None:
         bits = values.view(np.uint64)
         xored = bits ^ np.concatenate(([np.uint64(0)], bits[:-1]))
@@ -113,25 +118,30 @@ def encode(ts: np.ndarray, values: np.ndarray) -> bytes:
     else:
         digits, ints, residual = decimal
         v_mode = digits + 1
-        v_width, v_bytes = _narrow(_zigzag(np.diff(ints, prepend=0)))
+        deltas = np.diff(ints, prepend=0)
+        step = max(int(np.gcd.reduce(deltas)), 1)
+        v_width, v_bytes = _narrow(_zigzag(deltas // step))
         if np.any(residual):
             r_width, r_bytes = _narrow(_zigzag(residual))
-    body = _HEAD.pack(n, int(ms[0]), t_width, v_mode, v_width, r_width) + t_bytes + v_bytes + r_bytes
+    body = _HEAD.pack(n, int(ms[0]), t_width, v_mode, v_width, r_width, step) + t_bytes + v_bytes + r_bytes
     return bytes([FORMAT_VERSION]) + _compressor.compress(body)
 
 
 def decode(chunk: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The points of a chunk: (timestamps in seconds, float64 values)."""
-    if not chunk or chunk[0] != FORMAT_VERSION:
+    if not chunk or chunk[0] not in (1, FORMAT_VERSION):
         raise ChunkError("unknown chunk format")
+    head = _HEAD_V1 if chunk[0] == 1 else _HEAD
     try:
         body = zstandard.ZstdDecompressor().decompress(chunk[1:])
-        n, t0, t_width, v_mode, v_width, r_width = _HEAD.unpack_from(body)
+        n, t0, t_width, v_mode, v_width, r_width, *rest = head.unpack_from(body)
     except (zstandard.ZstdError, struct.error) as exc:
         raise ChunkError(f"corrupt chunk: {exc}") from None
-    pos = _HEAD.size
+    step = rest[0] if rest else 1
+    pos = head.size
     size = pos + (n - 1) * t_width + n * (v_width + r_width)
-    if n == 0 or len(body) != size or v_mode > _MAX_DECIMALS + 1 or (v_mode == 0 and (v_width, r_width) != (8, 0)):
+    if (n == 0 or len(body) != size or v_mode > _MAX_DECIMALS + 1 or step < 1 or step >= 1 << 63
+            or (v_mode == 0 and (v_width, r_width, step) != (8, 0, 1))):
         raise ChunkError("chunk length does not match its header")
     dod = _unzigzag(_widen(body[pos:], n - 1, t_width))
     pos += (n - 1) * t_width
@@ -140,7 +150,7 @@ def decode(chunk: bytes) -> tuple[np.ndarray, np.ndarray]:
     if v_mode == 0:
         values = np.bitwise_xor.accumulate(raw).view(np.float64)
     else:
-        values = np.cumsum(_unzigzag(raw)) / 10.0 ** (v_mode - 1)
+        values = np.cumsum(_unzigzag(raw) * np.int64(step)) / 10.0 ** (v_mode - 1)
         if r_width:
             residual = _unzigzag(_widen(body[pos + n * v_width :], n, r_width))
             values = (values.view(np.int64) + residual).view(np.float64)

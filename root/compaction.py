@@ -9,6 +9,7 @@ frame replayed after its row was deleted is still recognised as stored.
 from __future__ import annotations
 
 import bisect
+import struct
 from collections import defaultdict
 from typing import Callable
 
@@ -23,6 +24,7 @@ from . import schema as S
 
 #: Chunks cover aligned windows of this many seconds.
 CHUNK_SECONDS = 1800
+_F64, _U16 = struct.Struct("<d"), struct.Struct("<H")
 
 Names = Callable[[str, int, int], "tuple[str, ...] | None"]
 
@@ -120,6 +122,46 @@ def _points_of(frames, names: Names) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return {name: (np.concatenate(t), np.concatenate(v)) for name, (t, v) in out.items()}
 
 
+def _one_series(frames, names: Names, series: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ts, values) of one series from stored DATA frame rows, NaN dropped.
+
+    The frames were validated when they arrived, so this reads their fields
+    straight from msgpack (a frame that does not fit is skipped) and picks the
+    one value it needs: a range read touches every frame of its hour.
+    """
+    where: dict[tuple[int, int], int | None] = {}
+    ts_out, v_out = [], []
+    for row in frames:
+        try:
+            _, _, _, _, _, _, (dv, values, index) = codec.unpack(row.payload)
+        except (codec.DecodeError, TypeError, ValueError):
+            continue
+        pos = where.get((row.incarnation, dv), -1)
+        if pos == -1:
+            dictionary = names(row.node, row.incarnation, dv)
+            pos = where[(row.incarnation, dv)] = (
+                dictionary.index(series) if dictionary is not None and series in dictionary else None)
+        if pos is None or type(values) is not bytes:
+            continue
+        if index is None:
+            if 8 * pos + 8 > len(values):
+                continue
+            value = _F64.unpack_from(values, 8 * pos)[0]
+        else:
+            at = index.find(_U16.pack(pos)) if type(index) is bytes else -1
+            while at >= 0 and at % 2:  # a match must start on a uint16 boundary
+                at = index.find(_U16.pack(pos), at + 1)
+            if at < 0 or 4 * at + 8 > len(values):
+                continue
+            value = _F64.unpack_from(values, 4 * at)[0]
+        if value == value:  # NaN is missing
+            ts_out.append(row.ts)
+            v_out.append(value)
+    if not ts_out:
+        return None
+    return np.array(ts_out), np.array(v_out)
+
+
 def _merge(ts: np.ndarray, vs: np.ndarray, old: bytes | None) -> tuple[np.ndarray, np.ndarray]:
     if old is not None:
         ots, ovs = chunks.decode(old)
@@ -130,8 +172,14 @@ def _merge(ts: np.ndarray, vs: np.ndarray, old: bytes | None) -> tuple[np.ndarra
     return ts[keep], vs[keep]
 
 
-def compact_node(conn: sa.Connection, node: str, cutoff: float, names: Names, ranges: Ranges) -> int:
-    """Compact every frame of ``node`` older than ``cutoff``; returns frames done."""
+KeyOf = Callable[[str, str], int]
+
+
+def compact_node(conn: sa.Connection, node: str, cutoff: float, names: Names, ranges: Ranges,
+                 key_of: KeyOf) -> int:
+    """Compact every frame of ``node`` older than ``cutoff``; returns frames
+    done. ``key_of(node, series)`` is the series' node-scope rollup key, which
+    the caller makes sure is in ``rollup_keys`` when this commits."""
     f = S.frames
     rows = list(conn.execute(sa.select(f).where(f.c.node == node, f.c.ts < cutoff)))
     if not rows:
@@ -140,16 +188,20 @@ def compact_node(conn: sa.Connection, node: str, cutoff: float, names: Names, ra
     for r in rows:
         if r.kind == int(Kind.DATA):
             by_window[int(r.ts // CHUNK_SECONDS * CHUNK_SECONDS)].append(r)
-    c = S.chunks
+    c, k = S.chunks, S.rollup_keys
     fresh = []
     for start, frames in by_window.items():
-        existing = dict(conn.execute(sa.select(c.c.series, c.c.data).where(c.c.node == node, c.c.start == start)).all())
+        existing = dict(conn.execute(
+            sa.select(c.c.key, c.c.data).join(k, k.c.key == c.c.key)
+            .where(k.c.scope == "node", k.c.entity == node, c.c.start == start)
+        ).all())
         for series, (ts, vs) in _points_of(frames, names).items():
-            ts, vs = _merge(ts, vs, existing.get(series))
-            row = {"node": node, "series": series, "start": start, "first_ts": float(ts[0]),
+            key = key_of(node, series)
+            ts, vs = _merge(ts, vs, existing.get(key))
+            row = {"key": key, "start": start, "first_ts": float(ts[0]),
                    "last_ts": float(ts[-1]), "points": len(ts), "data": chunks.encode(ts, vs)}
-            if series in existing:  # late frames: rewrite the window's chunk
-                conn.execute(c.update().where(c.c.node == node, c.c.series == series, c.c.start == start), row)
+            if key in existing:  # late frames: rewrite the window's chunk
+                conn.execute(c.update().where(c.c.key == key, c.c.start == start), row)
             else:
                 fresh.append(row)
     if fresh:
@@ -166,19 +218,20 @@ def compact_node(conn: sa.Connection, node: str, cutoff: float, names: Names, ra
 
 def raw_points(conn: sa.Connection, node: str, series: str, since: float, until: float, names: Names) -> list[list[float]]:
     """``[ts, value]`` of one series in ``[since, until]`` from chunks and frames."""
-    c, f = S.chunks, S.frames
+    c, f, k = S.chunks, S.frames, S.rollup_keys
     ts_parts, v_parts = [], []
-    q = sa.select(c.c.data).where(
-        c.c.node == node, c.c.series == series, c.c.start > since - CHUNK_SECONDS, c.c.start <= until
-    )
-    for (data,) in conn.execute(q):
+    key = conn.execute(sa.select(k.c.key).where(k.c.scope == "node", k.c.entity == node,
+                                                 k.c.series == series)).scalar()
+    q = sa.select(c.c.data).where(c.c.key == key, c.c.start > since - CHUNK_SECONDS, c.c.start <= until)
+    for (data,) in (conn.execute(q) if key is not None else ()):
         ts, vs = chunks.decode(data)
         ts_parts.append(ts)
         v_parts.append(vs)
     frames = conn.execute(
-        sa.select(f).where(f.c.node == node, f.c.ts >= since, f.c.ts <= until, f.c.kind == int(Kind.DATA))
+        sa.select(f.c.node, f.c.incarnation, f.c.ts, f.c.payload)
+        .where(f.c.node == node, f.c.ts >= since, f.c.ts <= until, f.c.kind == int(Kind.DATA))
     )
-    fresh = _points_of(frames, names).get(series)
+    fresh = _one_series(frames, names, series)
     if fresh:
         ts_parts.append(fresh[0])
         v_parts.append(fresh[1])

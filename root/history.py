@@ -28,8 +28,13 @@ class HistoryConfig:
 
     flush_seconds: float = 60.0  # 1-min rollup buckets reach SQL at least this often
     coarse_flush_seconds: float = 600.0  # coarser tiers' partial buckets
+    close_grace: float = 5.0  # a 1-min bucket is drained this long after it ends
+    write_slice_rows: int = 5000  # drained rollup rows written along with each batch of frames
+    maintain_slice_rows: int = 50_000  # ... and per transaction in maintain()
+    maintain_budget: float = 2.0  # seconds one maintain() may spend writing rollups
     raw_window: float = 300.0  # a chunk window is compacted this long after it ends
-    compact_nodes_per_call: int = 200  # bounds the work of one maintain()
+    compact_nodes_per_call: int = 200  # bounds the work of one maintain() ...
+    compact_budget: float = 2.0  # ... and so do these seconds (checked between nodes)
     retention_every: float = 3600.0
     retention: dict[str, float] = field(default_factory=lambda: dict(rollup_sql.RETENTION))
 
@@ -46,7 +51,7 @@ class History:
         self.parent_of: dict[str, str] = {}
         self.raw_oldest: dict[str, float] = {}
         self.pending: list[RollupRows] = []
-        self.pending_keys = 0
+        self._slice_keys = 0
         self.last_flush = {"1m": time.time(), "coarse": time.time()}
         self.last_retention = 0.0
 
@@ -73,30 +78,62 @@ class History:
         return [f for f in frames if not self.ranges.contains(f.node, f.incarnation, f.seq)]
 
     def due(self, now: float, force: bool = False) -> None:
-        """Drain rollup buckets into ``pending`` when their flush is due."""
+        """Drain rollup buckets into ``pending`` when their flush is due: closed
+        1-min buckets every ``flush_seconds``, coarse partials every
+        ``coarse_flush_seconds``; ``force`` drains everything."""
         tiers: tuple[str, ...] = ()
-        if force or now - self.last_flush["coarse"] >= self.config.coarse_flush_seconds:
+        closed_before = now - self.config.close_grace
+        if force:
+            tiers, closed_before = tuple(name for name, _ in TIERS), float("inf")
+            self.last_flush["coarse"] = self.last_flush["1m"] = now
+        elif now - self.last_flush["coarse"] >= self.config.coarse_flush_seconds:
             tiers = tuple(name for name, _ in TIERS)
             self.last_flush["coarse"] = self.last_flush["1m"] = now
         elif now - self.last_flush["1m"] >= self.config.flush_seconds:
             tiers = ("1m",)
             self.last_flush["1m"] = now
         if tiers:
-            self.pending += [r for r in self.rollups.drain(tiers, self.parent_of) if len(r)]
-            self.pending_keys = len(self.rollups.new_keys)
+            self.pending += [r for r in self.rollups.drain(tiers, self.parent_of, closed_before) if len(r)]
 
-    def write_pending(self, conn: sa.Connection, copy_threshold: int) -> None:
-        """Inside the write transaction: merge drained buckets into SQL."""
-        if self.pending:
-            rollup_sql.write_keys(conn, self.rollups.new_keys[: self.pending_keys])
-            rollup_sql.write_rows(conn, self.pending, copy_threshold)
+    @property
+    def pending_rows(self) -> int:
+        return sum(len(r) for r in self.pending)
+
+    def write_slice(self, conn: sa.Connection, copy_threshold: int, max_rows: int) -> int:
+        """Inside a transaction: merge up to ``max_rows`` drained rows into SQL
+        (new keys first). Call ``slice_committed`` with the result after commit."""
+        if not self.pending:
+            return 0
+        self._slice_keys = len(self.rollups.new_keys)
+        rollup_sql.write_keys(conn, self.rollups.new_keys[: self._slice_keys])
+        rows, taken = [], 0
+        for r in self.pending:
+            if taken >= max_rows:
+                break
+            part = r.head(max_rows - taken)
+            rows.append(part)
+            taken += len(part)
+        rollup_sql.write_rows(conn, rows, copy_threshold)
+        return taken
+
+    def slice_committed(self, taken: int) -> None:
+        """After commit: forget the rows and keys the last ``write_slice`` wrote."""
+        if not taken:
+            return
+        del self.rollups.new_keys[: self._slice_keys]
+        rest = []
+        for r in self.pending:
+            if taken >= len(r):
+                taken -= len(r)
+                continue
+            rest.append(r.tail(taken) if taken else r)
+            taken = 0
+        self.pending = rest
 
     def committed(self, conn_factory, inserted: list) -> None:
-        """After commit: forget written buckets, feed inserted DATA to rollups."""
-        if self.pending:
-            del self.rollups.new_keys[: self.pending_keys]
-            self.pending, self.pending_keys = [], 0
-        keys, ts, values = [], [], []
+        """After commit: feed inserted DATA to the rollups."""
+        keys, ts, values, ranks = [], [], [], []
+        seen: dict[str, int] = {}
         for f in inserted:
             self.raw_oldest[f.node] = min(self.raw_oldest.get(f.node, f.ts), f.ts)
             if f.kind != int(Kind.DATA):
@@ -108,12 +145,20 @@ class History:
             kmap = self._keys_of(conn_factory, f.node, f.incarnation, dv)
             if kmap is None:
                 continue
-            ok = index < len(kmap)
-            keys.append(kmap[index[ok]])
-            values.append(vals[ok])
-            ts.append(np.full(int(ok.sum()), f.ts))
+            if len(index) and int(index.max()) >= len(kmap):
+                ok = index < len(kmap)
+                index, vals = index[ok], vals[ok]
+            keys.append(kmap[index])
+            values.append(vals)
+            ts.append(np.full(len(index), f.ts))
+            # The n-th frame of a node in this batch has rank n: within one
+            # rank every key is distinct, so buckets add without sorting.
+            rank = seen.get(f.node, 0)
+            seen[f.node] = rank + 1
+            ranks.append(np.full(len(index), rank, dtype=np.int32))
         if keys:
-            self.rollups.add(np.concatenate(keys), np.concatenate(ts), np.concatenate(values))
+            self.rollups.add(np.concatenate(keys), np.concatenate(ts), np.concatenate(values),
+                             np.concatenate(ranks))
 
     def _keys_of(self, conn_factory, node: str, incarnation: int, dv: int) -> np.ndarray | None:
         key = (node, incarnation, dv)
@@ -146,11 +191,19 @@ class History:
         cutoff = (now - self.config.raw_window) // width * width
         todo = [n for n, oldest in self.raw_oldest.items() if oldest < cutoff]
         done = 0
+        key_of = lambda n, s: self.rollups.key("node", n, s)  # noqa: E731
+        t0 = time.perf_counter()
         for node in todo[: self.config.compact_nodes_per_call]:
+            if time.perf_counter() - t0 >= self.config.compact_budget:
+                break  # the rest next time: ACKs wait while this runs
             with engine.begin() as conn:
                 names = lambda n, i, v: self.series_names(lambda: _Reuse(conn), n, i, v)  # noqa: E731
-                done += compaction.compact_node(conn, node, cutoff, names, self.ranges)
+                done += compaction.compact_node(conn, node, cutoff, names, self.ranges, key_of)
+                # Keys the chunks refer to commit with them.
+                new_keys = len(self.rollups.new_keys)
+                rollup_sql.write_keys(conn, self.rollups.new_keys[:new_keys])
                 oldest = conn.execute(sa.select(sa.func.min(S.frames.c.ts)).where(S.frames.c.node == node)).scalar()
+            del self.rollups.new_keys[:new_keys]
             if oldest is None:
                 self.raw_oldest.pop(node, None)
             else:

@@ -62,8 +62,22 @@ class Buckets:
         self.n = np.concatenate((self.n, np.zeros(extra, dtype=np.int64)))
         self.size = size
 
-    def add(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """Add samples; a key may repeat."""
+    def add(self, keys: np.ndarray, values: np.ndarray, rank: np.ndarray | None = None) -> None:
+        """Add samples; a key may repeat. ``rank`` (optional) numbers the
+        repeats: samples of equal rank should have distinct keys (one frame
+        per rank); if they do not, they are ranked here."""
+        if rank is None or not len(rank):
+            self._add_ranked(keys, values)
+            return
+        top = int(rank.max())
+        for r in range(top + 1):
+            k, v = (keys, values) if top == 0 else (keys[rank == r], values[rank == r])
+            if len(k) and np.bincount(k).max() > 1:
+                self._add_ranked(k, v)
+            else:
+                self._add_unique(k, v)
+
+    def _add_ranked(self, keys: np.ndarray, values: np.ndarray) -> None:
         order = np.argsort(keys, kind="stable")
         keys, values = keys[order], values[order]
         first = np.r_[True, keys[1:] != keys[:-1]]
@@ -71,13 +85,15 @@ class Buckets:
         rank = np.arange(len(keys)) - start
         for r in range(int(rank.max()) + 1 if len(rank) else 0):
             sel = rank == r
-            k, v = keys[sel], values[sel]  # unique keys within one rank
-            self.mn[k] = np.minimum(self.mn[k], v)
-            self.mx[k] = np.maximum(self.mx[k], v)
-            s, e = _two_sum(self.hi[k], v)
-            self.hi[k] = s
-            self.lo[k] += e
-            self.n[k] += 1
+            self._add_unique(keys[sel], values[sel])
+
+    def _add_unique(self, k: np.ndarray, v: np.ndarray) -> None:
+        self.mn[k] = np.minimum(self.mn[k], v)
+        self.mx[k] = np.maximum(self.mx[k], v)
+        s, e = _two_sum(self.hi[k], v)
+        self.hi[k] = s
+        self.lo[k] += e
+        self.n[k] += 1
 
     def fold(self, other: "Buckets") -> None:
         """Merge another bucket of the same keys into this one (no repeats)."""
@@ -106,6 +122,17 @@ class RollupRows:
 
     def __len__(self) -> int:
         return len(self.key)
+
+    def head(self, n: int) -> "RollupRows":
+        """The first ``n`` rows."""
+        return self if n >= len(self) else RollupRows(self.tier, *(c[:n] for c in self._columns()))
+
+    def tail(self, n: int) -> "RollupRows":
+        """Every row after the first ``n``."""
+        return RollupRows(self.tier, *(c[n:] for c in self._columns()))
+
+    def _columns(self) -> tuple[np.ndarray, ...]:
+        return (self.key, self.bucket, self.min, self.max, self.sum, self.sum_c, self.count)
 
 
 class Rollups:
@@ -142,69 +169,117 @@ class Rollups:
         """Key ids of a node's dictionary, position by position."""
         return np.array([self.key("node", node, s) for s in series], dtype=np.int64)
 
-    def add(self, keys: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
-        """Add samples (NaN values are missing and skipped) to the 1-min tier."""
-        ok = ~np.isnan(values)
-        keys, ts, values = keys[ok], ts[ok], values[ok]
+    def add(self, keys: np.ndarray, ts: np.ndarray, values: np.ndarray, rank: np.ndarray | None = None) -> None:
+        """Add samples to the 1-min tier; ``rank`` as in ``Buckets.add``. NaN
+        values are missing and skipped, and so are infinities (a sum of +inf
+        and -inf is NaN, which SQL would store as NULL and then refuse)."""
+        ok = np.isfinite(values)
+        if not ok.all():
+            keys, ts, values = keys[ok], ts[ok], values[ok]
+            rank = None if rank is None else rank[ok]
         if not len(keys):
             return
         buckets = (np.floor(ts / 60.0) * 60).astype(np.int64)
         size = len(self.key_names)
-        for b in np.unique(buckets):
-            sel = buckets == b
-            acc = self.open["1m"].get(int(b))
+        first = int(buckets[0])
+        if np.all(buckets == first):  # the usual case: one batch, one minute
+            groups = [(first, slice(None))]
+        else:
+            groups = [(int(b), buckets == b) for b in np.unique(buckets)]
+        for b, sel in groups:
+            acc = self.open["1m"].get(b)
             if acc is None:
-                acc = self.open["1m"][int(b)] = Buckets(size)
+                acc = self.open["1m"][b] = Buckets(size)
             acc.grow(size)
-            acc.add(keys[sel], values[sel])
+            acc.add(keys[sel], values[sel], None if rank is None else rank[sel])
 
-    def drain(self, tiers: tuple[str, ...], parent_of: dict[str, str]) -> list[RollupRows]:
-        """Hand over every open bucket of ``tiers`` (finest first), folding the
+    def drain(self, tiers: tuple[str, ...], parent_of: dict[str, str],
+              closed_before: float = math.inf) -> list[RollupRows]:
+        """Hand over the open buckets of ``tiers`` (finest first), folding the
         1-min buckets into the coarser tiers first; ``parent_of`` maps a node to
-        its aggregator for the aggregator scope."""
+        its aggregator for the aggregator scope.
+
+        Only 1-min buckets that end by ``closed_before`` are handed over (and
+        folded), so a minute still receiving samples is written once, whole;
+        coarser tiers hand over their partial buckets (merged in SQL).
+        """
         out = []
         if "1m" in tiers:
-            for start, acc in self.open["1m"].items():
+            done = {b: acc for b, acc in self.open["1m"].items() if b + 60 <= closed_before}
+            for start, acc in done.items():
+                del self.open["1m"][start]
                 for name, width in TIERS[1:]:
                     b = start - start % width
                     coarse = self.open[name].get(b)
                     if coarse is None:
                         coarse = self.open[name][b] = Buckets(acc.size)
                     coarse.fold(acc)
+            out += [self._rows("1m", start, acc, parent_of) for start, acc in sorted(done.items())]
         for name in tiers:
+            if name == "1m":
+                continue
             buckets, self.open[name] = self.open[name], {}
             for start, acc in sorted(buckets.items()):
                 out.append(self._rows(name, start, acc, parent_of))
         return out
 
+    def _groups(self, k: np.ndarray, parent_of: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        """For node keys ``k``: (group of each member, group key ids), the
+        groups being every (aggregator, series) and every (cluster, series)."""
+        names = [self.key_names[key] for key in k.tolist()]
+        node_ids: dict[str, int] = {}
+        series_ids: dict[str, int] = {}
+        node_of = np.fromiter((node_ids.setdefault(n, len(node_ids)) for _, n, _ in names), np.int64, len(k))
+        series_of = np.fromiter((series_ids.setdefault(s, len(series_ids)) for _, _, s in names), np.int64, len(k))
+        parents: dict[str, int] = {}
+        parent_of_node = np.array([parents.setdefault(parent_of.get(n, ""), len(parents)) for n in node_ids],
+                                  dtype=np.int64)
+        parent_names, series_names = list(parents), list(series_ids)
+        ns = len(series_ids)
+        # aggregator groups first (ids parent * ns + series), then cluster groups
+        agg_combo = parent_of_node[node_of] * ns + series_of
+        combos, agg_group = np.unique(agg_combo, return_inverse=True)
+        agg_keys = [self.key("aggregator", parent_names[c // ns], series_names[c % ns]) for c in combos.tolist()]
+        cluster_series = np.unique(series_of)
+        cluster_index = np.searchsorted(cluster_series, series_of)
+        cluster_keys = [self.key("cluster", "", series_names[s]) for s in cluster_series.tolist()]
+        member_group = np.concatenate((agg_group, cluster_index + len(agg_keys)))
+        return member_group, np.array(agg_keys + cluster_keys, dtype=np.int64)
+
     def _rows(self, tier: str, start: int, acc: Buckets, parent_of: dict[str, str]) -> RollupRows:
         k = np.flatnonzero(acc.n)
-        groups: dict[int, list[int]] = {}
-        for key in k.tolist():
-            _, node, series = self.key_names[key]
-            for scope, entity in (("aggregator", parent_of.get(node, "")), ("cluster", "")):
-                groups.setdefault(self.key(scope, entity, series), []).append(key)
-        gk = np.array(list(groups), dtype=np.int64)
-        mn, mx, hi, lo, n = [acc.mn[k]], [acc.mx[k]], [acc.hi[k]], [acc.lo[k]], [acc.n[k]]
-        for members in groups.values():
-            m = np.array(members)
-            total = math.fsum(np.concatenate((acc.hi[m], acc.lo[m])).tolist())
-            rest = math.fsum(np.concatenate((acc.hi[m], acc.lo[m], [-total])).tolist())
-            mn.append([acc.mn[m].min()])
-            mx.append([acc.mx[m].max()])
-            hi.append([total])
-            lo.append([rest])
-            n.append([acc.n[m].sum()])
+        if not len(k):
+            empty = np.zeros(0)
+            return RollupRows(tier, k.astype(np.int64), k.astype(np.int64), empty, empty, empty, empty,
+                              k.astype(np.int64))
+        member_group, gk = self._groups(k, parent_of)
+        members = np.concatenate((k, k))
+        order = np.argsort(member_group, kind="stable")
+        sorted_group, sorted_members = member_group[order], members[order]
+        cuts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+        g_mn = np.minimum.reduceat(acc.mn[sorted_members], cuts) if len(cuts) else np.zeros(0)
+        g_mx = np.maximum.reduceat(acc.mx[sorted_members], cuts) if len(cuts) else np.zeros(0)
+        g_n = np.add.reduceat(acc.n[sorted_members], cuts) if len(cuts) else np.zeros(0, dtype=np.int64)
+        # Exact group sums: fsum over each group's hi and lo parts (groups are
+        # few: aggregators x series, plus one per series).
+        hi, lo = acc.hi[sorted_members].tolist(), acc.lo[sorted_members].tolist()
+        bounds = cuts.tolist() + [len(sorted_members)]
+        g_hi, g_lo = [], []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            parts = hi[a:b] + lo[a:b]
+            total = math.fsum(parts)
+            parts.append(-total)
+            g_hi.append(total)
+            g_lo.append(math.fsum(parts))
         keys = np.concatenate((k, gk)).astype(np.int64)
-        hi_all, lo_all = np.concatenate(hi), np.concatenate(lo)
-        s, e = _two_sum(hi_all, lo_all)  # renormalise: sum carries the value, sum_c the rest
+        s, e = _two_sum(np.concatenate((acc.hi[k], g_hi)), np.concatenate((acc.lo[k], g_lo)))
         return RollupRows(
             tier,
             keys,
             np.full(len(keys), start, dtype=np.int64),
-            np.concatenate(mn),
-            np.concatenate(mx),
+            np.concatenate((acc.mn[k], g_mn)),
+            np.concatenate((acc.mx[k], g_mx)),
             s,
             e,
-            np.concatenate(n).astype(np.int64),
+            np.concatenate((acc.n[k], g_n)).astype(np.int64),
         )

@@ -16,7 +16,9 @@ Tables
 Version 2 adds ``chunks`` (compacted per-series points, format in ``chunks.py``),
 ``compacted`` (seq ranges already compacted, for idempotence after deletion),
 ``rollup_keys`` and one table per tier ``rollup_1m`` ... ``rollup_1d`` with a
-``rollup_<tier>_named`` view that joins the names in.
+``rollup_<tier>_named`` view that joins the names in. Version 3 keys ``chunks``
+by the node-scope id of ``rollup_keys`` instead of node and series names (view
+``chunks_named``).
 
 Why a migration table and not Alembic: the schema belongs to one program, which
 creates and upgrades it at start; migrations are a short ordered list of Python
@@ -114,16 +116,18 @@ V1_TABLES = (frames, dictionaries, events, nodes, state_history)
 
 # --- version 2: compaction, rollups -------------------------------------------
 
-chunks = sa.Table(
+# The layout of ``chunks`` that migration 2 created; migration 3 replaces it.
+_legacy = sa.MetaData()
+_chunks_v2 = sa.Table(
     "chunks",
-    metadata,
+    _legacy,
     sa.Column("node", sa.Text, nullable=False),
     sa.Column("series", sa.Text, nullable=False),
-    sa.Column("start", sa.BigInteger, nullable=False),  # window start, epoch seconds
+    sa.Column("start", sa.BigInteger, nullable=False),
     sa.Column("first_ts", sa.Float(precision=53), nullable=False),
     sa.Column("last_ts", sa.Float(precision=53), nullable=False),
     sa.Column("points", sa.Integer, nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),  # root/chunks.py format
+    sa.Column("data", sa.LargeBinary, nullable=False),
     sa.PrimaryKeyConstraint("node", "series", "start", name="chunks_pk"),
 )
 
@@ -170,7 +174,30 @@ def _rollup_table(tier: str) -> sa.Table:
 
 TIER_NAMES = ("1m", "30m", "2h", "1d")
 rollups = {tier: _rollup_table(tier) for tier in TIER_NAMES}
-V2_TABLES = (chunks, compacted, rollup_keys, *rollups.values())
+V2_TABLES = (compacted, rollup_keys, *rollups.values())
+
+# --- version 3: chunks keyed by the (node, series) id of rollup_keys ------------------
+#
+# A chunk row named its node and series as text, and the primary key index
+# repeated both: ~200 bytes a row, as much as a chunk of a rarely sent series
+# itself. An integer key (the node-scope id in rollup_keys) leaves ~100 with
+# both indexes. (SQLite's WITHOUT ROWID, which would drop one copy of the key,
+# measured worse: rows of ~1 KB blobs fill its B-tree pages badly.)
+
+chunks = sa.Table(
+    "chunks",
+    metadata,
+    sa.Column("key", sa.BigInteger, nullable=False),  # rollup_keys.key of scope "node"
+    sa.Column("start", sa.BigInteger, nullable=False),  # window start, epoch seconds
+    sa.Column("first_ts", sa.Float(precision=53), nullable=False),
+    sa.Column("last_ts", sa.Float(precision=53), nullable=False),
+    sa.Column("points", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),  # root/chunks.py format
+    sa.PrimaryKeyConstraint("key", "start", name="chunks_key_pk"),
+    sa.Index("chunks_start", "start"),
+)
+V3_TABLES = (chunks,)
+ALL_TABLES = V1_TABLES + V2_TABLES + V3_TABLES
 
 
 def _v1(conn: sa.Connection) -> None:
@@ -178,6 +205,7 @@ def _v1(conn: sa.Connection) -> None:
 
 
 def _v2(conn: sa.Connection) -> None:
+    _chunks_v2.create(conn, checkfirst=True)
     metadata.create_all(conn, tables=list(V2_TABLES), checkfirst=True)
     for tier in TIER_NAMES:
         # The same rows with names, for people at sqlite3/psql.
@@ -188,12 +216,40 @@ def _v2(conn: sa.Connection) -> None:
         )
 
 
+def _v3(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE chunks RENAME TO chunks_v2")
+    chunks.create(conn)
+    # Every (node, series) of a stored chunk gets a node-scope key if it has none.
+    missing = conn.exec_driver_sql(
+        "SELECT DISTINCT c.node, c.series FROM chunks_v2 c WHERE NOT EXISTS (SELECT 1 FROM rollup_keys k "
+        "WHERE k.scope = 'node' AND k.entity = c.node AND k.series = c.series) ORDER BY c.node, c.series"
+    ).all()
+    if missing:
+        top = conn.execute(sa.select(sa.func.coalesce(sa.func.max(rollup_keys.c.key), -1))).scalar_one()
+        conn.execute(rollup_keys.insert(), [
+            {"key": top + 1 + i, "scope": "node", "entity": node, "series": series}
+            for i, (node, series) in enumerate(missing)
+        ])
+    conn.exec_driver_sql(
+        "INSERT INTO chunks (key, start, first_ts, last_ts, points, data) "
+        "SELECT k.key, c.start, c.first_ts, c.last_ts, c.points, c.data FROM chunks_v2 c "
+        "JOIN rollup_keys k ON k.scope = 'node' AND k.entity = c.node AND k.series = c.series"
+    )
+    conn.exec_driver_sql("DROP TABLE chunks_v2")
+    # The same rows with names, for people at sqlite3/psql.
+    conn.exec_driver_sql(
+        "CREATE VIEW chunks_named AS SELECT k.entity AS node, k.series, c.start, c.first_ts, c.last_ts, "
+        "c.points, c.data FROM chunks c JOIN rollup_keys k ON k.key = c.key"
+    )
+
+
 Migration = tuple[int, str, Callable[[sa.Connection], None]]
 
 #: Ordered migrations. Append; never edit one that has shipped.
 MIGRATIONS: list[Migration] = [
     (1, "frames, dictionaries, events, nodes, state_history", _v1),
     (2, "chunks, compacted ranges, rollup keys and tiers", _v2),
+    (3, "chunks keyed by rollup_keys.key (node scope), view chunks_named", _v3),
 ]
 
 

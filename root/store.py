@@ -20,7 +20,6 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import sqlalchemy as sa
@@ -31,77 +30,18 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from . import schema as S
 from .history import History, HistoryConfig
 from .pgcopy import copy_insert_ignore, pg_error_types
+from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
 
-#: Batches at least this large go through COPY on PostgreSQL (measured:
-#: bench figures in docs/ARCHITECTURE_STORAGE.md).
-COPY_THRESHOLD = 200
+__all__ = [
+    "DictionaryRow", "EventRow", "FrameRow", "NodeRow", "StateRow", "Store", "StoreError", "StoreUnavailable",
+    "make_engine",
+]
+
+#: Batches at least this large go through COPY on PostgreSQL (it was already
+#: faster than executemany at 100 rows; docs/ARCHITECTURE.md "Root storage").
+COPY_THRESHOLD = 100
 #: Seconds before a PostgreSQL connection attempt to an unresponsive host fails.
 PG_CONNECT_TIMEOUT = 10
-
-
-@dataclass(frozen=True, slots=True)
-class FrameRow:
-    """One stored frame: its key, time, kind and its original bytes (``payload``)."""
-
-    node: str
-    incarnation: int
-    seq: int
-    ts: float
-    kind: int
-    dict_version: int | None
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DictionaryRow:
-    """A HELLO's series dictionary and inventory."""
-
-    node: str
-    incarnation: int
-    dict_version: int
-    series: tuple[str, ...]
-    inventory: dict
-    role: str
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """A decoded EVENT, keyed by the frame that carried it (stored once)."""
-
-    ts: float
-    subject: str
-    type: str
-    message: str
-    attrs: dict
-    source: str
-    source_incarnation: int
-    source_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRow:
-    """A node in the live view. ``path`` is the aggregators from the root down,
-    joined by ``/`` (``""`` for a direct child of the root)."""
-
-    name: str
-    path: str
-    parent: str
-    role: str
-    state: str
-    since: float
-    incarnation: int
-    last_seen: float
-    inventory: dict
-
-
-@dataclass(frozen=True, slots=True)
-class StateRow:
-    """One period of a node's state, from ``since`` until the next row."""
-
-    node: str
-    since: float
-    state: str
-    incarnation: int
 
 
 class StoreError(Exception):
@@ -232,6 +172,8 @@ class Store:
         self._insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
         self._schema_lock = threading.Lock()
         self.schema_version = 0
+        #: rollup rows written by maintain() (the rest ride along with writes)
+        self.rollup_rows_written = 0
         try:
             self._ensure_schema()
         except StoreUnavailable:
@@ -267,7 +209,6 @@ class Store:
         self._ensure_schema()
         h = self.history
         h.learn(dictionaries, nodes)
-        h.due(time.time())
         fresh = h.new(frames)
         with _Translate(), self.engine.begin() as conn:
             inserted = self._insert_frames(conn, fresh) if fresh else []
@@ -277,11 +218,16 @@ class Store:
                 self._insert_ignore(conn, S.events, [_event_dict(e) for e in events])
             if nodes:
                 self._upsert_nodes(conn, nodes)
-            h.write_pending(conn, self.copy_threshold)
+            # A small, bounded share of the drained rollups rides along, so they
+            # keep flowing between maintain() calls without holding ACKs up.
+            taken = h.write_slice(conn, self.copy_threshold, h.config.write_slice_rows)
+        h.slice_committed(taken)
         h.committed(self.engine.connect, inserted)
 
     def _insert_frames(self, conn: sa.Connection, frames: list[FrameRow]) -> list[FrameRow]:
         """Insert, returning the frames that were new (only those feed rollups)."""
+        if self.backend == "sqlite" and _sqlite_insert_all_new(conn, frames):
+            return frames
         rows = [_frame_dict(f) for f in frames]
         key = ("node", "incarnation", "seq")
         if self.backend == "postgresql" and len(rows) >= self.copy_threshold:
@@ -395,7 +341,7 @@ class Store:
         self._ensure_schema()
         out: dict[str, Any] = {"backend": self.backend, "schema_version": self.schema_version}
         with _Translate(), self.engine.connect() as conn:
-            for table in S.V1_TABLES + S.V2_TABLES:
+            for table in S.ALL_TABLES:
                 out[f"{table.name}_rows"] = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
             out["db_bytes"] = self._db_bytes(conn)
         return out
@@ -419,17 +365,34 @@ class Store:
         """Write every open rollup bucket now (at shutdown; in tests)."""
         self._ensure_schema()
         self.history.due(time.time(), force=True)
-        self.write([], [], [], [])
+        self._write_rollups(math.inf)
+
+    def _write_rollups(self, budget: float) -> int:
+        """Write drained rollup rows in slices until none are left or
+        ``budget`` seconds have passed; returns rows written."""
+        h = self.history
+        written, t0 = 0, time.perf_counter()
+        while h.pending and time.perf_counter() - t0 < budget:
+            with _Translate(), self.engine.begin() as conn:
+                taken = h.write_slice(conn, self.copy_threshold, h.config.maintain_slice_rows)
+            h.slice_committed(taken)
+            written += taken
+        return written
 
     def maintain(self, now: float | None = None) -> dict[str, int]:
-        """Periodic work, to be called from the writer thread (every ~10-60 s):
-        flush due rollups, compact complete windows of raw frames into chunks,
-        apply retention (hourly). Raises ``StoreUnavailable`` like ``write``."""
+        """Periodic work, to be called from the writer thread (every ~10 s):
+        drain closed rollup buckets and write them (for at most
+        ``maintain_budget`` seconds; the rest goes with later calls and
+        writes), compact complete windows of raw frames into chunks, apply
+        retention (hourly). Raises ``StoreUnavailable`` like ``write``."""
+        self._ensure_schema()
         now = time.time() if now is None else now
-        self.write([], [], [], [])
+        self.history.due(time.time())
+        rolled = self._write_rollups(self.history.config.maintain_budget)
         with _Translate():
             compacted = self.history.compact(self.engine, now)
             expired = self.history.expire(self.engine, now)
+        self.rollup_rows_written += rolled
         return {"frames_compacted": compacted, **{f"{k}_expired": v for k, v in expired.items()}}
 
     def expire(self, now: float | None = None) -> dict[str, int]:
@@ -472,6 +435,30 @@ class Store:
         except StoreError:
             pass
         self.engine.dispose()
+
+
+_SQLITE_INSERT_FRAMES = (
+    "INSERT INTO frames (node, incarnation, seq, ts, kind, dict_version, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+def _sqlite_insert_all_new(conn: sa.Connection, frames: list[FrameRow]) -> bool:
+    """The common case on SQLite, fast: insert with the driver's executemany
+    and keep the rows if every one was new. Otherwise (a replay) undo and
+    return False, so the caller inserts with RETURNING to learn which were."""
+    raw = conn.connection.driver_connection
+    before = raw.total_changes
+    raw.execute("SAVEPOINT frames_in")
+    raw.executemany(_SQLITE_INSERT_FRAMES, [
+        (f.node, f.incarnation, f.seq, f.ts, int(f.kind), f.dict_version, f.payload) for f in frames
+    ])
+    if raw.total_changes - before == len(frames):
+        raw.execute("RELEASE frames_in")
+        return True
+    raw.execute("ROLLBACK TO frames_in")
+    raw.execute("RELEASE frames_in")
+    return False
 
 
 def _frame_dict(f: FrameRow) -> dict:

@@ -10,6 +10,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -105,10 +106,10 @@ def check_rollups(store, points):
         assert gsum == pytest.approx(total, rel=1e-9, abs=1e-300), k
 
 
-def run_rollup_property(url, points, order_seed, cuts):
+def run_rollup_property(url, points, order_seed, cuts, **store_args):
     """Write one frame per sample in a shuffled order, in batches, with replays
     and rollup flushes at arbitrary points; then compare."""
-    store = open_store(url)
+    store = open_store(url, **store_args)
     frames = [data(node, seq, T0 + t, [v], [pos]) for seq, (node, pos, t, v) in enumerate(points, start=1)]
     rnd = random.Random(order_seed)
     rnd.shuffle(frames)
@@ -142,7 +143,8 @@ def test_rollups_equal_direct_computation_postgresql(points, order_seed, cuts):
     with admin.begin() as conn:
         conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     try:
-        run_rollup_property(with_search_path(base, schema), points, order_seed, cuts)
+        # copy_threshold=1: every batch through COPY, several per transaction
+        run_rollup_property(with_search_path(base, schema), points, order_seed, cuts, copy_threshold=1)
     finally:
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
@@ -256,7 +258,7 @@ def test_retention_removes_exactly_what_is_older_than_each_horizon(ages):
                     {"key": 1, "bucket": b, "min": 0, "max": 0, "sum": 0, "sum_c": 0, "count": 1} for b in buckets
                 ])
             conn.execute(S.chunks.insert(), [
-                {"node": "n", "series": "s", "start": b, "first_ts": b, "last_ts": b, "points": 1, "data": b"x"}
+                {"key": 1, "start": b, "first_ts": b, "last_ts": b, "points": 1, "data": b"x"}
                 for b in sorted({int(now - a) for a in ages})
             ])
         store.expire(now)
@@ -267,3 +269,46 @@ def test_retention_removes_exactly_what_is_older_than_each_horizon(ages):
             kept = {r.start for r in conn.execute(sa.select(S.chunks.c.start))}
             assert kept == {int(now - a) for a in ages if int(now - a) >= now - RETENTION["raw"]}
         store.close()
+
+
+def test_chunks_of_schema_version_2_survive_the_upgrade(url):
+    from clumon.root import chunks
+    from clumon.root.store import make_engine
+
+    engine = make_engine(url)
+    assert S.upgrade(engine, S.MIGRATIONS[:2]) == 2
+    ts = T0 + np.arange(10.0)
+    with engine.begin() as conn:
+        conn.execute(S.rollup_keys.insert(), [{"key": 7, "scope": "node", "entity": "n1", "series": SERIES[0]}])
+        conn.execute(S._chunks_v2.insert(), [
+            {"node": node, "series": SERIES[0], "start": int(T0), "first_ts": T0, "last_ts": T0 + 9,
+             "points": 10, "data": chunks.encode(ts, ts - T0 + i)}
+            for i, node in enumerate(("n1", "n2"))
+        ])
+    engine.dispose()
+    store = Store(url, history=MANUAL)
+    assert store.schema_version == len(S.MIGRATIONS)
+    for i, node in enumerate(("n1", "n2")):
+        pts = store.series(node, SERIES[0], T0, T0 + 9, tier="raw")["points"]
+        assert pts == [[t, t - T0 + i] for t in ts.tolist()]
+    with store.engine.connect() as conn:
+        named = conn.execute(sa.text("SELECT node, series, points FROM chunks_named ORDER BY node")).all()
+    assert [tuple(r) for r in named] == [("n1", SERIES[0], 10), ("n2", SERIES[0], 10)]
+    store.close()
+
+
+def test_raw_reads_pick_one_series_from_indexed_frames(url):
+    store = open_store(url)
+    store.write([
+        data("n1", 1, T0 + 1, [1.0, 2.0, 3.0]),
+        data("n1", 2, T0 + 2, [5.0, 4.0], [2, 0]),  # suppressed: only some series, any order
+        data("n1", 3, T0 + 3, [6.0], [1]),
+        data("n1", 4, T0 + 4, [None, 7.0], [0, 2]),  # missing is NaN, not a point
+        data("n2", 5, T0 + 5, [9.0, 9.0, 9.0]),
+    ], [], [], [])
+    pts = {s: store.series("n1", s, T0, T0 + 10, tier="raw")["points"] for s in SERIES}
+    assert pts[SERIES[0]] == [[T0 + 1, 1.0], [T0 + 2, 4.0]]
+    assert pts[SERIES[1]] == [[T0 + 1, 2.0], [T0 + 3, 6.0]]
+    assert pts[SERIES[2]] == [[T0 + 1, 3.0], [T0 + 2, 5.0], [T0 + 4, 7.0]]
+    assert store.series("n1", "no_such_series", T0, T0 + 10, tier="raw")["points"] == []
+    store.close()

@@ -40,7 +40,36 @@ def test_regular_decimal_series_compress_below_two_bytes_per_point():
         assert len(chunks.encode(ts, values)) / n < 2.0
 
 
-@pytest.mark.parametrize("bad", [b"", b"\x02abc", b"\x01not zstd", b"\x01" + chunks._compressor.compress(b"short")])
+def test_page_sized_byte_counts_are_stored_as_steps():
+    rng = np.random.default_rng(3)
+    n = 1800
+    ts = 1.7e9 + np.arange(n)
+    used = 8e9 + 4096.0 * np.cumsum(rng.integers(-3000, 3000, n))
+    as_pages = len(chunks.encode(ts, used))
+    assert as_pages < len(chunks.encode(ts, used + np.arange(n) % 2)) - n // 4  # 12 zero bits a point
+    t2, v2 = chunks.decode(chunks.encode(ts, used))
+    assert np.array_equal(v2, used)
+
+
+#: Chunks written by format version 1 (before ``step``): still readable.
+V1_CHUNKS = [
+    ("0128b52ffd2032910100060000000068e5cf8b01000002020400d000000000070000000000000000f53240400040bf0001010001030000"
+     "0000000000", [4096.0, 8192, 8192, 12288, 0.5, 3.0]),
+    ("0128b52ffd204afd0100e402060000000068e5cf8b01000002000800d0079a00cf55009c9900cc55007500883ce4b9701c2de42b3f0000"
+     "403f3e06004004dc81c65284a28438c15c02", [0.1, 0.2, 1 / 3, float("nan"), 7.0, 1e300]),
+]
+
+
+@pytest.mark.parametrize("hexed, values", V1_CHUNKS)
+def test_version_1_chunks_still_decode(hexed, values):
+    ts, vs = chunks.decode(bytes.fromhex(hexed))
+    assert np.array_equal(ts, 1.7e9 + np.arange(6.0))
+    assert np.array_equal(vs, np.array(values), equal_nan=True)
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x03abc", b"\x02abc", b"\x01not zstd",
+                                 b"\x01" + chunks._compressor.compress(b"short"),
+                                 b"\x02" + chunks._compressor.compress(b"short")])
 def test_damaged_chunks_raise_chunk_error(bad):
     with pytest.raises(chunks.ChunkError):
         chunks.decode(bad)
@@ -49,7 +78,8 @@ def test_damaged_chunks_raise_chunk_error(bad):
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_never_raise_anything_but_chunk_error(junk):
-    try:
-        chunks.decode(b"\x01" + chunks._compressor.compress(junk))
-    except chunks.ChunkError:
-        pass
+    for version in (b"\x01", b"\x02"):
+        try:
+            chunks.decode(version + chunks._compressor.compress(junk))
+        except chunks.ChunkError:
+            pass
