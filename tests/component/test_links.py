@@ -112,7 +112,13 @@ class Child:
                          clock=clock)
         self.tasks = [asyncio.create_task(self.up.receive())]
         if timers:
-            self.tasks.append(asyncio.create_task(self.up.run_timers()))
+            self.tasks.append(asyncio.create_task(self._ticks()))
+
+    async def _ticks(self) -> None:
+        """What a daemon's timer does: tick the uplink every tick_period."""
+        while True:
+            await asyncio.sleep(self.up.tick_period)
+            self.up.tick()
 
     def alive(self) -> bool:
         return not any(t.done() for t in self.tasks)
