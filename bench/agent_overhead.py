@@ -9,7 +9,8 @@ idle ``sleep`` processes (killed at the end), and prints one JSON line per run.
 
     python bench/agent_overhead.py [--duration 120] [--warmup 10] [--extra-processes 500] [--only as_is|extra]
 
-cpu_pct is the default-mask agent's user+system time over wall time (100 = one
+The agents run with ``MALLOC_ARENA_MAX=2``, as deploy/clumon-agent.service
+starts them. cpu_pct is the default-mask agent's user+system time over wall time (100 = one
 core), from /proc/PID/stat; rss_mib its VmRSS at the end; collect_p50/p99_ms the
 agent's own timing of each read (all sources due at once) in the window;
 values_collected the values it read per second; wire_bytes_per_s the frame bytes it
@@ -109,8 +110,10 @@ def start_agent(name: str, port: int, workdir: Path, extra: str = "") -> subproc
     cfg = workdir / f"{name}.toml"
     cfg.write_text(f'name = "{name}"\nparents = ["tcp://127.0.0.1:{port}"]\nstate_dir = "{workdir / name}"\n'
                    f'interval = 1.0\njitter = 0.0\n{extra}')
+    # as deploy/clumon-agent.service runs it
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "clumon.agent", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=open(workdir / f"{name}.log", "wb"))
+                            stdout=subprocess.PIPE, stderr=open(workdir / f"{name}.log", "wb"), env=env)
     line = proc.stdout.readline().decode()
     if not line.startswith("CLUMON-READY"):
         proc.kill()
