@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import zmq
 import zmq.asyncio
@@ -56,14 +56,18 @@ class Conn:
 
     Awaiting is used only to wait for the first message; draining and sending use
     the shadow with NOBLOCK, which raises ``zmq.Again`` directly instead of
-    creating a future per call.
+    creating a future per call. ``watch`` goes further for a socket that sees one
+    message now and then (an agent's uplink): a loop reader on the socket's FD
+    and a callback per message, no future and no exception at all.
     """
 
-    __slots__ = ("aio", "raw")
+    __slots__ = ("aio", "raw", "_loop", "_on_message")
 
     def __init__(self, aio: zmq.asyncio.Socket):
         self.aio = aio
         self.raw = zmq.Socket.shadow(aio.underlying)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_message: Callable[[list[bytes]], None] | None = None
 
     async def messages(self) -> AsyncIterator[list[bytes]]:
         """Yield multipart messages forever: await one, then drain what is queued."""
@@ -81,6 +85,29 @@ class Conn:
                 if n % DRAIN_YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a draining loop must let timers run
 
+    def watch(self, on_message: Callable[[list[bytes]], None]) -> None:
+        """Call ``on_message`` on the loop for every message, until ``close``.
+
+        The FD of a ZeroMQ socket is edge-triggered: each wake-up drains until
+        ``EVENTS`` shows nothing waiting (in slices, so timers still run), and
+        ``send`` schedules a drain when it finds a message waiting.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._on_message = on_message
+        # replaces pyzmq's own reader for this FD, which serves only awaited recvs
+        self._loop.add_reader(self.raw.FD, self._drain)
+        self._loop.call_soon(self._drain)  # messages that came before the reader
+
+    def _drain(self) -> None:
+        raw, on_message = self.raw, self._on_message
+        if on_message is None:
+            return
+        for _ in range(DRAIN_YIELD_EVERY):
+            if raw.closed or not raw.getsockopt(zmq.EVENTS) & _POLLIN:
+                return
+            on_message(raw.recv_multipart(zmq.NOBLOCK))
+        self._loop.call_soon(self._drain)
+
     def send(self, parts: list[bytes]) -> bool:
         """Send without blocking; False when the peer is unroutable or the queue is full."""
         raw = self.raw
@@ -95,9 +122,12 @@ class Conn:
         # The socket's FD is edge-triggered and a send processes pending commands,
         # which can swallow the edge announcing an incoming message. When one waits,
         # asking the asyncio socket for EVENTS makes pyzmq schedule a look (that path
-        # costs a few enum operations, so only then).
+        # costs a few enum operations, so only then). A watched socket drains itself.
         if not raw.closed and raw.get(zmq.EVENTS) & _POLLIN:
-            self.aio.get(zmq.EVENTS)
+            if self._on_message is not None:
+                self._loop.call_soon(self._drain)
+            else:
+                self.aio.get(zmq.EVENTS)
         return ok
 
     def port(self) -> int:
@@ -105,6 +135,10 @@ class Conn:
         return int(self.raw.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
 
     def close(self) -> None:
+        if self._on_message is not None:
+            self._on_message = None
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self.raw.FD)
         self.aio.close()
 
 

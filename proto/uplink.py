@@ -83,6 +83,7 @@ class Uplink:
         self._probe: zmq.Socket | None = None
         self._probe_monitor: zmq.Socket | None = None
         self.decode_errors = 0
+        self._receiving = False
 
     # --- sending ---------------------------------------------------------------
 
@@ -214,23 +215,18 @@ class Uplink:
         self._on_frame(frame)
 
     async def receive(self) -> None:
-        """Receive frames from whichever parent is current, forever."""
-        while True:
-            conn = self._conn
-            try:
-                async for parts in conn.messages():
-                    if conn is not self._conn:
-                        break  # failed over: read from the new socket
-                    try:
-                        self._accept(parts)
-                    except Exception:  # a handler bug must not leave the child deaf
-                        log.exception("handling a frame from parent %s failed", self.parent)
-            except (asyncio.CancelledError, zmq.ZMQError):
-                # _fail_over closed this socket under us, which cancels its pending
-                # recv; our own cancellation, or a failure of the current socket, propagates
-                task = asyncio.current_task()
-                if conn is self._conn or (task is not None and task.cancelling()):
-                    raise
+        """Receive frames from whichever parent is current, until cancelled.
+
+        Frames are handled in a reader callback of the current socket (``Conn.watch``):
+        no future per frame, which is most of what an agent's loop does per ACK.
+        A failover watches the new socket (``_switch``).
+        """
+        self._receiving = True
+        self._conn.watch(self._accept)
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            self._receiving = False
 
     def _accept(self, parts: list[bytes]) -> None:
         if len(parts) != 1:
@@ -241,8 +237,11 @@ class Uplink:
             self.decode_errors += 1
             self._quiet.warn("parent", "bad frame from parent %s: %s", self.parent, exc)
             return
-        self._heard(frame)
-        self._handle(frame)
+        try:
+            self._heard(frame)
+            self._handle(frame)
+        except Exception:  # a handler bug must not leave the child deaf
+            log.exception("handling a frame from parent %s failed", self.parent)
 
     # --- timers ------------------------------------------------------------------
 
@@ -327,6 +326,8 @@ class Uplink:
         self._current = index
         self._conn.close()
         self._conn = transport.dealer(self._ctx, self.name, self.parent)
+        if self._receiving:
+            self._conn.watch(self._accept)
         self.parent_incarnation = 0  # the first frame from the new parent triggers a replay
         self._last_heard = self._clock()
         self._last_sent = 0.0
