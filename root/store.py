@@ -14,22 +14,20 @@ later. Because every write is idempotent, writing a batch twice is harmless.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sqlite3
 import threading
 import time
 from typing import Any, Iterable
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from . import schema as S
 from .history import History, HistoryConfig
-from .pgcopy import copy_insert_ignore, pg_error_types
+from .engine import StoreError, StoreUnavailable, Translate, _dumps, make_engine
+from .pgcopy import copy_insert_ignore
 from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
 
 __all__ = [
@@ -40,113 +38,6 @@ __all__ = [
 #: Batches at least this large go through COPY on PostgreSQL (it was already
 #: faster than executemany at 100 rows; docs/ARCHITECTURE.md "Root storage").
 COPY_THRESHOLD = 100
-#: Seconds before a PostgreSQL connection attempt to an unresponsive host fails.
-PG_CONNECT_TIMEOUT = 10
-
-
-class StoreError(Exception):
-    """The database refused the data itself (not its availability): retrying the
-    same batch unchanged will fail again."""
-
-
-class StoreUnavailable(StoreError):
-    """The database is away (connection refused, file unwritable, locked): the
-    caller keeps its frames and retries later; nothing was committed."""
-
-
-def _jsonable(value: Any) -> Any:
-    """Make msgpack-decoded values JSON-safe: bytes as hex, non-finite floats as
-    None (PostgreSQL's json type rejects NaN), tuples as lists, keys as str."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    return value
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(_jsonable(value), separators=(",", ":"), allow_nan=False)
-
-
-def _sqlite_pragmas(busy_timeout: float):
-    def on_connect(dbapi_conn, _record) -> None:
-        # Take transaction control away from pysqlite so BEGIN is ours (below).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
-        cur.close()
-
-    return on_connect
-
-
-def make_engine(url: str, busy_timeout: float = 5.0) -> sa.Engine:
-    """An engine for ``url`` set up for the root: SQLite in WAL mode with
-    ``synchronous=NORMAL`` and a busy timeout; PostgreSQL with pre-ping (a
-    restarted server's dead connections are replaced, not reported), a connect
-    timeout and ``lock_timeout`` = ``busy_timeout``."""
-    u = sa.make_url(url)
-    if u.get_backend_name() == "sqlite":
-        engine = sa.create_engine(
-            u,
-            connect_args={"check_same_thread": False, "timeout": busy_timeout},
-            json_serializer=_dumps,
-        )
-        sa_event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
-        sa_event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
-        return engine
-    engine = sa.create_engine(
-        u, pool_pre_ping=True, json_serializer=_dumps, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT}
-    )
-    sa_event.listen(engine, "connect", _pg_settings(busy_timeout))
-    return engine
-
-
-def _pg_settings(lock_timeout: float):
-    def on_connect(dbapi_conn, _record) -> None:
-        # A lock held elsewhere must end in StoreUnavailable, not a writer stuck forever.
-        dbapi_conn.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
-        dbapi_conn.commit()
-
-    return on_connect
-
-
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    sa.exc.OperationalError,
-    sa.exc.InterfaceError,
-    sa.exc.TimeoutError,
-    sqlite3.OperationalError,
-    sqlite3.InterfaceError,
-) + pg_error_types()[0]
-_REFUSED: tuple[type[BaseException], ...] = (sa.exc.DBAPIError, sqlite3.Error) + pg_error_types()[1]
-
-
-class _Translate:
-    """Context manager turning driver errors into StoreUnavailable / StoreError."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et, ev, tb) -> bool:
-        if ev is None:
-            return False
-        if isinstance(ev, _UNAVAILABLE) or (isinstance(ev, sa.exc.DBAPIError) and ev.connection_invalidated):
-            raise StoreUnavailable(f"database unavailable: {_first_line(ev)}") from ev
-        if isinstance(ev, _REFUSED):
-            raise StoreError(f"database refused the data: {_first_line(ev)}") from ev
-        return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class Store:
     """The root's tables behind a small blocking API; see the module docstring.
 
@@ -182,7 +73,7 @@ class Store:
     def _ensure_schema(self) -> None:
         if self.schema_version:
             return
-        with self._schema_lock, _Translate():
+        with self._schema_lock, Translate():
             if not self.schema_version:
                 version = S.upgrade(self.engine)
                 with self.engine.connect() as conn:
@@ -210,7 +101,7 @@ class Store:
         h = self.history
         h.learn(dictionaries, nodes)
         fresh = h.new(frames)
-        with _Translate(), self.engine.begin() as conn:
+        with Translate(), self.engine.begin() as conn:
             inserted = self._insert_frames(conn, fresh) if fresh else []
             if dictionaries:
                 self._insert_ignore(conn, S.dictionaries, [_dict_dict(d) for d in dictionaries])
@@ -264,14 +155,14 @@ class Store:
         """Drop ``node`` from the live view (its history stays until retention
         removes it). Returns whether the node was there."""
         self._ensure_schema()
-        with _Translate(), self.engine.begin() as conn:
+        with Translate(), self.engine.begin() as conn:
             return conn.execute(S.nodes.delete().where(S.nodes.c.name == node)).rowcount > 0
 
     # --- reading -----------------------------------------------------------
 
     def _rows(self, query: sa.Executable) -> list[sa.Row]:
         self._ensure_schema()
-        with _Translate(), self.engine.connect() as conn:
+        with Translate(), self.engine.connect() as conn:
             return list(conn.execute(query))
 
     def dictionaries(self, node: str | None = None) -> list[DictionaryRow]:
@@ -340,7 +231,7 @@ class Store:
         """Row counts per table (``<table>_rows``), ``db_bytes`` and ``backend``."""
         self._ensure_schema()
         out: dict[str, Any] = {"backend": self.backend, "schema_version": self.schema_version}
-        with _Translate(), self.engine.connect() as conn:
+        with Translate(), self.engine.connect() as conn:
             for table in S.ALL_TABLES:
                 out[f"{table.name}_rows"] = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
             out["db_bytes"] = self._db_bytes(conn)
@@ -373,7 +264,7 @@ class Store:
         h = self.history
         written, t0 = 0, time.perf_counter()
         while h.pending and time.perf_counter() - t0 < budget:
-            with _Translate(), self.engine.begin() as conn:
+            with Translate(), self.engine.begin() as conn:
                 taken = h.write_slice(conn, self.copy_threshold, h.config.maintain_slice_rows)
             h.slice_committed(taken)
             written += taken
@@ -389,7 +280,7 @@ class Store:
         now = time.time() if now is None else now
         self.history.due(time.time())
         rolled = self._write_rollups(self.history.config.maintain_budget)
-        with _Translate():
+        with Translate():
             compacted = self.history.compact(self.engine, now)
             expired = self.history.expire(self.engine, now)
         self.rollup_rows_written += rolled
@@ -398,7 +289,7 @@ class Store:
     def expire(self, now: float | None = None) -> dict[str, int]:
         """Apply retention now; returns rows deleted per table."""
         self._ensure_schema()
-        with _Translate():
+        with Translate():
             return self.history.expire(self.engine, time.time() if now is None else now, force=True)
 
     def series(self, node: str, name: str, since: float, until: float, step: float | None = None,
@@ -412,7 +303,7 @@ class Store:
         ``flush_seconds`` (1 min tier) / ``coarse_flush_seconds``.
         """
         self._ensure_schema()
-        with _Translate():
+        with Translate():
             return self.history.series(self.engine.connect, node, name, since, until, step, tier, time.time())
 
     def summary(self, name: str, since: float, until: float, by: str = "cluster",
@@ -423,7 +314,7 @@ class Store:
         if by not in ("cluster", "aggregator"):
             raise ValueError(f"summary by {by!r}: expected 'cluster' or 'aggregator'")
         self._ensure_schema()
-        with _Translate():
+        with Translate():
             return self.history.summary(self.engine.connect, name, since, until, by, tier, time.time())
 
     def close(self) -> None:
