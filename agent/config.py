@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clumon.agent.masks import MAX_SILENCE, MIN_CHANGE, MIN_CHANGE_ABS, MaskError, MaskSet, parse_rule
 from clumon.proto.codec import MAX_FRAME_BYTES
-from clumon.proto.config import Endpoint
-from clumon.proto.uplink import LinkTimings
+from clumon.proto.config import ChildLink, Endpoint
 
 
 #: The default mask set: every series passes, change suppression does the rest.
@@ -50,7 +48,7 @@ class MaskConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class AgentConfig:
+class AgentConfig(ChildLink):
     """Settings of ``clumon-agent``; every timing lives here so tests pass short ones."""
 
     #: routing id and node name; the host name when empty
@@ -101,11 +99,3 @@ class AgentConfig:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 return f"key 'intervals.{src}': expected a positive number of seconds, got {value!r}"
         return None
-
-    @property
-    def node_name(self) -> str:
-        return self.name or socket.gethostname()
-
-    @property
-    def timings(self) -> LinkTimings:
-        return LinkTimings(self.heartbeat_interval, self.failover_after, self.resend_after, self.jitter)

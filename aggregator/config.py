@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from clumon.proto.codec import MAX_FRAME_BYTES
-from clumon.proto.config import Endpoint
-from clumon.proto.uplink import LinkTimings
+from clumon.proto.config import ChildLink, Endpoint
 
 
 @dataclass(frozen=True, slots=True)
-class AggregatorConfig:
+class AggregatorConfig(ChildLink):
     """Settings of ``clumon-aggregator``."""
 
     #: routing id towards the parent; the host name when empty
@@ -47,11 +45,3 @@ class AggregatorConfig:
             if getattr(self, key) <= 0:
                 return f"key '{key}': expected a positive number, got {getattr(self, key)!r}"
         return None
-
-    @property
-    def node_name(self) -> str:
-        return self.name or socket.gethostname()
-
-    @property
-    def timings(self) -> LinkTimings:
-        return LinkTimings(self.heartbeat_interval, self.failover_after, self.resend_after, self.jitter)

@@ -142,3 +142,22 @@ def load(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = 
         if value is not None:
             data[key] = value
     return _build(cls, data, "", where)
+
+
+class ChildLink:
+    """What the configs of children (agent, aggregator) share: the node name and
+    the link timings. Their dataclasses inherit it; it holds no fields itself."""
+
+    __slots__ = ()
+
+    @property
+    def node_name(self) -> str:
+        """The configured name, or the host name when it is empty."""
+        import socket
+        return self.name or socket.gethostname()
+
+    @property
+    def timings(self):
+        """The uplink's timings (heartbeat, failover, resend, jitter)."""
+        from .uplink import LinkTimings
+        return LinkTimings(self.heartbeat_interval, self.failover_after, self.resend_after, self.jitter)

@@ -84,6 +84,8 @@ def _decimals(values: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
     ``int / 10**d``: (d, ints, residuals in ulps), or None."""
     if not np.all(np.isfinite(values)):
         return None
+    if np.any((values == 0) & np.signbit(values)):
+        return None  # -0.0 has no integer form; the XOR mode keeps its sign bit
     bits = values.view(np.int64)
     for d in range(_MAX_DECIMALS + 1):
         scale = 10.0**d

@@ -83,3 +83,12 @@ def test_random_bytes_never_raise_anything_but_chunk_error(junk):
             chunks.decode(version + chunks._compressor.compress(junk))
         except chunks.ChunkError:
             pass
+
+
+def test_negative_zero_comes_back_with_its_sign():
+    import numpy as np
+    from clumon.root import chunks
+    ts = np.array([1.0, 2.0, 3.0])
+    values = np.array([0.0, -0.0, 1.5])
+    _, back = chunks.decode(chunks.encode(ts, values))
+    assert np.array_equal(back.view(np.uint64), values.view(np.uint64))
