@@ -25,6 +25,8 @@ class Source:
     interval: float
     next_due: float = 0.0
     names: frozenset[str] = frozenset()
+    #: the names of the last read in their order (compared before ``names`` is rebuilt)
+    order: list[str] = field(default_factory=list)
     last_read: float = 0.0  # wall time of the last read
     errors: int = 0
     #: times collect() was called (the shared-snapshot tests count these)
@@ -152,17 +154,23 @@ class Sampler:
     def _take(self, src: Source, samples: list[Sample], now: float, reading: Reading) -> None:
         src.failure = ""
         src.last_read = now
-        names = frozenset(s.name for s in samples)
-        if names != src.names:
-            src.names = names
-            reading.dictionary_changed = True
-        values, snapshot = reading.values, self.snapshot
+        values, snapshot, isfinite = reading.values, self.snapshot, math.isfinite
+        order = []
         for s in samples:
-            v = s.value
-            if v is not None and not math.isfinite(v):
+            name, v = s.name, s.value
+            if v is not None and not isfinite(v):
                 v = None
-            values[s.name] = v
-            snapshot[s.name] = (v, now)
+            values[name] = v
+            snapshot[name] = (v, now)
+            order.append(name)
+        # Collectors hand out the same name objects read after read, so comparing
+        # lists is a pointer walk; a set is built only when the order differs.
+        if order != src.order:
+            src.order = order
+            names = frozenset(order)
+            if names != src.names:
+                src.names = names
+                reading.dictionary_changed = True
 
     def _settle(self, reading: Reading) -> None:
         if not reading.dictionary_changed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Sample, read_bytes, series
+from .base import ProcFile, Sample, series
 
 #: The first eight columns of a ``cpu`` line. guest and guest_nice are left out:
 #: the kernel already counts them inside user and nice, so adding them would
@@ -42,7 +42,7 @@ class CpuCollector:
     default_interval = 1.0
 
     def __init__(self, procfs: str = "/proc", per_cpu: bool = False) -> None:
-        self._path = f"{procfs}/stat"
+        self._file = ProcFile(f"{procfs}/stat")
         self._per_cpu = per_cpu
         self._tick = 1.0 / os.sysconf("SC_CLK_TCK")
         # Previous counters per cpu line key (b"cpu", b"cpu0", ...).
@@ -51,7 +51,7 @@ class CpuCollector:
 
     def collect(self) -> list[Sample]:
         """Read /proc/stat once; nothing at all if it is unreadable."""
-        raw = read_bytes(self._path)
+        raw = self._file.read()
         if not raw:
             return []
         out: list[Sample] = []

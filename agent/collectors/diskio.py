@@ -6,7 +6,7 @@ import re
 import time
 from typing import Callable
 
-from .base import Sample, read_bytes, series
+from .base import ProcFile, Sample, series
 
 #: Partitions (their I/O is already in the whole disk) and devices that carry no
 #: real storage traffic. A regex on names avoids a sysfs walk every collect.
@@ -52,7 +52,7 @@ class DiskIoCollector:
         exclude: str = DEFAULT_EXCLUDE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._path = f"{procfs}/diskstats"
+        self._file = ProcFile(f"{procfs}/diskstats")
         self._exclude = re.compile(exclude)
         self._clock = clock
         self._names: dict[bytes, tuple[tuple[str, ...], str] | None] = {}
@@ -60,7 +60,7 @@ class DiskIoCollector:
 
     def collect(self) -> list[Sample]:
         """Read /proc/diskstats once; no samples if it is unreadable."""
-        raw = read_bytes(self._path)
+        raw = self._file.read()
         if not raw:
             return []
         now = self._clock()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Sample, read_bytes
+from .base import ProcFile, Sample
 
 
 class FileFdCollector:
@@ -14,11 +14,11 @@ class FileFdCollector:
     default_interval = 1.0
 
     def __init__(self, procfs: str = "/proc") -> None:
-        self._path = f"{procfs}/sys/fs/file-nr"
+        self._file = ProcFile(f"{procfs}/sys/fs/file-nr")
 
     def collect(self) -> list[Sample]:
         """Read file-nr ("allocated  unused  max"); ``None`` values if unreadable."""
-        raw = read_bytes(self._path)
+        raw = self._file.read()
         fields = raw.split() if raw else []
         try:
             allocated, maximum = float(fields[0]), float(fields[2])

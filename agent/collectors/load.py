@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Sample, read_bytes
+from .base import ProcFile, Sample
 
 _NAMES = ("node_load1", "node_load5", "node_load15")
 
@@ -14,11 +14,11 @@ class LoadCollector:
     default_interval = 1.0
 
     def __init__(self, procfs: str = "/proc") -> None:
-        self._path = f"{procfs}/loadavg"
+        self._file = ProcFile(f"{procfs}/loadavg")
 
     def collect(self) -> list[Sample]:
         """Read /proc/loadavg; all three values are None if it is unreadable."""
-        raw = read_bytes(self._path)
+        raw = self._file.read()
         fields = raw.split() if raw else []
         out = []
         for i, name in enumerate(_NAMES):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Sample, read_bytes
+from .base import ProcFile, Sample
 
 #: /proc/meminfo key -> series; values there are KiB (``kB``) except page counts.
 _MEMINFO = {
@@ -81,8 +81,8 @@ class MemoryCollector:
     default_interval = 1.0
 
     def __init__(self, procfs: str = "/proc", page_size: int | None = None) -> None:
-        self._meminfo = f"{procfs}/meminfo"
-        self._vmstat = f"{procfs}/vmstat"
+        self._meminfo = ProcFile(f"{procfs}/meminfo")
+        self._vmstat = ProcFile(f"{procfs}/vmstat")
         self._page_size = page_size or os.sysconf("SC_PAGE_SIZE")
         self._meminfo_keys = _KeyPicker(_MEMINFO_KEYS)
         self._vmstat_keys = _KeyPicker(_VMSTAT_KEYS)
@@ -92,7 +92,7 @@ class MemoryCollector:
         return self._from_meminfo() + self._from_vmstat()
 
     def _from_meminfo(self) -> list[Sample]:
-        raw = read_bytes(self._meminfo)
+        raw = self._meminfo.read()
         if not raw:
             return []
         kib = self._meminfo_keys.pick(raw.replace(b" kB", b""))
@@ -110,7 +110,7 @@ class MemoryCollector:
         return out
 
     def _from_vmstat(self) -> list[Sample]:
-        raw = read_bytes(self._vmstat)
+        raw = self._vmstat.read()
         if not raw:
             return []
         counts = self._vmstat_keys.pick(raw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Sample, read_bytes
+from .base import ProcFile, Sample
 
 #: (protocol line, column header) -> series. Retransmits, resets, discards,
 #: reassembly failures and UDP buffer errors are what show a struggling
@@ -63,8 +63,8 @@ class NetstatCollector:
     default_interval = 1.0
 
     def __init__(self, procfs: str = "/proc", page_size: int | None = None) -> None:
-        self._snmp = f"{procfs}/net/snmp"
-        self._sockstat = f"{procfs}/net/sockstat"
+        self._snmp = ProcFile(f"{procfs}/net/snmp")
+        self._sockstat = ProcFile(f"{procfs}/net/sockstat")
         self._page_size = page_size or os.sysconf("SC_PAGE_SIZE")
         # header line -> (column count, [(column, series)]): headers never change
         # on a running kernel, so each is matched against _SNMP once, not per read.
@@ -75,7 +75,7 @@ class NetstatCollector:
         return self._from_snmp() + self._from_sockstat()
 
     def _from_snmp(self) -> list[Sample]:
-        raw = read_bytes(self._snmp)
+        raw = self._snmp.read()
         if not raw:
             return []
         out = []
@@ -94,7 +94,7 @@ class NetstatCollector:
         return out
 
     def _from_sockstat(self) -> list[Sample]:
-        raw = read_bytes(self._sockstat)
+        raw = self._sockstat.read()
         if not raw:
             return []
         out = []

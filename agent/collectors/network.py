@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Sample, read_bytes, series
+from .base import ProcFile, Sample, series
 
 #: Loopback and the per-container/VM interfaces that come and go with jobs:
 #: each would add series and a new dictionary version every time it appears.
@@ -34,13 +34,13 @@ class NetworkCollector:
     default_interval = 1.0
 
     def __init__(self, procfs: str = "/proc", exclude: str = DEFAULT_EXCLUDE) -> None:
-        self._path = f"{procfs}/net/dev"
+        self._file = ProcFile(f"{procfs}/net/dev")
         self._exclude = re.compile(exclude)
         self._names: dict[bytes, tuple[str, ...] | None] = {}
 
     def collect(self) -> list[Sample]:
         """Read /proc/net/dev once; no samples if it is unreadable."""
-        raw = read_bytes(self._path)
+        raw = self._file.read()
         if not raw:
             return []
         out: list[Sample] = []

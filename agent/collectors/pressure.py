@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .base import Sample, read_bytes
+from .base import ProcFile, Sample
 
 #: Seconds before a missing /proc/pressure file is tried again. A failed open
 #: costs more than a successful read (the OSError), and PSI does not appear on
@@ -48,17 +48,18 @@ class PressureCollector:
                 )
                 for kind in kinds
             }
-            self._files.append((f"{procfs}/pressure/{res}", names))
+            self._files.append((ProcFile(f"{procfs}/pressure/{res}"), names))
 
     def collect(self) -> list[Sample]:
         """Read each /proc/pressure file that exists."""
         out: list[Sample] = []
         now = self._clock()
-        for path, names in self._files:
+        for file, names in self._files:
+            path = file.path
             since = self._missing_since.get(path)
             if since is not None and now - since < RETRY_MISSING:
                 continue
-            raw = read_bytes(path)
+            raw = file.read()
             if raw is None:
                 self._missing_since[path] = now
             else:

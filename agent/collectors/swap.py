@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Sample, read_bytes
+from .base import ProcFile, Sample
 
 
 class SwapCollector:
@@ -17,11 +17,11 @@ class SwapCollector:
     default_interval = 1.0
 
     def __init__(self, procfs: str = "/proc") -> None:
-        self._path = f"{procfs}/swaps"
+        self._file = ProcFile(f"{procfs}/swaps")
 
     def collect(self) -> list[Sample]:
         """Read /proc/swaps; no samples if it is unreadable."""
-        raw = read_bytes(self._path)
+        raw = self._file.read()
         if raw is None:
             return []
         size = used = 0

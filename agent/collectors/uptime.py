@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Sample, read_bytes
+from .base import ProcFile, Sample
 
 
 class UptimeCollector:
@@ -12,11 +12,11 @@ class UptimeCollector:
     default_interval = 1.0
 
     def __init__(self, procfs: str = "/proc") -> None:
-        self._path = f"{procfs}/uptime"
+        self._file = ProcFile(f"{procfs}/uptime")
 
     def collect(self) -> list[Sample]:
         """Read /proc/uptime; the value is None if it is unreadable."""
-        raw = read_bytes(self._path)
+        raw = self._file.read()
         try:
             value: float | None = float(raw.split()[0]) if raw else None
         except (IndexError, ValueError):
