@@ -16,7 +16,7 @@ from typing import Callable
 import zmq.asyncio
 
 from . import codec, transport
-from .frames import Body, Frame, Heartbeat, Hello, Kind, make
+from .frames import Body, Frame, Heartbeat, Kind, make
 from .liveness import Liveness, Transition
 from .runtime import QuietLog
 
@@ -150,5 +150,3 @@ class Downlink:
     def close(self) -> None:
         self.conn.close()
 
-
-__all__ = ["Downlink", "Hello"]

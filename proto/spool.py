@@ -19,7 +19,6 @@ silently.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import time
 from collections import OrderedDict

@@ -20,7 +20,7 @@ import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
 from . import codec, transport
-from .frames import Ack, Body, Event, Frame, Heartbeat, Hello, Kind, STORED_KINDS, make
+from .frames import Ack, Body, Event, Frame, Heartbeat, Hello, Kind, make
 from .runtime import QuietLog
 from .spool import Spool, SpoolEntry
 
@@ -354,5 +354,3 @@ class Uplink:
             "decode_errors": self.decode_errors,
         }
 
-
-__all__ = ["LinkTimings", "Uplink", "STORED_KINDS"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import Any
 
 import msgpack
 import zmq
@@ -103,5 +102,3 @@ class QueryServer:
             return error("internal", f"{type(exc).__name__}: {exc}")
         return {"ok": True, "result": result}
 
-
-__all__ = ["QueryServer", "error", "Any"]

@@ -12,7 +12,7 @@ import zmq.asyncio
 
 from clumon.proto import runtime, transport
 from clumon.proto.downlink import Downlink
-from clumon.proto.frames import Ack, Control, Frame, Kind, Request
+from clumon.proto.frames import Ack, Control, Frame, Kind
 from clumon.proto.liveness import Transition
 from clumon.proto.tree import LatestCache, Routes, walk
 from clumon.root import health, http
@@ -190,5 +190,3 @@ class Root:
         self.query_conn.close()
         log.info("root stopped")
 
-
-__all__ = ["Root", "prepare_database", "Request"]
