@@ -37,9 +37,19 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
+def _since(ts: float | None) -> str:
+    """A time of today as HH:MM:SS, an older one with its date: keeps tables narrow."""
+    if not ts:
+        return "-"
+    today = time.strftime("%Y-%m-%d") == time.strftime("%Y-%m-%d", time.localtime(ts))
+    return time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M", time.localtime(ts))
+
+
 def _num(v: float | None) -> str:
     if v is None:
         return "-"
+    if isinstance(v, int):
+        return str(v)
     if float(v).is_integer() and abs(v) < 1e15:
         return f"{int(v)}"
     return f"{v:.6g}"
@@ -74,9 +84,10 @@ def _styled(state: str) -> str:
 def cmd_nodes(c: Client, a: argparse.Namespace) -> Any:
     result = c.call("nodes")
     if not a.json:
-        _table("nodes", ["node", "role", "aggregator", "state", "since", "last seen", "incarnation"],
-               [[n["name"], n["role"], n["parent"] or "(root)", _styled(n["state"]), _when(n["since"]),
-                 _age(n["last_seen"]), str(n["incarnation"])] for n in result])
+        # Incarnations are 19-digit numbers that only matter to scripts: --json has them.
+        _table("nodes", ["node", "role", "parent", "state", "since", "last seen"],
+               [[n["name"], n["role"], n["parent"] or "-", _styled(n["state"]), _since(n["since"]),
+                 _age(n["last_seen"])] for n in result])
     return result
 
 
@@ -263,7 +274,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--failover-after", type=float, default=15.0)
     s.add_argument("--drain-timeout", type=float, default=10.0, help="on stop, wait this long for acks")
 
-    sub.add_parser("nodes", help="every node with path, state, since, incarnation")
+    sub.add_parser("nodes", help="every node with its parent, state, since and last frame (--json adds incarnations)")
     sub.add_parser("tree", help="the topology with per-tier health")
     s = sub.add_parser("latest", help="newest cached values of a node")
     s.add_argument("node")

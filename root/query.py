@@ -105,6 +105,9 @@ class Queries:
         root: dict = {"name": "root", "role": "root", "state": "up", "children": []}
         index = {"": root}
         for n in sorted(self.registry.nodes.values(), key=lambda n: (n.path.count("/") if n.path else -1, n.name)):
+            if n.role == "root":  # the root's own health node is the top of the tree, not a child of it
+                root.update(name=n.name, since=n.since)
+                continue
             entry = {"name": n.name, "role": n.role, "state": n.state, "since": n.since, "children": []}
             parent = index.get(n.path) or index.setdefault(n.path, {"name": n.parent, "role": "aggregator",
                                                                      "state": "unknown", "children": []})

@@ -50,3 +50,7 @@ def test_two_aggregator_tiers_paths_reads_and_nearest_cache(tree):
         tree_view = c.call("tree")
         top_entry = next(ch for ch in tree_view["children"] if ch["name"] == "agg-top")
         assert top_entry["nodes_by_state"].get("up") == 3
+        # the root is the top of the tree, never listed as its own child nor counted as a node
+        assert tree_view["role"] == "root" and tree_view["since"]
+        assert all(ch["role"] != "root" for ch in tree_view["children"])
+        assert sum(tree_view["nodes_by_state"].values()) == 3

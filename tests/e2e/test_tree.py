@@ -71,6 +71,10 @@ def test_cli_latest_and_series_print_tables(tree):
     out = wait_for(lambda: (r := cli(root.query, "series", "node-1", "node_load1", "--since", "5m")).returncode == 0
                    and r.stdout.count("20") >= 2 and r, what="series table")
     assert "node_load1 on node-1" in out.stdout
+    nodes = cli(root.query, "nodes")
+    assert nodes.returncode == 0 and "node-1" in nodes.stdout and "agg-1" in nodes.stdout
+    health = cli(root.query, "health")
+    assert "e+" not in health.stdout  # integers (incarnation, counters) print whole
 
 
 def test_unknown_op_and_bad_args_get_error_values(tree):
@@ -115,6 +119,10 @@ def test_series_plot_draws_a_terminal_chart(tree):
     out = cli(root.query, "series", "node-1", "node_load1", "--since", "5m", "--plot")
     assert out.returncode == 0, out.stderr
     assert "node_load1 on node-1" in out.stdout
+    nodes = cli(root.query, "nodes")
+    assert nodes.returncode == 0 and "node-1" in nodes.stdout and "agg-1" in nodes.stdout
+    health = cli(root.query, "health")
+    assert "e+" not in health.stdout  # integers (incarnation, counters) print whole
     assert "\x1b[" not in out.stdout, "no colour codes in a pipe"
     assert "seconds before now" in out.stdout
     markers = {ch for ch in out.stdout if ord(ch) > 127} - set("─│┌┐└┘┼┬┴├┤")
