@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import struct
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -175,21 +176,37 @@ def _merge(ts: np.ndarray, vs: np.ndarray, old: bytes | None) -> tuple[np.ndarra
 KeyOf = Callable[[str, str], int]
 
 
-def compact_node(conn: sa.Connection, node: str, cutoff: float, names: Names, ranges: Ranges,
-                 key_of: KeyOf) -> int:
-    """Compact every frame of ``node`` older than ``cutoff``; returns frames
-    done. ``key_of(node, series)`` is the series' node-scope rollup key, which
-    the caller makes sure is in ``rollup_keys`` when this commits."""
+@dataclass
+class NodePlan:
+    """What compacting one node's old frames will write: chunk rows (new ones
+    and rewritten ones, for late frames), the keys they refer to, and the
+    frames to retire (seqs per incarnation)."""
+
+    node: str
+    fresh: list[dict]
+    rewritten: list[dict]
+    keys: list[int]
+    seqs: dict[int, list[int]]
+    last_ts: float
+
+    @property
+    def frames(self) -> int:
+        return sum(len(s) for s in self.seqs.values())
+
+
+def plan_node(conn: sa.Connection, node: str, cutoff: float, names: Names, key_of: KeyOf) -> NodePlan | None:
+    """Read ``node``'s frames older than ``cutoff`` and build its chunks (reads
+    only). ``key_of(node, series)`` is the series' node-scope rollup key."""
     f = S.frames
     rows = list(conn.execute(sa.select(f).where(f.c.node == node, f.c.ts < cutoff)))
     if not rows:
-        return 0
+        return None
     by_window: dict[int, list] = defaultdict(list)
     for r in rows:
         if r.kind == int(Kind.DATA):
             by_window[int(r.ts // CHUNK_SECONDS * CHUNK_SECONDS)].append(r)
     c, k = S.chunks, S.rollup_keys
-    fresh = []
+    plan = NodePlan(node, [], [], [], defaultdict(list), max(r.ts for r in rows))
     for start, frames in by_window.items():
         existing = dict(conn.execute(
             sa.select(c.c.key, c.c.data).join(k, k.c.key == c.c.key)
@@ -200,20 +217,36 @@ def compact_node(conn: sa.Connection, node: str, cutoff: float, names: Names, ra
             ts, vs = _merge(ts, vs, existing.get(key))
             row = {"key": key, "start": start, "first_ts": float(ts[0]),
                    "last_ts": float(ts[-1]), "points": len(ts), "data": chunks.encode(ts, vs)}
-            if key in existing:  # late frames: rewrite the window's chunk
-                conn.execute(c.update().where(c.c.key == key, c.c.start == start), row)
-            else:
-                fresh.append(row)
-    if fresh:
-        conn.execute(c.insert(), fresh)
-    seqs: dict[int, list[int]] = defaultdict(list)
+            (plan.rewritten if key in existing else plan.fresh).append(row)
+            plan.keys.append(key)
     for r in rows:
-        seqs[r.incarnation].append(r.seq)
-    for incarnation, s in seqs.items():
-        ranges.add(conn, node, incarnation, s, max(r.ts for r in rows))
+        plan.seqs[r.incarnation].append(r.seq)
+    return plan
+
+
+def write_chunks(conn: sa.Connection, plan: NodePlan) -> None:
+    """Insert the plan's new chunks and rewrite the ones late frames changed.
+
+    Writing the same plan twice gives the same chunks (a later plan merges the
+    frames again, one point per time), so this commits on its own, before the
+    frames are retired."""
+    c = S.chunks
+    if plan.fresh:
+        conn.execute(c.insert(), plan.fresh)
+    for row in plan.rewritten:
+        conn.execute(c.update().where(c.c.key == row["key"], c.c.start == row["start"]), row)
+
+
+def retire_frames(conn: sa.Connection, plan: NodePlan, ranges: Ranges) -> None:
+    """Delete the plan's frames and record their seq ranges as compacted (in
+    the caller's transaction; ``ranges`` in memory changes with it, so the
+    caller holds what keeps ``write`` from checking ranges meanwhile)."""
+    f = S.frames
+    for incarnation, s in plan.seqs.items():
+        ranges.add(conn, plan.node, incarnation, s, plan.last_ts)
         for lo, hi in seq_ranges(s):
-            conn.execute(f.delete().where(f.c.node == node, f.c.incarnation == incarnation, f.c.seq.between(lo, hi)))
-    return len(rows)
+            conn.execute(f.delete().where(f.c.node == plan.node, f.c.incarnation == incarnation,
+                                          f.c.seq.between(lo, hi)))
 
 
 def raw_points(conn: sa.Connection, node: str, series: str, since: float, until: float, names: Names) -> list[list[float]]:

@@ -63,11 +63,15 @@ def _sqlite_pragmas(busy_timeout: float):
     return on_connect
 
 
-def make_engine(url: str, busy_timeout: float = 5.0) -> sa.Engine:
+def make_engine(url: str, busy_timeout: float = 5.0, immediate: bool = False) -> sa.Engine:
     """An engine for ``url`` set up for the root: SQLite in WAL mode with
     ``synchronous=NORMAL`` and a busy timeout; PostgreSQL with pre-ping (a
     restarted server's dead connections are replaced, not reported), a connect
-    timeout and ``lock_timeout`` = ``busy_timeout``."""
+    timeout and ``lock_timeout`` = ``busy_timeout``.
+
+    ``immediate`` (SQLite): transactions take the write lock when they begin,
+    waiting up to the busy timeout for it; a deferred one that read first and
+    then writes fails at once when another writer committed in between."""
     u = sa.make_url(url)
     if u.get_backend_name() == "sqlite":
         engine = sa.create_engine(
@@ -76,7 +80,8 @@ def make_engine(url: str, busy_timeout: float = 5.0) -> sa.Engine:
             json_serializer=_dumps,
         )
         sa_event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
-        sa_event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        sa_event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine
     engine = sa.create_engine(
         u, pool_pre_ping=True, json_serializer=_dumps, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT}

@@ -3,11 +3,14 @@ values, compaction into chunks, retention, and the reads over all of it.
 
 One ``History`` belongs to one ``Store``; its state (open rollup buckets,
 compacted ranges, dictionary names, each node's aggregator) lives in memory
-and is owned by the writer thread. Reads take only the database.
+and is owned by the writer thread, except what the compactor thread shares:
+the compacted ranges and each node's oldest raw frame (under ``frames_lock``)
+and new rollup keys (``Rollups.key`` locks). Reads take only the database.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +52,11 @@ class History:
         self.names: dict[tuple[str, int, int], tuple[str, ...]] = {}
         self.dict_keys: dict[tuple[str, int, int], np.ndarray] = {}
         self.parent_of: dict[str, str] = {}
+        #: oldest frame time per node still in ``frames`` (a lower bound)
         self.raw_oldest: dict[str, float] = {}
+        #: held by ``Store.write`` from ``new()`` to its commit and by the
+        #: compactor while it retires frames: see ``root/compactor.py``
+        self.frames_lock = threading.Lock()
         self.pending: list[RollupRows] = []
         self._slice_keys = 0
         self.last_flush = {"1m": time.time(), "coarse": time.time()}
@@ -74,8 +81,14 @@ class History:
 
     def new(self, frames) -> list:
         """The frames not already compacted (those still in ``frames`` are
-        skipped by the database itself)."""
-        return [f for f in frames if not self.ranges.contains(f.node, f.incarnation, f.seq)]
+        skipped by the database itself); they count as raw until compacted.
+        Call with ``frames_lock`` held until the frames are committed."""
+        fresh = [f for f in frames if not self.ranges.contains(f.node, f.incarnation, f.seq)]
+        oldest = self.raw_oldest
+        for f in fresh:
+            if f.ts < oldest.get(f.node, float("inf")):
+                oldest[f.node] = f.ts
+        return fresh
 
     def due(self, now: float, force: bool = False) -> None:
         """Drain rollup buckets into ``pending`` when their flush is due: closed
@@ -135,7 +148,6 @@ class History:
         keys, ts, values, ranks = [], [], [], []
         seen: dict[str, int] = {}
         for f in inserted:
-            self.raw_oldest[f.node] = min(self.raw_oldest.get(f.node, f.ts), f.ts)
             if f.kind != int(Kind.DATA):
                 continue
             decoded = compaction.decode_data(f.payload)
@@ -184,31 +196,6 @@ class History:
         return self.names[key]
 
     # --- maintenance ------------------------------------------------------------
-
-    def compact(self, engine: sa.Engine, now: float) -> int:
-        """Compact complete windows of up to ``compact_nodes_per_call`` nodes."""
-        width = compaction.CHUNK_SECONDS
-        cutoff = (now - self.config.raw_window) // width * width
-        todo = [n for n, oldest in self.raw_oldest.items() if oldest < cutoff]
-        done = 0
-        key_of = lambda n, s: self.rollups.key("node", n, s)  # noqa: E731
-        t0 = time.perf_counter()
-        for node in todo[: self.config.compact_nodes_per_call]:
-            if time.perf_counter() - t0 >= self.config.compact_budget:
-                break  # the rest next time: ACKs wait while this runs
-            with engine.begin() as conn:
-                names = lambda n, i, v: self.series_names(lambda: _Reuse(conn), n, i, v)  # noqa: E731
-                done += compaction.compact_node(conn, node, cutoff, names, self.ranges, key_of)
-                # Keys the chunks refer to commit with them.
-                new_keys = len(self.rollups.new_keys)
-                rollup_sql.write_keys(conn, self.rollups.new_keys[:new_keys])
-                oldest = conn.execute(sa.select(sa.func.min(S.frames.c.ts)).where(S.frames.c.node == node)).scalar()
-            del self.rollups.new_keys[:new_keys]
-            if oldest is None:
-                self.raw_oldest.pop(node, None)
-            else:
-                self.raw_oldest[node] = oldest
-        return done
 
     def expire(self, engine: sa.Engine, now: float, force: bool = False) -> dict[str, int]:
         if not force and now - self.last_retention < self.config.retention_every:

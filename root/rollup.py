@@ -15,6 +15,7 @@ arrival gives the same total as ``math.fsum`` to ~1e-16.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,10 +139,12 @@ class RollupRows:
 class Rollups:
     """The in-memory side of the rollups: key ids, open buckets, draining.
 
-    Not thread-safe: the writer thread owns it.
+    Not thread-safe, but for ``key``: the writer thread owns it and the
+    compactor thread only looks keys up (and may make one).
     """
 
     def __init__(self) -> None:
+        self._key_lock = threading.Lock()
         self.keys: dict[tuple[str, str, str], int] = {}
         self.key_names: list[tuple[str, str, str]] = []
         self.new_keys: list[tuple[int, str, str, str]] = []
@@ -160,9 +163,13 @@ class Rollups:
         name = (scope, entity, series)
         got = self.keys.get(name)
         if got is None:
-            got = self.keys[name] = len(self.key_names)
-            self.key_names.append(name)
-            self.new_keys.append((got, scope, entity, series))
+            with self._key_lock:
+                got = self.keys.get(name)
+                if got is None:
+                    got = len(self.key_names)
+                    self.key_names.append(name)
+                    self.new_keys.append((got, scope, entity, series))
+                    self.keys[name] = got
         return got
 
     def node_keys(self, node: str, series: tuple[str, ...]) -> np.ndarray:

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from . import schema as S
+from .compactor import Compactor
 from .history import History, HistoryConfig
 from .engine import StoreError, StoreUnavailable, Translate, _dumps, make_engine
 from .pgcopy import copy_insert_ignore
@@ -60,6 +61,10 @@ class Store:
         self.engine = make_engine(url, busy_timeout)
         self.backend = self.engine.dialect.name
         self.copy_threshold = copy_threshold
+        # Compaction writes through its own connections (on SQLite, beginning
+        # IMMEDIATE) so that it can run beside write() in a thread of its own.
+        self.compactor = Compactor(self.history, self.engine, make_engine(url, busy_timeout, immediate=True)
+                                   if self.backend == "sqlite" else self.engine)
         self._insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
         self._schema_lock = threading.Lock()
         self.schema_version = 0
@@ -100,8 +105,9 @@ class Store:
         self._ensure_schema()
         h = self.history
         h.learn(dictionaries, nodes)
-        fresh = h.new(frames)
-        with Translate(), self.engine.begin() as conn:
+        # Until commit, the compactor may not retire frames (root/compactor.py).
+        with h.frames_lock, Translate(), self.engine.begin() as conn:
+            fresh = h.new(frames)
             inserted = self._insert_frames(conn, fresh) if fresh else []
             if dictionaries:
                 self._insert_ignore(conn, S.dictionaries, [_dict_dict(d) for d in dictionaries])
@@ -274,17 +280,31 @@ class Store:
         """Periodic work, to be called from the writer thread (every ~10 s):
         drain closed rollup buckets and write them (for at most
         ``maintain_budget`` seconds; the rest goes with later calls and
-        writes), compact complete windows of raw frames into chunks, apply
-        retention (hourly). Raises ``StoreUnavailable`` like ``write``."""
+        writes), compact complete windows of raw frames into chunks (unless
+        the compactor thread runs), apply retention (hourly). Raises
+        ``StoreUnavailable`` like ``write``."""
         self._ensure_schema()
         now = time.time() if now is None else now
+        cfg = self.history.config
         self.history.due(time.time())
-        rolled = self._write_rollups(self.history.config.maintain_budget)
+        rolled = self._write_rollups(cfg.maintain_budget)
+        compacted = 0
+        if not self.compactor.running:
+            compacted = self.compactor.run_pass(now, cfg.compact_budget, cfg.compact_nodes_per_call)
         with Translate():
-            compacted = self.history.compact(self.engine, now)
             expired = self.history.expire(self.engine, now)
         self.rollup_rows_written += rolled
         return {"frames_compacted": compacted, **{f"{k}_expired": v for k, v in expired.items()}}
+
+    def compact(self, now: float | None = None) -> int:
+        """Compact every complete window now; returns frames compacted."""
+        self._ensure_schema()
+        return self.compactor.run_pass(time.time() if now is None else now)
+
+    def start_compactor(self, every: float = 10.0) -> None:
+        """Compact from a thread of its own from now on, beside ``write``
+        (``maintain`` then leaves compaction to it); ``close`` stops it."""
+        self.compactor.start(every)
 
     def expire(self, now: float | None = None) -> dict[str, int]:
         """Apply retention now; returns rows deleted per table."""
@@ -318,13 +338,15 @@ class Store:
             return self.history.summary(self.engine.connect, name, since, until, by, tier, time.time())
 
     def close(self) -> None:
-        """Write open rollup buckets if the database is there, then release
-        every pooled connection."""
+        """Stop the compactor, write open rollup buckets if the database is
+        there, then release every pooled connection."""
+        self.compactor.stop()
         try:
             if self.schema_version:
                 self.flush()
         except StoreError:
             pass
+        self.compactor.write_engine.dispose()
         self.engine.dispose()
 
 
