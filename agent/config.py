@@ -86,6 +86,9 @@ class AgentConfig(ChildLink):
     plugin_interval: float = 60.0
     #: a plugin still running after this many seconds is killed and reported
     plugin_timeout: float = 10.0
+    #: ``*_ratio`` series (0..1) are rounded to this many decimals where they are
+    #: read, before change suppression; 0 keeps every bit (see deploy/agent.toml)
+    ratio_digits: int = 5
 
     def check(self) -> str | None:
         """Cross-field checks the type system cannot express."""
@@ -95,6 +98,8 @@ class AgentConfig(ChildLink):
                     "plugin_interval", "plugin_timeout"):
             if getattr(self, key) <= 0:
                 return f"key '{key}': expected a positive number, got {getattr(self, key)!r}"
+        if isinstance(self.ratio_digits, bool) or not 0 <= self.ratio_digits <= 15:
+            return f"key 'ratio_digits': expected an integer from 0 to 15, got {self.ratio_digits!r}"
         for src, value in self.intervals.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 return f"key 'intervals.{src}': expected a positive number of seconds, got {value!r}"

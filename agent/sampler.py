@@ -85,6 +85,7 @@ class Sampler:
         default_interval: float,
         intervals: dict[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ratio_digits: int = 0,
     ):
         intervals = intervals or {}
         self.sources = [
@@ -95,6 +96,9 @@ class Sampler:
         #: newest value and its wall time, per series name
         self.snapshot: dict[str, tuple[float | None, float]] = {}
         self._clock = clock
+        #: ``_ratio`` series are rounded to this many decimals (0: not rounded)
+        self.ratio_digits = ratio_digits
+        self._is_ratio: dict[str, bool] = {}
 
     def due(self, now: float | None = None) -> list[Source]:
         now = self._clock() if now is None else now
@@ -155,11 +159,21 @@ class Sampler:
         src.failure = ""
         src.last_read = now
         values, snapshot, isfinite = reading.values, self.snapshot, math.isfinite
+        digits, is_ratio = self.ratio_digits, self._is_ratio
         order = []
         for s in samples:
             name, v = s.name, s.value
-            if v is not None and not isfinite(v):
-                v = None
+            if v is not None:
+                if not isfinite(v):
+                    v = None
+                elif digits:
+                    # Here, before change suppression sees it: a wobble in the
+                    # 7th digit of a ratio is noise, not a change worth sending.
+                    r = is_ratio.get(name)
+                    if r is None:
+                        r = is_ratio[name] = name.partition("{")[0].endswith("_ratio")
+                    if r:
+                        v = round(v, digits)
             values[name] = v
             snapshot[name] = (v, now)
             order.append(name)
@@ -180,6 +194,7 @@ class Sampler:
             gone = set(self.dictionary.names) - all_names
             for name in gone:
                 self.snapshot.pop(name, None)
+                self._is_ratio.pop(name, None)
             reading.gone = tuple(gone)
             self.dictionary.rebuild(all_names)
         else:

@@ -43,7 +43,8 @@ class Agent:
             from clumon.agent.plugins import entry_point_collectors
             plugged, errors = entry_point_collectors({c.name for c in collectors})
             self._startup_events += [Event("plugin_failed", self.name, msg, attrs) for msg, attrs in errors]
-        self.sampler = Sampler([*collectors, *plugged], cfg.interval, cfg.intervals)
+        self.sampler = Sampler([*collectors, *plugged], cfg.interval, cfg.intervals,
+                               ratio_digits=cfg.ratio_digits)
         for src in self.sampler.sources[len(collectors):]:
             src.check = True
         # on disk under the state directory: a killed agent's unacknowledged frames
