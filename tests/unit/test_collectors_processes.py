@@ -142,3 +142,50 @@ def test_cpu_share_is_capped_at_the_whole_node(tmp_path: Path) -> None:
     clock.now += 0.001  # a one-tick step over 1 ms would read as 10 cores
     make(tmp_path, {7: dict(comm="spin", ticks=1, rss=1)})
     assert as_dict(procs.collect())['node_top_cpu_ratio{rank="1"}'] == 1.0
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("fds", [0, 2, 100])
+def test_held_files_give_the_same_answers_and_are_closed_when_a_pid_goes(tmp_path: Path, fds: int) -> None:
+    clock = Clock()
+    make(tmp_path, {pid: dict(comm=f"p{pid}", ticks=10, rss=pid, threads=2) for pid in range(20, 26)})
+    before = _open_fds()
+    procs = ProcessesCollector(str(tmp_path), top_n=2, clock=clock, cores=1, fds=fds)
+    first = as_dict(procs.collect())
+    assert _open_fds() - before == min(fds, 6)
+    assert first["node_processes_threads"] == 12 and first['node_top_memory_pid{rank="1"}'] == 25
+
+    clock.now += 10.0
+    make(tmp_path, {21: dict(comm="p21", ticks=10 + 300, rss=21, threads=2)})  # busy now; the rest unchanged
+    for pid in (24, 25):
+        (tmp_path / f"{pid}/stat").unlink()
+        (tmp_path / str(pid)).rmdir()
+    second = as_dict(procs.collect())
+    assert second['node_processes{state="sleeping"}'] == 4 and second["node_processes_threads"] == 8
+    assert second['node_top_cpu_pid{rank="1"}'] == 21
+    assert second['node_top_cpu_ratio{rank="1"}'] == pytest.approx(300 * TICK / 10)
+    assert second['node_top_cpu_pid{rank="2"}'] is None, "unchanged lines used no CPU"
+    assert second['node_top_memory_pid{rank="1"}'] == 23
+    assert _open_fds() - before == min(fds, 4), "the files of pids that went are closed"
+    procs.close()
+    assert _open_fds() == before
+
+
+@linux_only
+def test_a_real_process_that_exits_is_dropped_and_its_file_closed() -> None:
+    import subprocess
+    child = subprocess.Popen(["sleep", "60"])
+    procs = ProcessesCollector(fds=4096)
+    try:
+        procs.collect()
+        assert str(child.pid) in procs._prev and procs._prev[str(child.pid)][0] >= 0
+    finally:
+        child.kill()
+        child.wait()
+    procs.collect()
+    assert str(child.pid) not in procs._prev
+    assert all(p[0] >= 0 for p in procs._prev.values())
+    procs.close()
