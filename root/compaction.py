@@ -179,13 +179,12 @@ KeyOf = Callable[[str, str], int]
 @dataclass
 class NodePlan:
     """What compacting one node's old frames will write: chunk rows (new ones
-    and rewritten ones, for late frames), the keys they refer to, and the
-    frames to retire (seqs per incarnation)."""
+    and rewritten ones, for late frames; each names its ``series`` until
+    ``assign_keys``) and the frames to retire (seqs per incarnation)."""
 
     node: str
     fresh: list[dict]
     rewritten: list[dict]
-    keys: list[int]
     seqs: dict[int, list[int]]
     last_ts: float
 
@@ -193,10 +192,20 @@ class NodePlan:
     def frames(self) -> int:
         return sum(len(s) for s in self.seqs.values())
 
+    def assign_keys(self, key_of: KeyOf) -> list[tuple[int, str]]:
+        """Give each chunk row its key, ``key_of(node, series)``; returns the
+        (key, series) pairs used, by key."""
+        used: dict[int, str] = {}
+        for row in self.fresh + self.rewritten:
+            series = row.pop("series")
+            row["key"] = key = key_of(self.node, series)
+            used[key] = series
+        return sorted(used.items())
 
-def plan_node(conn: sa.Connection, node: str, cutoff: float, names: Names, key_of: KeyOf) -> NodePlan | None:
+
+def plan_node(conn: sa.Connection, node: str, cutoff: float, names: Names) -> NodePlan | None:
     """Read ``node``'s frames older than ``cutoff`` and build its chunks (reads
-    only). ``key_of(node, series)`` is the series' node-scope rollup key."""
+    only, and no state but the database: it may run in another process)."""
     f = S.frames
     rows = list(conn.execute(sa.select(f).where(f.c.node == node, f.c.ts < cutoff)))
     if not rows:
@@ -206,26 +215,26 @@ def plan_node(conn: sa.Connection, node: str, cutoff: float, names: Names, key_o
         if r.kind == int(Kind.DATA):
             by_window[int(r.ts // CHUNK_SECONDS * CHUNK_SECONDS)].append(r)
     c, k = S.chunks, S.rollup_keys
-    plan = NodePlan(node, [], [], [], defaultdict(list), max(r.ts for r in rows))
+    plan = NodePlan(node, [], [], defaultdict(list), max(r.ts for r in rows))
     for start, frames in by_window.items():
+        # A chunk's key is in rollup_keys whenever the chunk is (they commit together).
         existing = dict(conn.execute(
-            sa.select(c.c.key, c.c.data).join(k, k.c.key == c.c.key)
+            sa.select(k.c.series, c.c.data).join(k, k.c.key == c.c.key)
             .where(k.c.scope == "node", k.c.entity == node, c.c.start == start)
         ).all())
         for series, (ts, vs) in _points_of(frames, names).items():
-            key = key_of(node, series)
-            ts, vs = _merge(ts, vs, existing.get(key))
-            row = {"key": key, "start": start, "first_ts": float(ts[0]),
+            ts, vs = _merge(ts, vs, existing.get(series))
+            row = {"series": series, "start": start, "first_ts": float(ts[0]),
                    "last_ts": float(ts[-1]), "points": len(ts), "data": chunks.encode(ts, vs)}
-            (plan.rewritten if key in existing else plan.fresh).append(row)
-            plan.keys.append(key)
+            (plan.rewritten if series in existing else plan.fresh).append(row)
     for r in rows:
         plan.seqs[r.incarnation].append(r.seq)
     return plan
 
 
 def write_chunks(conn: sa.Connection, plan: NodePlan) -> None:
-    """Insert the plan's new chunks and rewrite the ones late frames changed.
+    """Insert the plan's new chunks and rewrite the ones late frames changed
+    (after ``assign_keys``).
 
     Writing the same plan twice gives the same chunks (a later plan merges the
     frames again, one point per time), so this commits on its own, before the

@@ -14,16 +14,24 @@ compacted ranges until its commit, so a replayed frame either meets its row
 still in ``frames`` (the insert ignores it) or the ranges that retired it —
 never neither: it is stored and rolled up once. A late frame that arrives
 after step 1 is not in the plan, stays in ``frames`` and goes with the next
-pass. On SQLite (one writer at a time) the compactor's writes begin
-``IMMEDIATE`` and stay short, so ``write`` waits for at most one node's chunks.
+pass.
+
+On SQLite (one writer at a time) every write of the process takes
+``frames_lock``, the compactor's included: threads taking turns at a lock are
+woken when it is free, whereas SQLite's busy handler polls, and a writer that
+commits back to back starved the compactor past its busy timeout in the bench.
+The compactor's transactions begin ``IMMEDIATE`` and stay short (one node's
+chunks), so ``write`` waits for little.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
 import time
+from typing import Callable
 
 import sqlalchemy as sa
 
@@ -33,16 +41,27 @@ from . import compaction, rollup_sql
 from . import schema as S
 from .engine import StoreError, Translate
 from .history import History, _Reuse
+from .planner import Planner
 
 log = logging.getLogger("clumon.root.compactor")
+
+#: Nodes planned together and written in one transaction (amortises the wait
+#: for the writer's turn; ~2 M samples of a busy site's 30-minute windows).
+GROUP = 8
 
 
 class Compactor:
     """Compacts complete windows of raw frames, in passes: called directly
     (``run_pass``) or from its own thread (``start``/``stop``)."""
 
-    def __init__(self, history: History, read_engine: sa.Engine, write_engine: sa.Engine):
+    def __init__(self, history: History, read_engine: sa.Engine, write_engine: sa.Engine,
+                 one_writer: bool = False, planner: Planner | None = None):
         self.history = history
+        #: plans in another process while the thread runs (None: in this thread)
+        self.planner = planner
+        self._planning_elsewhere = False
+        #: SQLite: every write of this process takes ``frames_lock``
+        self.one_writer = one_writer
         self.read_engine = read_engine
         self.write_engine = write_engine
         self._one_pass = threading.Lock()  # the thread and direct callers take turns
@@ -51,6 +70,8 @@ class Compactor:
         self._quiet = QuietLog(log)
         self.frames_compacted = 0
         self.passes = 0
+        #: seconds spent in passes that compacted something
+        self.busy_seconds = 0.0
         self.last_error = ""
 
     @property
@@ -70,41 +91,71 @@ class Compactor:
 
     def run_pass(self, now: float, budget: float = math.inf, max_nodes: int | None = None) -> int:
         """Compact the due nodes (at most ``max_nodes``, checking ``budget``
-        seconds between nodes); returns frames compacted. Raises
-        ``StoreUnavailable`` like the Store."""
+        seconds between groups of ``GROUP`` nodes); returns frames compacted.
+        Raises ``StoreUnavailable`` like the Store."""
         with self._one_pass, Translate():
             cutoff, nodes = self.todo(now)
+            nodes = nodes[:max_nodes]
+            groups = [nodes[i: i + GROUP] for i in range(0, len(nodes), GROUP)]
             done, t0 = 0, time.perf_counter()
-            for node in nodes[:max_nodes]:
-                if time.perf_counter() - t0 >= budget or self._stop.is_set():
+            ahead = self._plan_ahead(groups[0], cutoff) if groups else []
+            for i, group in enumerate(groups):
+                plans = [get() for get in ahead]
+                last = i + 1 == len(groups) or time.perf_counter() - t0 >= budget or self._stop.is_set()
+                # the next group is planned (elsewhere) while this one is written
+                ahead = [] if last else self._plan_ahead(groups[i + 1], cutoff)
+                done += self._commit(group, [p for p in plans if p is not None])
+                if last:
                     break
-                done += self.compact_node(node, cutoff)
             self.frames_compacted += done
             self.passes += 1
+            if done:
+                self.busy_seconds += time.perf_counter() - t0
             return done
 
-    def compact_node(self, node: str, cutoff: float) -> int:
+    def _plan_ahead(self, nodes: list[str], cutoff: float) -> list[Callable[[], compaction.NodePlan | None]]:
+        if self._planning_elsewhere:
+            return [self.planner.submit(node, cutoff) for node in nodes]
+        return [functools.partial(self._plan_here, node, cutoff) for node in nodes]
+
+    def _plan_here(self, node: str, cutoff: float) -> compaction.NodePlan | None:
         h = self.history
-        key_of = lambda n, s: h.rollups.key("node", n, s)  # noqa: E731
         with self.read_engine.connect() as conn:
             names = lambda n, i, v: h.series_names(lambda: _Reuse(conn), n, i, v)  # noqa: E731
-            plan = compaction.plan_node(conn, node, cutoff, names, key_of)
-        if plan is not None:
+            return compaction.plan_node(conn, node, cutoff, names)
+
+    def _commit(self, nodes: list[str], plans: list[compaction.NodePlan]) -> int:
+        """Write the plans' chunks, retire their frames, note each node's
+        oldest frame left; returns frames retired."""
+        h = self.history
+        keys = [(k, "node", p.node, series) for p in plans
+                for k, series in p.assign_keys(lambda n, s: h.rollups.key("node", n, s))]
+        if plans and not self.one_writer:  # beside the writer's transactions
             with self.write_engine.begin() as conn:
-                # The keys the chunks refer to commit with them (the writer
-                # writes them too, later: both ignore a key already there).
-                rollup_sql.write_keys(conn, [(k, *h.rollups.key_names[k]) for k in sorted(set(plan.keys))])
-                compaction.write_chunks(conn, plan)
+                self._write(conn, keys, plans)
         with h.frames_lock:
             with self.write_engine.begin() as conn:
-                if plan is not None:
+                if plans and self.one_writer:  # one turn at SQLite's write lock, not two
+                    self._write(conn, keys, plans)
+                for plan in plans:
                     compaction.retire_frames(conn, plan, h.ranges)
-                oldest = conn.execute(sa.select(sa.func.min(S.frames.c.ts)).where(S.frames.c.node == node)).scalar()
-            if oldest is None:
-                h.raw_oldest.pop(node, None)
-            else:
-                h.raw_oldest[node] = oldest
-        return plan.frames if plan is not None else 0
+                f = S.frames
+                oldest = {n: conn.execute(sa.select(sa.func.min(f.c.ts)).where(f.c.node == n)).scalar()
+                          for n in nodes}
+            for node, ts in oldest.items():
+                if ts is None:
+                    h.raw_oldest.pop(node, None)
+                else:
+                    h.raw_oldest[node] = ts
+        return sum(p.frames for p in plans)
+
+    @staticmethod
+    def _write(conn: sa.Connection, keys: list, plans: list[compaction.NodePlan]) -> None:
+        # The keys the chunks refer to commit with them (the writer writes
+        # them too, later: both ignore a key already there).
+        rollup_sql.write_keys(conn, sorted(keys))
+        for plan in plans:
+            compaction.write_chunks(conn, plan)
 
     # --- the thread -------------------------------------------------------------------
 
@@ -114,6 +165,7 @@ class Compactor:
         if self.running:
             return
         self._stop.clear()
+        self._planning_elsewhere = self.planner is not None
         self._thread = threading.Thread(target=self._run, args=(every,), name="compactor", daemon=True)
         self._thread.start()
 
@@ -124,6 +176,9 @@ class Compactor:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._planning_elsewhere = False
+        if self.planner is not None:
+            self.planner.stop()
 
     def _run(self, every: float) -> None:
         pause = 0.0

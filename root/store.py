@@ -14,6 +14,7 @@ later. Because every write is idempotent, writing a batch twice is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -26,6 +27,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from . import schema as S
 from .compactor import Compactor
+from .planner import Planner
 from .history import History, HistoryConfig
 from .engine import StoreError, StoreUnavailable, Translate, _dumps, make_engine
 from .pgcopy import copy_insert_ignore
@@ -63,8 +65,10 @@ class Store:
         self.copy_threshold = copy_threshold
         # Compaction writes through its own connections (on SQLite, beginning
         # IMMEDIATE) so that it can run beside write() in a thread of its own.
+        sqlite = self.backend == "sqlite"
         self.compactor = Compactor(self.history, self.engine, make_engine(url, busy_timeout, immediate=True)
-                                   if self.backend == "sqlite" else self.engine)
+                                   if sqlite else self.engine, one_writer=sqlite,
+                                   planner=Planner(url, busy_timeout))
         self._insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
         self._schema_lock = threading.Lock()
         self.schema_version = 0
@@ -270,7 +274,7 @@ class Store:
         h = self.history
         written, t0 = 0, time.perf_counter()
         while h.pending and time.perf_counter() - t0 < budget:
-            with Translate(), self.engine.begin() as conn:
+            with self._one_writer(), Translate(), self.engine.begin() as conn:
                 taken = h.write_slice(conn, self.copy_threshold, h.config.maintain_slice_rows)
             h.slice_committed(taken)
             written += taken
@@ -291,10 +295,14 @@ class Store:
         compacted = 0
         if not self.compactor.running:
             compacted = self.compactor.run_pass(now, cfg.compact_budget, cfg.compact_nodes_per_call)
-        with Translate():
+        with self._one_writer(), Translate():
             expired = self.history.expire(self.engine, now)
         self.rollup_rows_written += rolled
         return {"frames_compacted": compacted, **{f"{k}_expired": v for k, v in expired.items()}}
+
+    def _one_writer(self):
+        """On SQLite, writes take turns with the compactor's (root/compactor.py)."""
+        return self.history.frames_lock if self.compactor.one_writer else contextlib.nullcontext()
 
     def compact(self, now: float | None = None) -> int:
         """Compact every complete window now; returns frames compacted."""
@@ -303,13 +311,14 @@ class Store:
 
     def start_compactor(self, every: float = 10.0) -> None:
         """Compact from a thread of its own from now on, beside ``write``
-        (``maintain`` then leaves compaction to it); ``close`` stops it."""
+        (``maintain`` then leaves compaction to it), decoding and encoding in
+        a process of its own (root/planner.py); ``close`` stops both."""
         self.compactor.start(every)
 
     def expire(self, now: float | None = None) -> dict[str, int]:
         """Apply retention now; returns rows deleted per table."""
         self._ensure_schema()
-        with Translate():
+        with self._one_writer(), Translate():
             return self.history.expire(self.engine, time.time() if now is None else now, force=True)
 
     def series(self, node: str, name: str, since: float, until: float, step: float | None = None,

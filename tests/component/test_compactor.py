@@ -4,6 +4,7 @@ mid-compaction loses nothing, and closing the store stops the thread."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import threading
 import time
@@ -88,15 +89,18 @@ def test_replays_racing_the_compactor_thread_are_stored_and_rolled_up_once(db_ur
     store.close()
 
 
-def test_close_stops_the_compactor_thread(db_url):
+def test_close_stops_the_compactor_thread_and_its_process(db_url):
     store = open_store(db_url)
     store.write(frames_of(range(1, 200)))
     store.start_compactor(every=3600)
     thread = store.compactor._thread
     wait_for(lambda: store.compactor.passes > 0, "a pass")
+    planners = multiprocessing.active_children()
+    assert planners  # the pass planned in a process of its own
     store.close()
     assert not thread.is_alive()
     assert not any(t.name == "compactor" for t in threading.enumerate())
+    assert not any(p.is_alive() for p in planners)
 
 
 def test_sqlite_locked_while_the_thread_compacts_loses_nothing(tmp_path):
