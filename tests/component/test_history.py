@@ -195,6 +195,28 @@ def test_series_and_summary_read_the_tiers(url):
     store.close()
 
 
+def test_rollup_keys_of_a_new_site_are_written_in_bounded_slices(url):
+    """A new site makes a million keys at once: each write carries at most
+    ``write_slice_rows`` keys and rows together, keys first."""
+    config = HistoryConfig(flush_seconds=1e12, coarse_flush_seconds=1e12, retention_every=1e12,
+                           write_slice_rows=4)
+    store = open_store(url, history=config)
+    points = [(n, pos, 1.0, float(i)) for i, n in enumerate(sorted(PARENT)) for pos in range(len(SERIES))]
+    store.write([data(n, 1, T0 + 1.0, [v for m, _, _, v in points if m == n]) for n in sorted(PARENT)])
+    store.history.due(time.time(), force=True)
+    keys = len(store.history.rollups.new_keys)
+    assert keys == 9 + 2 * 3 + 3  # node, aggregator and cluster keys
+    written = []
+    for _ in range(keys // 4 + 1):
+        store.write([], [], [], [])
+        with store.engine.connect() as conn:
+            written.append(conn.execute(sa.text("SELECT count(*) FROM rollup_keys")).scalar_one())
+    assert written == [4 * i for i in range(1, keys // 4 + 1)] + [keys]
+    store.flush()
+    check_rollups(store, points)
+    store.close()
+
+
 # --- compaction -----------------------------------------------------------------------
 
 
