@@ -13,6 +13,7 @@ before unpacking and every field's type after; anything wrong raises
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Any, Callable
 
 import msgpack
@@ -150,24 +151,27 @@ def _bytes(v: Any, what: str) -> bytes:
 
 
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+_CONTAINERS = frozenset({dict, list})
+_STR_ONLY = {str}
 
 
 def _plain(v: Any, what: str) -> Any:
     """Free-form values (inventory, attrs, args, results) hold only plain msgpack
     types with string map keys at every depth: an extension type or a msgpack
     Timestamp would pass here and then break the root's JSON columns."""
-    stack = [v]
-    while stack:  # iterative: msgpack nests deeper than Python's recursion limit
-        x = stack.pop()
-        t = type(x)
-        if t is dict:
-            _need(all(type(k) is str for k in x), f"{what}: map keys must be strings")
-            stack.extend(x.values())
-        elif t is list:
-            stack.extend(x)
-        else:
-            _need(t in _PLAIN_SCALARS, f"{what}: {t.__name__} is not a plain msgpack value")
-    return v
+    items = [v]
+    while True:  # one level of nesting at a time: msgpack nests deeper than Python recurses
+        types = set(map(type, items))  # every item of this level, in one pass in C
+        bad = types - _PLAIN_SCALARS - _CONTAINERS
+        _need(not bad, f"{what}: {next(iter(bad)).__name__ if bad else ''} is not a plain msgpack value")
+        if not types & _CONTAINERS:
+            return v
+        level = items if types <= _CONTAINERS else [x for x in items if type(x) in _CONTAINERS]
+        maps = [x for x in level if type(x) is dict] if dict in types else ()
+        _need(not maps or set(map(type, chain.from_iterable(maps))) <= _STR_ONLY,
+              f"{what}: map keys must be strings")
+        lists = [x for x in level if type(x) is list] if maps else level
+        items = [*chain.from_iterable(map(dict.values, maps)), *chain.from_iterable(lists)]
 
 
 def _map(v: Any, what: str) -> dict:
