@@ -8,6 +8,7 @@ never raises out of the receive loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -111,8 +112,14 @@ class Downlink:
                 self.send(t.subject, Heartbeat(self._root_incarnation()))
 
     async def receive(self) -> None:
-        async for parts in self.conn.messages():
-            self.accept(parts)
+        """Hand every message to ``accept`` until cancelled: a loop reader on the
+        socket (``Conn.watch``), no future per message, in time slices so the
+        other sockets of the loop (a read waiting) get their turn."""
+        self.conn.watch(self.accept)
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            self.conn.unwatch()
 
     def send(self, child: str, body: Body) -> bool:
         """Send a non-stored frame to a direct child."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 from typing import AsyncIterator, Callable
 
 import zmq
@@ -21,6 +22,9 @@ MAX_SOCKETS = 65536
 DEFAULT_HWM = 100_000
 LINGER_MS = 1000
 DRAIN_YIELD_EVERY = 256
+#: a watched socket's drain hands the loop back after this long, so a busy link
+#: (the root's children) does not keep a read waiting behind a long backlog
+DRAIN_SLICE_S = 0.002
 _POLLIN = int(zmq.POLLIN)
 
 _ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}|ipc://.+|inproc://.+)$")
@@ -61,13 +65,14 @@ class Conn:
     and a callback per message, no future and no exception at all.
     """
 
-    __slots__ = ("aio", "raw", "_loop", "_on_message")
+    __slots__ = ("aio", "raw", "_loop", "_on_message", "_copy")
 
     def __init__(self, aio: zmq.asyncio.Socket):
         self.aio = aio
         self.raw = zmq.Socket.shadow(aio.underlying)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_message: Callable[[list[bytes]], None] | None = None
+        self._copy = True
 
     async def messages(self) -> AsyncIterator[list[bytes]]:
         """Yield multipart messages forever: await one, then drain what is queued."""
@@ -85,27 +90,33 @@ class Conn:
                 if n % DRAIN_YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a draining loop must let timers run
 
-    def watch(self, on_message: Callable[[list[bytes]], None]) -> None:
+    def watch(self, on_message: Callable[[list], None], copy: bool = True) -> None:
         """Call ``on_message`` on the loop for every message, until ``close``.
 
         The FD of a ZeroMQ socket is edge-triggered: each wake-up drains until
-        ``EVENTS`` shows nothing waiting (in slices, so timers still run), and
-        ``send`` schedules a drain when it finds a message waiting.
+        ``EVENTS`` shows nothing waiting, in slices of at most ``DRAIN_SLICE_S``
+        (or ``DRAIN_YIELD_EVERY`` messages) so timers and other sockets get their
+        turn, and ``send`` schedules a drain when it finds a message waiting.
+        ``copy=False`` hands ``zmq.Frame`` objects (their metadata: Peer-Address).
         """
         self._loop = asyncio.get_running_loop()
         self._on_message = on_message
+        self._copy = copy
         # replaces pyzmq's own reader for this FD, which serves only awaited recvs
         self._loop.add_reader(self.raw.FD, self._drain)
         self._loop.call_soon(self._drain)  # messages that came before the reader
 
     def _drain(self) -> None:
-        raw, on_message = self.raw, self._on_message
+        raw, on_message, copy = self.raw, self._on_message, self._copy
         if on_message is None:
             return
+        until = time.monotonic() + DRAIN_SLICE_S
         for _ in range(DRAIN_YIELD_EVERY):
             if raw.closed or not raw.getsockopt(zmq.EVENTS) & _POLLIN:
                 return
-            on_message(raw.recv_multipart(zmq.NOBLOCK))
+            on_message(raw.recv_multipart(zmq.NOBLOCK, copy=copy))
+            if time.monotonic() >= until:
+                break
         self._loop.call_soon(self._drain)
 
     def send(self, parts: list[bytes]) -> bool:
@@ -134,11 +145,15 @@ class Conn:
         """The TCP port the socket is bound to (after binding port 0)."""
         return int(self.raw.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
 
-    def close(self) -> None:
+    def unwatch(self) -> None:
+        """Stop calling the ``watch`` callback (messages stay queued)."""
         if self._on_message is not None:
             self._on_message = None
             if not self._loop.is_closed():
                 self._loop.remove_reader(self.raw.FD)
+
+    def close(self) -> None:
+        self.unwatch()
         self.aio.close()
 
 

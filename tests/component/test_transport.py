@@ -52,3 +52,44 @@ def test_a_send_does_not_hide_a_message_waiting_to_be_received():
             ctx.destroy(linger=0)
 
     asyncio.run(scenario())
+
+
+def test_a_watched_socket_with_a_backlog_lets_other_callbacks_run():
+    """A long backlog is drained in slices of ``DRAIN_SLICE_S``: a callback that
+    became ready meanwhile (a read waiting on the query socket) runs before the
+    backlog is through, not after it."""
+
+    async def scenario() -> None:
+        ctx = transport.make_context()
+        parent = transport.router(ctx, "tcp://127.0.0.1:0")
+        child = transport.dealer(ctx, f"slices-{os.getpid()}", f"tcp://127.0.0.1:{parent.port()}")
+        n = 40
+        try:
+            for i in range(n):
+                while not child.send([b"%d" % i]):
+                    await asyncio.sleep(0.01)
+            while not parent.raw.poll(10):  # the backlog is there before the reader starts
+                pass
+            time.sleep(0.2)
+            handled: list[bytes] = []
+            seen_by_other: list[int] = []
+            done = asyncio.Event()
+
+            def on_message(parts: list[bytes]) -> None:
+                handled.append(parts[1])
+                time.sleep(transport.DRAIN_SLICE_S / 2)  # work per message, as a batch at the root
+                if len(handled) == n:
+                    done.set()
+
+            loop = asyncio.get_running_loop()
+            parent.watch(on_message)
+            loop.call_soon(lambda: seen_by_other.append(len(handled)))
+            await asyncio.wait_for(done.wait(), 30)
+            assert handled == [b"%d" % i for i in range(n)]
+            assert seen_by_other and seen_by_other[0] < n, "the other callback waited for the whole backlog"
+        finally:
+            parent.close()
+            child.close()
+            ctx.destroy(linger=0)
+
+    asyncio.run(scenario())
