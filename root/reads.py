@@ -31,7 +31,7 @@ class Reads:
         self._send = send
         self._ids = itertools.count(1)
         self._prefix = f"{name}-{time.time_ns():x}-"
-        self._waiting: dict[str, tuple[set[str], dict[str, Any], asyncio.Event]] = {}
+        self._waiting: dict[str, tuple[set[str], dict[str, Any], asyncio.Future]] = {}
         self._inflight: dict[tuple, asyncio.Future] = {}
         self.requests = 0
 
@@ -110,7 +110,7 @@ class Reads:
         rid = self._prefix + str(next(self._ids))
         expected = {n for ns in by_hop.values() for n in ns}
         results: dict[str, Any] = {}
-        done = asyncio.Event()
+        done = asyncio.get_running_loop().create_future()
         self._waiting[rid] = (expected, results, done)
         # each hop gets a little less time than we have, so its answer still fits
         hop_timeout = max(0.05, timeout * 0.8)
@@ -119,12 +119,14 @@ class Reads:
             if not self._send(hop, req):
                 expected.difference_update(ns)
                 down.extend(ns)
-        if expected:
-            try:
-                await asyncio.wait_for(done.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
-        self._waiting.pop(rid, None)
+        try:
+            if expected - set(results):
+                async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
+                    await done
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting.pop(rid, None)
         timed_out = sorted(expected - set(results))
         return {"nodes": results, "down": sorted(down), "unknown": sorted(unknown), "timed_out": timed_out}
 
@@ -137,5 +139,5 @@ class Reads:
         for node, value in body.result.items():
             if node in expected:
                 results[node] = value
-        if expected <= set(results):
-            done.set()
+        if expected <= results.keys() and not done.done():
+            done.set_result(None)

@@ -49,17 +49,23 @@ class QueryServer:
         self._tasks: set[asyncio.Task] = set()
 
     async def serve(self) -> None:
-        sock = self.conn.aio
-        while True:
-            parts = await sock.recv_multipart(copy=False)
-            try:
-                peer = parts[-1].get("Peer-Address")
-            except (zmq.ZMQError, AttributeError):
-                peer = None
-            envelope = [p.bytes for p in parts[:-1]]
-            task = asyncio.create_task(self._answer(envelope, parts[-1].bytes, peer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        """Answer requests until cancelled. The socket is read by a loop reader
+        (``Conn.watch``): a request costs no future before its task starts."""
+        self.conn.watch(self._received, copy=False)
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            self.conn.unwatch()
+
+    def _received(self, parts: list[zmq.Frame]) -> None:
+        try:
+            peer = parts[-1].get("Peer-Address")
+        except (zmq.ZMQError, AttributeError):
+            peer = None
+        envelope = [p.bytes for p in parts[:-1]]
+        task = asyncio.create_task(self._answer(envelope, parts[-1].bytes, peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, envelope: list[bytes], payload: bytes, peer: str | None) -> None:
         self.requests += 1
@@ -92,10 +98,11 @@ class QueryServer:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
             return error("bad_args", f"timeout: expected seconds in (0, 3600], got {timeout!r}")
         try:
-            result = await asyncio.wait_for(self.queries.dispatch(op, args), timeout)
+            async with asyncio.timeout(timeout):  # in this task: no task of its own, unlike wait_for
+                result = await self.queries.dispatch(op, args)
         except QueryError as exc:
             return error(exc.code, exc.message)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return error("timeout", f"op {op!r} did not finish within {timeout}s")
         except Exception as exc:  # an op's bug is an error value, not silence
             log.exception("op %r failed", op)
