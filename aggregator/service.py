@@ -212,6 +212,7 @@ class Aggregator:
     # --- life cycle ------------------------------------------------------------------
 
     async def serve(self, stop: asyncio.Event) -> None:
+        runtime.quiet_gc()
         await asyncio.sleep(random.uniform(0, self.cfg.jitter))
         self.uplink.send_stored(Hello(1, HEALTH_SERIES, {"host": self.name, "software_version": "0.1.0"}, "aggregator"))
         tasks = [

@@ -6,6 +6,7 @@ Nothing here runs at import time; each daemon's ``main()`` calls ``run``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -58,6 +59,28 @@ def notify_ready(daemon: str, info: dict[str, Any]) -> None:
 
 def notify_stopping() -> None:
     sd_notify(b"STOPPING=1")
+
+
+#: a young collection runs when this many more container objects are alive than at
+#: the last one (CPython's default is 700); older generations as rarely
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def quiet_gc() -> None:
+    """Collect garbage rarely, and never walk what start-up made (parent tiers).
+
+    With CPython's default thresholds the frames waiting for their commit at the
+    root survive two young collections, so a full collection came every ~15 s and
+    walked everything (imports, nodes, dictionaries): 50-60 ms with the loop
+    stopped at the root and 10-20 ms at an aggregator, which is a read's p99.
+    ``freeze`` takes what exists now out of every collection; the larger first
+    threshold runs a collection only when the live set grew by that many objects,
+    not whenever short-lived ones come and go. Reference counting frees acyclic
+    garbage as before; cycles wait for the next collection of their generation.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def install_uvloop() -> None:

@@ -164,6 +164,7 @@ class Root:
         return await self.metrics.start()
 
     async def serve(self, stop: asyncio.Event) -> None:
+        runtime.quiet_gc()
         metrics_port = await self._start_metrics()
         tasks = [
             asyncio.create_task(self.downlink.receive(), name="children"),
