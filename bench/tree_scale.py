@@ -12,11 +12,12 @@ Prints one JSON line per size with DESIGN.md's keys:
   That is stricter than "commit time minus frame ts": it adds the trip of the
   ACK down the tree. Recorded by the simulator (1 ms buckets) over the window only;
 * ``read_p50_ms`` / ``read_p99_ms``: ``read`` of one random simulated node with
-  ``max_age=0``, timed at the client: root → aggregator → the simulated agent (which
-  answers at once: it has nothing to collect) → aggregator → root, so the reply
-  crosses both tiers. ``read_cached_p50_ms`` / ``read_cached_p99_ms``: the same with
-  ``max_age=3600``, which the aggregator answers from its cache (the nearest cache,
-  DESIGN.md). Reads alternate, one at a time, every ``--read-every`` seconds;
+  ``max_age=0``, timed at the client: root → aggregator(s) (``read_tiers`` of them)
+  → the simulated agent (which answers at once: it has nothing to collect) → back
+  up the same way. ``read_cached_p50_ms`` / ``read_cached_p99_ms``: the same with
+  ``max_age=3600``, which the first aggregator on the way answers from its cache
+  (the nearest cache, DESIGN.md). Reads alternate, one at a time, every
+  ``--read-every`` seconds;
 * ``cpu_pct_root`` / ``cpu_pct_aggregator`` (the busiest aggregator; all are in
   ``cpu_pct_aggregators``): utime+stime from /proc/PID/stat over the window, 100 =
   one core. ``cpu_pct_root_writer`` is the root's non-loop, non-ZeroMQ threads
@@ -24,7 +25,11 @@ Prints one JSON line per size with DESIGN.md's keys:
   ``cpu_pct_host`` the whole machine (100 per core) and ``cpu_pct_others`` what
   processes not started by this bench used meanwhile (a shared box skews figures).
 
-Sizes: ``NODES:AGGREGATORS`` (default ``1000:2,5000:1``). Bounded: every wait has a
+Sizes: ``NODES:AGGREGATORS`` puts the aggregators side by side under the root, each
+with its share of the nodes (a read crosses one aggregator); ``NODES:AGGREGATORS:chain``
+stacks them (root ← agg-1 ← agg-2) with every node under the deepest, so every frame
+and every read crosses all of them (``read_tiers``; issue 4 asks for reads through two
+tiers). Default ``1000:2:chain,1000:2,5000:1``. Bounded: every wait has a
 timeout and everything started is stopped (SIGTERM, then SIGKILL) before the next
 size. A quick run::
 
@@ -168,7 +173,7 @@ def pct(ticks: float, seconds: float) -> float:
     return round(100.0 * ticks / CLK_TCK / seconds, 1)
 
 
-def run_size(nodes: int, n_aggs: int, args: argparse.Namespace, workdir: Path) -> dict:
+def run_size(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, workdir: Path) -> dict:
     py = sys.executable
     db = workdir / "clumon.db"
     port, qport = free_port(), free_port()
@@ -182,8 +187,9 @@ def run_size(nodes: int, n_aggs: int, args: argparse.Namespace, workdir: Path) -
         aggs, agg_ports = [], []
         for a in range(1, n_aggs + 1):
             ap = free_port()
+            parent = agg_ports[-1] if chain and agg_ports else port  # a chain: each under the one before
             agg = Proc(f"agg-{a}", [py, "-m", "clumon.aggregator", "--name", f"agg-{a}",
-                                    "--listen", f"tcp://127.0.0.1:{ap}", "--parent", f"tcp://127.0.0.1:{port}",
+                                    "--listen", f"tcp://127.0.0.1:{ap}", "--parent", f"tcp://127.0.0.1:{parent}",
                                     "--state-dir", str(workdir / f"agg-{a}")], workdir)
             started.append(agg)
             aggs.append(agg)
@@ -193,6 +199,7 @@ def run_size(nodes: int, n_aggs: int, args: argparse.Namespace, workdir: Path) -
         sims = []
         for a, ap in enumerate(agg_ports):  # one simulator per aggregator, its share of the nodes
             lo, hi = nodes * a // n_aggs, nodes * (a + 1) // n_aggs
+            ap = agg_ports[-1] if chain else ap  # a chain: every agent under the deepest aggregator
             sim = Proc(f"sim-{a + 1}", [py, "-m", "clumon.root.cli", "simulate", "--agents", str(hi - lo),
                                         "--first", str(lo), "--series", str(args.series),
                                         "--interval", str(args.interval), "--processes", str(args.processes),
@@ -206,6 +213,7 @@ def run_size(nodes: int, n_aggs: int, args: argparse.Namespace, workdir: Path) -
         wait_all_up(client, nodes, timeout=max(60.0, nodes / 50))
         time.sleep(args.warmup)
         result = measure(root, aggs, sims, client, nodes, args)
+        result.update(topology="chain" if chain else "flat", read_tiers=n_aggs if chain else 1)
         client.close()
         for sim in sims:  # the simulator drains: waits for every ack before it exits
             sim.stop(timeout=args.drain + 60)
@@ -325,9 +333,25 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 2)
 
 
+def parse_size(text: str) -> tuple[int, int, bool]:
+    """``NODES:AGGREGATORS`` (side by side under the root) or ``NODES:AGGREGATORS:chain``."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "chain"):
+        raise SystemExit(f"tree_scale: bad size {text!r}: expected NODES:AGGREGATORS[:chain]")
+    try:
+        nodes, n_aggs = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise SystemExit(f"tree_scale: bad size {text!r}: NODES and AGGREGATORS are integers") from None
+    if nodes < 1 or n_aggs < 1:
+        raise SystemExit(f"tree_scale: bad size {text!r}: NODES and AGGREGATORS must be at least 1")
+    return nodes, n_aggs, len(parts) == 3
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="1000:2,5000:1", help="NODES:AGGREGATORS, comma separated")
+    p.add_argument("--sizes", default="1000:2:chain,1000:2,5000:1",
+                   help="NODES:AGGREGATORS[:chain], comma separated; with ':chain' the aggregators are "
+                        "stacked (root <- agg-1 <- agg-2 ...) and every agent is under the deepest one")
     p.add_argument("--series", type=int, default=150)
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--processes", type=int, default=2, help="simulator worker processes per simulator")
@@ -341,11 +365,11 @@ def main() -> None:
     args = p.parse_args()
     args.measure = max(1.0, min(args.measure, 3600.0))
     args.warmup = max(0.0, min(args.warmup, 3600.0))
-    sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",") if s]
-    for nodes, n_aggs in sizes:
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s]
+    for nodes, n_aggs, chain in sizes:
         workdir = Path(tempfile.mkdtemp(prefix=f"tree_scale_{nodes}_"))
         try:
-            print(json.dumps(run_size(nodes, n_aggs, args, workdir)), flush=True)
+            print(json.dumps(run_size(nodes, n_aggs, chain, args, workdir)), flush=True)
         finally:
             if args.keep:
                 print(f"# kept {workdir}", file=sys.stderr)
