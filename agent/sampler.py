@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -37,6 +38,9 @@ class Source:
     failure: str = ""
     #: check what collect() returns (plugins; built-in collectors are trusted)
     check: bool = False
+    #: read on the event loop, not in the collecting thread (the collector's
+    #: ``on_loop``: it reads only /proc files the kernel makes from memory)
+    on_loop: bool = False
 
 
 @dataclass(slots=True)
@@ -89,9 +93,13 @@ class Sampler:
     ):
         intervals = intervals or {}
         self.sources = [
-            Source(c, float(intervals.get(c.name, max(default_interval, getattr(c, "default_interval", default_interval)))))
+            Source(c, float(intervals.get(c.name, max(default_interval, getattr(c, "default_interval", default_interval)))),
+                   on_loop=getattr(c, "on_loop", False) is True)
             for c in collectors
         ]
+        # Readings of on-loop sources and of the collecting thread's may settle
+        # the dictionary at the same time.
+        self._settling = threading.Lock()
         self.dictionary = SeriesDictionary()
         #: newest value and its wall time, per series name
         self.snapshot: dict[str, tuple[float | None, float]] = {}
@@ -189,6 +197,10 @@ class Sampler:
     def _settle(self, reading: Reading) -> None:
         if not reading.dictionary_changed:
             return
+        with self._settling:
+            self._rebuild(reading)
+
+    def _rebuild(self, reading: Reading) -> None:
         all_names = set().union(*(s.names for s in self.sources))
         if set(self.dictionary.names) != all_names:
             gone = set(self.dictionary.names) - all_names

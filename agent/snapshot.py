@@ -1,7 +1,8 @@
 """One read serves many askers: the agent's reads of its sources, shared.
 
 Every read of a source — the schedule's, or a sync read's — goes through
-``SharedReads.start`` (``read`` awaits it). A source already being read is not read again: whoever asks
+``SharedReads.start`` (``read`` awaits it): on the loop for the sources that
+never block (``on_loop``), in the one collecting thread for the others. A source already being read is not read again: whoever asks
 while the read is in flight waits for that read. A sync read with ``max_age``
 takes a source's snapshot when it is young enough and reads the others now, so
 N sync reads that arrive together cost one read of /proc.
@@ -55,23 +56,46 @@ class SharedReads:
         self.durations.append(time.perf_counter() - t0)
         return reading
 
-    def start(self, sources: Sequence[Source]) -> Future | None:
+    def start(self, sources: Sequence[Source]) -> list[Future]:
         """Start reading those of ``sources`` not already in flight; returns at once.
 
-        The scheduled path: no task and no asyncio future per read, only the
-        executor's own future, whose result is published from a loop callback.
-        Returns that future, or None when every source was in flight already.
+        Sources marked ``on_loop`` (the /proc files of the 1 s sources: the kernel
+        makes them from memory, a read never waits on a device) are read on the
+        loop in a callback of this same iteration, so a tick needs no hand-off to
+        the collecting thread and back; the others go to the collecting thread.
+        Either way no task and no asyncio future: a concurrent future each, whose
+        result is published from a loop callback. Returns the futures started
+        (none when every source was in flight already).
         """
         mine = [s for s in sources if id(s) not in self._inflight]
         self.shared += len(sources) - len(mine)
-        if not mine:
-            return None
         loop = asyncio.get_running_loop()
-        fut = self._executor.submit(self._timed_read, mine)
-        for s in mine:
+        started = []
+        here = [s for s in mine if s.on_loop]
+        if here:
+            fut: Future = Future()
+            loop.call_soon(self._read_here, fut, here)
+            started.append(self._track(fut, here))
+        there = [s for s in mine if not s.on_loop]
+        if there:
+            fut = self._executor.submit(self._timed_read, there)
+            fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finish, f, there))
+            started.append(self._track(fut, there))
+        return started
+
+    def _track(self, fut: Future, sources: Sequence[Source]) -> Future:
+        for s in sources:
             self._inflight[id(s)] = fut
-        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finish, f, mine))
         return fut
+
+    def _read_here(self, fut: Future, sources: Sequence[Source]) -> None:
+        """On the loop: read sources that never block, then publish as for the thread's reads."""
+        if fut.set_running_or_notify_cancel():
+            try:
+                fut.set_result(self._timed_read(sources))
+            except Exception as exc:  # published as a failed read, as the thread's would be
+                fut.set_exception(exc)
+        self._finish(fut, sources)
 
     def _finish(self, fut: Future, sources: Sequence[Source]) -> None:
         """On the loop: forget the read in flight and publish what it found."""
@@ -93,10 +117,8 @@ class SharedReads:
     async def read(self, sources: Sequence[Source]) -> None:
         """Read ``sources`` now, joining reads of any of them already in flight;
         returns once every one of them has been read and published."""
+        self.start(sources)
         joined = {id(f): f for s in sources if (f := self._inflight.get(id(s))) is not None}
-        fut = self.start(sources)
-        if fut is not None:
-            joined[id(fut)] = fut
         if joined:
             # The wrapper's result is copied to the loop by a callback queued after
             # _finish's, so the reading is published before this returns.

@@ -42,6 +42,10 @@ class Collector(Protocol):
     """A source of samples, read every ``default_interval`` seconds.
 
     ``name`` is the source name used in configuration (``cpu``, ``memory``, ...).
+    A collector may set ``on_loop = True`` when it reads nothing but /proc files
+    the kernel makes from memory (never a device, a network mount or a sensor
+    bus, never a sweep over processes): the agent then reads it on its event
+    loop instead of handing it to the collecting thread and back.
     ``collect()`` must be cheap and must not raise for missing data.
     """
 

@@ -40,6 +40,8 @@ class CpuCollector:
 
     name = "cpu"
     default_interval = 1.0
+    #: only /proc files the kernel makes from memory: read on the agent's loop
+    on_loop = True
 
     def __init__(self, procfs: str = "/proc", per_cpu: bool = False) -> None:
         self._file = ProcFile(f"{procfs}/stat")

@@ -45,6 +45,8 @@ class DiskIoCollector:
 
     name = "diskio"
     default_interval = 1.0
+    #: only /proc files the kernel makes from memory: read on the agent's loop
+    on_loop = True
 
     def __init__(
         self,

@@ -12,6 +12,8 @@ class LoadCollector:
 
     name = "load"
     default_interval = 1.0
+    #: only /proc files the kernel makes from memory: read on the agent's loop
+    on_loop = True
 
     def __init__(self, procfs: str = "/proc") -> None:
         self._file = ProcFile(f"{procfs}/loadavg")

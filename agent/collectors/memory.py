@@ -79,6 +79,8 @@ class MemoryCollector:
 
     name = "memory"
     default_interval = 1.0
+    #: only /proc files the kernel makes from memory: read on the agent's loop
+    on_loop = True
 
     def __init__(self, procfs: str = "/proc", page_size: int | None = None) -> None:
         self._meminfo = ProcFile(f"{procfs}/meminfo")

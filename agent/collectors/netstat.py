@@ -61,6 +61,8 @@ class NetstatCollector:
 
     name = "netstat"
     default_interval = 1.0
+    #: only /proc files the kernel makes from memory: read on the agent's loop
+    on_loop = True
 
     def __init__(self, procfs: str = "/proc", page_size: int | None = None) -> None:
         self._snmp = ProcFile(f"{procfs}/net/snmp")

@@ -32,6 +32,8 @@ class NetworkCollector:
 
     name = "network"
     default_interval = 1.0
+    #: only /proc files the kernel makes from memory: read on the agent's loop
+    on_loop = True
 
     def __init__(self, procfs: str = "/proc", exclude: str = DEFAULT_EXCLUDE) -> None:
         self._file = ProcFile(f"{procfs}/net/dev")

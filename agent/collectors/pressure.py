@@ -35,6 +35,8 @@ class PressureCollector:
 
     name = "pressure"
     default_interval = 1.0
+    #: only /proc files the kernel makes from memory: read on the agent's loop
+    on_loop = True
 
     def __init__(self, procfs: str = "/proc", clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

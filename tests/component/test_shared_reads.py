@@ -135,3 +135,45 @@ def test_the_first_sweep_is_not_followed_by_a_second_read_at_once():
     due = asyncio.run(main())
     executor.shutdown()
     assert due == [] and cpu.calls == 1
+
+
+class OnLoop(Counting):
+    """A collector of the kind that never blocks: read on the loop."""
+
+    on_loop = True
+
+
+def test_on_loop_sources_are_read_on_the_loop_and_shared_like_the_others():
+    light, heavy = OnLoop("cpu", ["node_cpu_a"], pause=0), Counting("processes", ["node_proc_x"], pause=0.05)
+    reads, published, executor = make(light, heavy)
+
+    async def main():
+        await reads.read(reads.sampler.sources)
+        before = (light.calls, heavy.calls)
+        answers = await asyncio.gather(*(reads.answer([], 0.0) for _ in range(10)))
+        return before, answers
+
+    (before, answers) = asyncio.run(main())
+    executor.shutdown()
+    assert (light.calls, heavy.calls) == (before[0] + 1, before[1] + 1), "ten reads, one read of each source"
+    assert light.threads == {"MainThread"} and heavy.threads == {"collect_0"}
+    assert all(a["live"] and set(a["values"]) == {"node_cpu_a", "node_proc_x"} for a in answers)
+    # each read is published once, and the two kinds separately
+    assert [r.sources for r in published] == [("cpu",), ("processes",), ("cpu",), ("processes",)]
+
+
+def test_a_failing_on_loop_source_is_reported_and_does_not_stop_the_loop():
+    class Broken(OnLoop):
+        def collect(self):
+            raise OSError("no such file")
+
+    reads, published, executor = make(Broken("cpu", ["node_cpu_a"], pause=0), OnLoop("load", ["node_load1"], pause=0))
+
+    async def main():
+        await reads.read(reads.sampler.sources)
+        return await reads.answer(["node_load*"], 0.0)
+
+    answer = asyncio.run(main())
+    executor.shutdown()
+    assert published[0].failures == [("cpu", "OSError: no such file")]
+    assert answer["values"]["node_load1"][3] is True
