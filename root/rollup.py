@@ -201,7 +201,7 @@ class Rollups:
             acc.add(keys[sel], values[sel], None if rank is None else rank[sel])
 
     def drain(self, tiers: tuple[str, ...], parent_of: dict[str, str],
-              closed_before: float = math.inf) -> list[RollupRows]:
+              closed_before: float = math.inf, limit: int | None = None) -> list[RollupRows]:
         """Hand over the open buckets of ``tiers`` (finest first), folding the
         1-min buckets into the coarser tiers first; ``parent_of`` maps a node to
         its aggregator for the aggregator scope.
@@ -209,10 +209,12 @@ class Rollups:
         Only 1-min buckets that end by ``closed_before`` are handed over (and
         folded), so a minute still receiving samples is written once, whole;
         coarser tiers hand over their partial buckets (merged in SQL).
+        ``limit``: at most this many 1-min buckets, the oldest.
         """
         out = []
         if "1m" in tiers:
-            done = {b: acc for b, acc in self.open["1m"].items() if b + 60 <= closed_before}
+            closed = sorted(b for b in self.open["1m"] if b + 60 <= closed_before)[:limit]
+            done = {b: self.open["1m"][b] for b in closed}
             for start, acc in done.items():
                 del self.open["1m"][start]
                 for name, width in TIERS[1:]:

@@ -290,8 +290,10 @@ class Store:
         self._ensure_schema()
         now = time.time() if now is None else now
         cfg = self.history.config
+        t0 = time.perf_counter()
         self.history.due(time.time())
-        rolled = self._write_rollups(cfg.maintain_budget)
+        # the drain counts against the budget: together they bound the call
+        rolled = self._write_rollups(cfg.maintain_budget - (time.perf_counter() - t0))
         compacted = 0
         if not self.compactor.running:
             compacted = self.compactor.run_pass(now, cfg.compact_budget, cfg.compact_nodes_per_call)

@@ -217,6 +217,24 @@ def test_rollup_keys_of_a_new_site_are_written_in_bounded_slices(url):
     store.close()
 
 
+def test_each_upkeep_drains_one_closed_minute_then_one_coarse_tier(url):
+    store = open_store(url)
+    later = time.time() + 2e12  # both flushes are due once, then not again
+    points = [("n1", 0, 60.0 * m + 1, float(m)) for m in range(3)]
+    store.write([data(n, seq, T0 + t, [v], [pos]) for seq, (n, pos, t, v) in enumerate(points, start=1)])
+    h = store.history
+    drained = []
+    for _ in range(7):
+        before = len(h.pending)
+        h.due(later)
+        drained.append(sorted({(r.tier, int(r.bucket[0])) for r in h.pending[before:]}))
+    minute = [(("1m", int(T0 + 60 * m)),) for m in range(3)]
+    assert drained == [list(m) for m in minute] + [[("30m", int(T0))], [("2h", int(T0))], [("1d", int(T0))], []]
+    store.flush()
+    check_rollups(store, points)
+    store.close()
+
+
 # --- compaction -----------------------------------------------------------------------
 
 
