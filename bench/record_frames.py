@@ -14,6 +14,9 @@ How the recordings in ``bench/data/`` were made (on the 2-core development box):
 
 ``agent_masked`` is what a node sends with the default masks (0.1 % change
 suppression, 30 s max silence); ``agent_full`` sends every series every second.
+Both ran with the default ``ratio_digits = 5`` (``_ratio`` series rounded to
+1e-5 at the agent); the recordings of 2026-11-23 hold 573 frames each, taken
+while other benchmarks loaded the box (so the CPU ratios move).
 The file is a zstd-compressed msgpack map ``{"node", "hello", "data"}``: the
 frame bytes exactly as the agent sent them (``hello`` the last HELLO, ``data``
 every DATA frame of its incarnation, oldest first).

@@ -22,9 +22,13 @@ Prints one JSON line per backend (SQLite always; PostgreSQL when
 * ``bytes_per_sample``: after compaction, the ``chunks`` table (rows and
   index, as the database stores them) divided by the points in it;
   ``chunk_payload_bytes_per_sample`` counts the chunk blobs alone.
-  ``compact_samples_per_s`` is compaction's own rate; the writer thread does
-  both, so ``samples_per_s_with_compaction`` (1 / (1/ingest + 1/compaction))
-  is what it sustains around the clock. ``*_masked`` keys are the
+  ``compact_samples_per_s`` is compaction's own rate (one pass, nothing else
+  running). ``samples_per_s_with_compaction`` is measured: ingest as above
+  into a database that also holds ``--backlog-nodes`` other nodes'
+  ``--backlog-seconds`` of old frames, while the compactor thread works
+  through them beside the writer (``compact_samples_per_s_concurrent``: its
+  rate meanwhile; ``compaction_ran_dry``: the backlog ran out before the
+  window ended, so compaction did not run throughout). ``*_masked`` keys are the
   same for the recording made with the agent's default masks (change
   suppression: fewer values per frame, irregular times per series).
 * ``q_1h_raw_ms``: ``Store.series`` of one series over the last hour at 1 s
@@ -345,6 +349,56 @@ def measure_ingest(url: str, rec: Recording, args) -> dict:
         store.close()
 
 
+def write_backlog(url: str, rec: Recording, args) -> tuple[int, float]:
+    """Frames of ``--backlog-nodes`` other nodes for ``--backlog-seconds``,
+    in complete windows before the compaction cutoff, written (and their
+    rollups flushed) before the measurement; returns (values, seconds taken)."""
+    width = 1800
+    t_end = (int(time.time()) - 300) // width * width - width
+    t0 = float(t_end - args.backlog_seconds)
+    store = Store(url, history=HistoryConfig(flush_seconds=1e12, coarse_flush_seconds=1e12,
+                                             retention_every=1e12))
+    t = time.perf_counter()
+    try:
+        values = write_history(store, rec, args.backlog_nodes, args.backlog_seconds, t0, seed=4, prefix="old-")
+        store.flush()
+    finally:
+        store.close()
+    return values, time.perf_counter() - t
+
+
+def measure_ingest_with_compaction(url: str, rec: Recording, args) -> dict:
+    """Ingest as ``measure_ingest`` while the compactor thread works through a
+    backlog of other nodes' old frames the whole time."""
+    backlog, _ = write_backlog(url, rec, args)
+    per_second = args.nodes * len(rec.series)
+    sim_seconds = max(5, int(args.seconds * args.expect_rate / per_second) + 2)
+    t0 = float(int(time.time()) - sim_seconds - 60)
+    hellos, seconds = make_batches(rec, args.nodes, args.aggregators, sim_seconds, t0, seed=1)
+    config = HistoryConfig(flush_seconds=10.0)
+    store = Store(url, history=config)
+    try:
+        store.start_compactor(every=1.0)
+        out = asyncio.run(_ingest(store, hellos, seconds, args.maintain_every, args.seconds))
+        dry = not store.compactor.todo(time.time())[1]
+        store.compactor.stop()
+        _, _, points = chunk_bytes(store)
+        charged = coarse_flush(store, out, config.coarse_flush_seconds)
+        compact_rate = round(points / max(store.compactor.busy_seconds, 1e-9))
+        return {
+            "samples_per_s_with_compaction": charged["samples_per_s"],
+            "samples_per_s_with_compaction_window": out["samples_per_s"],
+            "compact_samples_per_s_concurrent": compact_rate,
+            "compaction_kept_up": compact_rate >= charged["samples_per_s"],
+            "compaction_ran_dry": dry,
+            "compaction_backlog_samples": backlog,
+            "upkeep_max_ms_with_compaction": out["upkeep_max_ms"],
+            "commit_max_ms_with_compaction": out["commit_max_ms"],
+        }
+    finally:
+        store.close()
+
+
 def coarse_flush(store: Store, out: dict, every: float) -> dict:
     """Time one flush of the coarse tiers' partial buckets (the root does it
     every ``coarse_flush_seconds``, outside the short window) and charge its
@@ -354,7 +408,7 @@ def coarse_flush(store: Store, out: dict, every: float) -> dict:
         write = lambda: store._write_rollups(math.inf)  # noqa: E731
     else:  # the code before rollups left write() (for before/after figures)
         write = lambda: store.write([], [], [], [])  # noqa: E731
-    h.due(time.time())
+    h.pending += [r for r in h.rollups.drain(("1m",), h.parent_of, time.time() - h.config.close_grace) if len(r)]
     write()  # what the window left pending
     t = time.perf_counter()
     h.pending += [r for r in h.rollups.drain(("30m", "2h", "1d"), h.parent_of) if len(r)]
@@ -555,6 +609,9 @@ def run_backend(backend: str, args, full: Recording, masked: Recording, workdir:
     try:
         if args.seconds > 0:
             out.update(measure_ingest(fresh_url(backend, workdir, args.pg_url, "ingest", cleanups), full, args))
+            if args.backlog_nodes > 0:
+                out.update(measure_ingest_with_compaction(
+                    fresh_url(backend, workdir, args.pg_url, "concurrent", cleanups), full, args))
         res, store, t_end = measure_compaction(fresh_url(backend, workdir, args.pg_url, "compact", cleanups),
                                                full, args)
         out.update(res)
@@ -569,15 +626,13 @@ def run_backend(backend: str, args, full: Recording, masked: Recording, workdir:
     finally:
         for drop in cleanups:
             drop()
-    if out.get("samples_per_s") and out.get("compact_samples_per_s"):
-        # The same writer thread compacts every sample once, later: over a day
-        # both costs add up.
-        out["samples_per_s_with_compaction"] = round(
-            1 / (1 / out["samples_per_s"] + 1 / out["compact_samples_per_s"]))
     targets = {"samples_per_s": 750_000 if backend == "sqlite" else 1_000_000}
     out["targets_met"] = {
         "samples_per_s": out.get("samples_per_s", 0) >= targets["samples_per_s"],
+        "samples_per_s_with_compaction": (out.get("samples_per_s_with_compaction", 0) >= targets["samples_per_s"]
+                                          and out.get("compaction_kept_up", False)),
         "bytes_per_sample": out["bytes_per_sample"] <= 2.0,
+        "bytes_per_sample_masked": out["bytes_per_sample_masked"] <= 2.0,
         "queries": all(out[k] <= 50 for k in ("q_1h_raw_ms", "q_1d_5m_ms", "q_30d_summary_ms")),
     }
     return out
@@ -592,6 +647,9 @@ def main() -> None:
                     help="samples/s to make frames for (frames run out sooner if ingest is faster)")
     ap.add_argument("--maintain-every", type=float, default=10.0)
     ap.add_argument("--compact-nodes", type=int, default=20)
+    ap.add_argument("--backlog-nodes", type=int, default=100,
+                    help="nodes of old frames the compactor works through while ingest is measured (0: skip)")
+    ap.add_argument("--backlog-seconds", type=int, default=3600)
     ap.add_argument("--summary-nodes", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--recording", default=str(DATA_DIR / "agent_full.msgpack.zst"))
