@@ -13,7 +13,8 @@ before unpacking and every field's type after; anything wrong raises
 from __future__ import annotations
 
 import math
-from itertools import chain
+import operator
+from itertools import chain, repeat
 from typing import Any, Callable
 
 import msgpack
@@ -153,6 +154,9 @@ def _bytes(v: Any, what: str) -> bytes:
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 _CONTAINERS = frozenset({dict, list})
 _STR_ONLY = {str}
+_INT_ONLY = {int}
+_LIST_ONLY = {list}
+_THREE = {3}
 
 
 def _plain(v: Any, what: str) -> Any:
@@ -231,8 +235,32 @@ def _dec_ack_entry(e: Any) -> AckEntry:
     return AckEntry(_str(node, "ACK node"), _int(inc, "ACK incarnation"), ranges)
 
 
+def _ints_ok(values: Any) -> bool:
+    return not values or (set(map(type, values)) == _INT_ONLY and min(values) >= 0 and max(values) <= 2**63 - 1)
+
+
+def _ack_body_ok(entries: list) -> bool:
+    """The whole ACK body checked a column at a time, in C (an ACK after a long
+    commit has thousands of entries); False sends it through the per-entry checks,
+    which name what is wrong."""
+    if not entries:
+        return True
+    if set(map(type, entries)) != _LIST_ONLY or set(map(len, entries)) != _THREE:
+        return False
+    nodes, incs, flats = zip(*entries)
+    if set(map(type, nodes)) != _STR_ONLY or min(map(len, nodes)) == 0 or max(map(len, nodes)) > MAX_NAME_LEN:
+        return False
+    if not _ints_ok(incs) or set(map(type, flats)) != _LIST_ONLY or any(map(operator.and_, map(len, flats), repeat(1))):
+        return False
+    seqs = list(chain.from_iterable(flats))  # every list has an even length: pairs stay aligned
+    return _ints_ok(seqs) and all(map(operator.le, seqs[0::2], seqs[1::2]))
+
+
 def _dec_ack(b: Any) -> Ack:
-    return Ack(tuple(_dec_ack_entry(e) for e in _list(b, "ACK body")))
+    entries = _list(b, "ACK body")
+    if not _ack_body_ok(entries):
+        return Ack(tuple(_dec_ack_entry(e) for e in entries))
+    return Ack(tuple(AckEntry(node, inc, tuple(zip(flat[0::2], flat[1::2]))) for node, inc, flat in entries))
 
 
 def _dec_request(b: Any) -> Request:

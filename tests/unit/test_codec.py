@@ -391,3 +391,32 @@ def test_data_frames_cost_under_12_bytes_per_value():
     sparse = codec.encode(make(sender, 2**62, 1.7e9, Data.from_values(3, values, range(150)), 2**40))
     assert len(dense) / 150 < 12 and len(sparse) / 150 < 12
     assert len(dense) - 8 * 150 < 64, "the header stays small"
+
+
+_SEQ = st.one_of(st.integers(0, 2**63 - 1), st.integers(-5, -1), st.integers(2**63, 2**64 - 1), st.booleans(),
+                 st.floats(0, 10), st.just(None))
+_GOOD_ACK_ENTRY = st.tuples(st.text(min_size=1, max_size=12), st.integers(0, 2**63 - 1),
+                            st.lists(st.integers(0, 50), max_size=6)).map(list)
+_BAD_ACK_ENTRY = st.one_of(
+    st.tuples(st.one_of(st.text(min_size=1, max_size=12), st.just(""), st.text(min_size=256, max_size=260), _SEQ),
+              st.one_of(st.integers(0, 2**63 - 1), _SEQ, st.text(max_size=3)),
+              st.one_of(st.lists(st.integers(0, 50), max_size=6), st.lists(_SEQ, max_size=4), _SEQ)).map(list),
+    _ANY_MSGPACK,
+)
+_ACK_ENTRY = st.one_of(_GOOD_ACK_ENTRY, _GOOD_ACK_ENTRY, _GOOD_ACK_ENTRY, _BAD_ACK_ENTRY)
+
+
+@FUZZ
+@given(st.lists(_ACK_ENTRY, max_size=6))
+def test_ack_bodies_checked_in_bulk_decode_as_entry_by_entry(entries):
+    """_dec_ack checks a whole ACK body a column at a time; whatever it accepts or
+    refuses, the entry-by-entry checks (which name the fault) decide the same."""
+    def outcome(decode):
+        try:
+            return decode()
+        except DecodeError:
+            return "refused"
+
+    bulk = outcome(lambda: codec._dec_ack(entries))
+    one_by_one = outcome(lambda: Ack(tuple(codec._dec_ack_entry(e) for e in entries)))
+    assert bulk == one_by_one
