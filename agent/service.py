@@ -15,6 +15,7 @@ import zmq.asyncio
 
 from clumon.agent import __version__, maskstate
 from clumon.agent.collectors import Sample, default_collectors, inventory
+from clumon.agent.collectors.agentself import AgentSelfCollector
 from clumon.agent.config import AgentConfig
 from clumon.agent.masks import Filter, MaskError, MaskSet
 from clumon.agent.sampler import Reading, Sampler
@@ -55,6 +56,9 @@ class Agent:
             ctx, self.name, self.incarnation, tuple(cfg.parents), cfg.timings, self.spool,
             self._on_frame, cfg.max_frame_bytes,
         )
+        for c in collectors:
+            if isinstance(c, AgentSelfCollector):
+                c.bind(self.uplink.stats)
         kept = maskstate.load(cfg.state_dir)
         self.masks_set_at = kept[1] if kept else None
         self.filter = Filter(kept[0] if kept else cfg.masks.mask_set())

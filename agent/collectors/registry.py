@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from .agentself import AgentSelfCollector
 from .base import Collector
 from .cpu import CpuCollector
 from .diskio import DiskIoCollector
@@ -36,6 +37,8 @@ _FACTORIES: dict[str, Callable[[str, bool], Collector]] = {
     # Reads sysfs, not procfs: sensors live under /sys/class.
     "temperature": lambda procfs, per_cpu: TemperatureCollector(),
     "uptime": lambda procfs, per_cpu: UptimeCollector(procfs),
+    # The agent's own health; the agent binds its uplink's figures to it.
+    "agent": lambda procfs, per_cpu: AgentSelfCollector(procfs=procfs),
 }
 
 #: Every source name ``default_collectors`` knows.

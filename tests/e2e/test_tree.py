@@ -52,6 +52,10 @@ def test_four_agents_through_two_aggregators_reach_sqlite(tree, tmp_path):
     with Client(root.query) as c:
         latest = c.call("latest", node="node-1")
         assert "node_load1" in latest["values"]
+        # every tier's own health is stored like a node's: the agent's too
+        own = wait_for(lambda: (v := c.call("latest", node="node-1")["values"]).get("clumon_agent_frames_out_total") and v,
+                       what="the agent's own health series")
+        assert own["clumon_agent_resident_bytes"][0] > 1 << 20
         series = c.call("series", node="node-1", series="node_load1", since=300)
         assert len(series["points"]) >= 2
         assert all(isinstance(p[1], float) for p in series["points"])
