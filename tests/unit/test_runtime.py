@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 from clumon.proto import runtime
 
@@ -36,3 +38,12 @@ def test_quiet_log_warns_once_per_key_per_period(caplog):
     quiet.warn("n1", "bad frame from %s", "n1")
     msgs = [r.getMessage() for r in caplog.records]
     assert msgs == ["bad frame from n1", "bad frame from n2", "bad frame from n1 (4 more suppressed)"]
+
+
+def test_quiet_gc_freezes_what_start_up_made_and_collects_on_growth_only():
+    """In a fresh interpreter (the thresholds are process-wide): after quiet_gc the
+    objects alive at start are frozen and the thresholds are GC_THRESHOLDS."""
+    code = ("import gc; from clumon.proto import runtime; frozen = gc.get_freeze_count(); runtime.quiet_gc(); "
+            "print(frozen, gc.get_freeze_count() > 1000, tuple(gc.get_threshold()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.split(" ", 2) == ["0", "True", f"{runtime.GC_THRESHOLDS}\n"]
