@@ -229,9 +229,11 @@ def cmd_mask(c: Client, a: argparse.Namespace) -> Any:
     if not a.json:
         for node, masks in sorted(result["in_force"].items()):
             _print_masks(node, masks)
-        for what in ("down", "unknown", "timed_out"):
-            if result.get(what):
-                _console().print(f"{what.replace('_', ' ')} (not set): {', '.join(result[what])}")
+        if result.get("unknown"):
+            _console().print(f"unknown (not set): {', '.join(result['unknown'])}")
+        if result.get("pending"):
+            # down, unreachable or no answer in time: the root sends it again while it waits
+            _console().print(f"pending (set when each is up again and confirms): {', '.join(result['pending'])}")
     return result
 
 

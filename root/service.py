@@ -19,7 +19,8 @@ from clumon.root import health, http
 from clumon.root.config import RootConfig
 from clumon.root.history import HistoryConfig
 from clumon.root.ingest import Ingest
-from clumon.root.query import Queries, mask_ops
+from clumon.root.masks import MaskOps
+from clumon.root.query import Queries
 from clumon.root.reads import Reads
 from clumon.root.registry import Registry
 from clumon.root.server import QueryServer
@@ -68,7 +69,8 @@ class Root:
                              cfg.max_pending_frames, cfg.max_waiting_frames)
         self.reads = Reads(self.registry, self.routes, self.downlink.send, self.name)
         self.queries = Queries(self.registry, self.cache, store, self.health, self.forget, self.reads.read)
-        self.queries.ops.update(mask_ops(self.reads))
+        self.masks = MaskOps(self.reads, cfg.state_dir, retry_every=cfg.heartbeat_interval)
+        self.queries.ops.update(self.masks.ops())
         self.query_conn = transport.router(ctx, cfg.query)
         self.server = QueryServer(self.query_conn, self.queries, cfg.request_timeout)
         self.inner_errors = 0
@@ -172,6 +174,7 @@ class Root:
             asyncio.create_task(self.ingest.run_upkeep(self.cfg.maintain_interval), name="upkeep"),
             asyncio.create_task(self.server.serve(), name="queries"),
             asyncio.create_task(self._timers(), name="timers"),
+            asyncio.create_task(self.masks.deliver_pending(), name="pending-masks"),
         ]
         runtime.notify_ready("root", {
             "name": self.name, "listen": self.cfg.listen, "port": self.downlink.port,

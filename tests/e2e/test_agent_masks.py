@@ -122,3 +122,38 @@ def test_an_agent_whose_values_all_fail_their_masks_stays_up(tree, tmp_path):
     assert "suspect" not in states and "down" not in states, states
     assert data_frames(db, "node-1") == []
     assert end["frames_in"] - start["frames_in"] >= 9, "heartbeats kept coming"
+
+
+def test_a_mask_set_while_the_agent_is_down_is_applied_when_it_returns(tree, tmp_path):
+    """The change waits at the root (kept across a root restart) and is sent again
+    once the agent is up, until the agent confirms it."""
+    from harness import restart
+
+    root = tree.root()
+    agg = tree.aggregator("agg-1", [root.port])
+    agent = tree.agent("node-1", [agg.port])
+    tree.agent("node-2", [agg.port])
+    with Client(root.query) as c:
+        wait_for(lambda: {n["name"]: n["state"] for n in c.call("nodes")}.get("node-2") == "up", what="agents up")
+    assert agent.stop() == 0
+    with Client(root.query) as c:
+        wait_for(lambda: {n["name"]: n["state"] for n in c.call("nodes")}["node-1"] == "down", what="node-1 down")
+
+    out = cli(root.query, "--json", "mask", "set", "agg-1", "10 node_load* U", "90 * drop")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert set(result["in_force"]) == {"node-2"} and result["down"] == ["node-1"]
+    assert result["pending"] == ["node-1"]
+    shown = cli(root.query, "mask", "show", "node-1")
+    assert shown.returncode == 1 and "node_down" in shown.stderr and "waits for it" in shown.stderr
+
+    # the root goes away and comes back: the pending change is still there
+    assert root.stop() == 0
+    root = restart(tree, root)
+    tree.agent("node-1", [agg.port])
+    with Client(root.query) as c:
+        masks = wait_for(lambda: (m := c.call("masks", node="node-1")) and m["source"] == "control" and m,
+                         timeout=30, what="the pending mask applied to the returned agent")
+        assert masks["rules"] == ["10 node_load* U", "90 * drop"]
+        wait_for(lambda: c.call("masks", node="node-1")["pending"] is None, what="the change confirmed")
+    assert json.loads((tmp_path / "root" / "pending_masks.json").read_text()) == {}

@@ -1,0 +1,179 @@
+"""Run-time masks from the root: the ``masks`` and ``set_mask`` ops, and the mask
+changes waiting for agents that could not take them when they were made.
+
+``set_mask`` resolves its target (a node, a comma list, a glob over names or tree
+paths, or an aggregator for its whole subtree) to agents, sends each a CONTROL
+``set_masks`` down its route, then asks them (REQUEST ``masks``, which travels
+behind the CONTROL on the same path) what is in force, so an answer confirms the
+change. An agent that is down or unreachable, or that did not answer in time, keeps
+the change as *pending*: the root remembers it (in ``state_dir``, so a root restart
+keeps it too), sends it again whenever that agent is up, and forgets it once the
+agent confirms it or a later ``set_mask`` replaces it. An operator who masks a rack
+while half of it is rebooting gets the whole rack masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from clumon.root.query import Handler, QueryError, arg
+from clumon.root.registry import Registry
+
+log = logging.getLogger("clumon.root.masks")
+
+#: states in which an agent cannot be reached
+AWAY = ("down", "unreachable")
+
+
+class PendingMasks:
+    """Mask changes not yet confirmed by their agent: node -> {control, set_at},
+    written atomically to ``path`` after every change (``None``: memory only)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.items: dict[str, dict[str, Any]] = {}
+        if path is not None and path.exists():
+            try:
+                loaded = json.loads(path.read_text())
+                self.items = {n: v for n, v in loaded.items()
+                              if isinstance(v, dict) and isinstance(v.get("control"), dict)}
+            except (OSError, ValueError, AttributeError) as exc:
+                log.error("pending masks in %s could not be read (%s): starting without them", path, exc)
+
+    def put(self, nodes: list[str], control: dict, at: float) -> None:
+        for n in nodes:
+            self.items[n] = {"control": control, "set_at": at}
+        self._save()
+
+    def drop(self, nodes: list[str], only_set_at: float | None = None) -> None:
+        """Forget the changes of ``nodes`` (only those made at ``only_set_at``, so
+        a confirmation of an older change never drops a newer one)."""
+        gone = [n for n in nodes if n in self.items
+                and (only_set_at is None or self.items[n]["set_at"] == only_set_at)]
+        for n in gone:
+            del self.items[n]
+        if gone:
+            self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.items))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.error("pending masks could not be written to %s (%s): kept in memory only", self.path, exc)
+
+
+class MaskOps:
+    """The ``masks`` and ``set_mask`` ops over a ``root.reads.Reads``, and the
+    delivery of pending changes (``deliver_pending``, a task of the root)."""
+
+    def __init__(self, reads: Any, state_dir: Path | None, retry_every: float = 5.0):
+        self.reads = reads
+        self.pending = PendingMasks(state_dir / "pending_masks.json" if state_dir is not None else None)
+        self.retry_every = retry_every
+        self._delivering: dict[str, asyncio.Task] = {}
+
+    def ops(self) -> dict[str, Handler]:
+        return {"masks": self.masks, "set_mask": self.set_mask}
+
+    async def masks(self, args: dict) -> dict:
+        node = arg(args, "node", str)
+        timeout = float(arg(args, "timeout", (int, float), 3.0, check=lambda v: 0 < v <= 60))
+        got = await self.reads.ask("masks", [node], {}, timeout)
+        if node in got["nodes"]:
+            return {"node": node, **got["nodes"][node], "pending": self.pending.items.get(node)}
+        waiting = " (a mask change waits for it)" if node in self.pending.items else ""
+        if got["unknown"]:
+            raise QueryError("unknown_node", f"no agent named {node!r}")
+        if got["down"]:
+            raise QueryError("node_down", f"{node} is down or unreachable{waiting}")
+        raise QueryError("timeout", f"{node} did not answer within {timeout:g} s{waiting}")
+
+    async def set_mask(self, args: dict) -> dict:
+        target = arg(args, "target", str)
+        control = _control(args)
+        timeout = float(arg(args, "timeout", (int, float), 5.0, check=lambda v: 0 < v <= 60))
+        nodes, unknown = self.reads.resolve([target])
+        nodes = agents_under(self.reads.registry, nodes)
+        if not nodes:
+            raise QueryError("unknown_node", f"no agent matches {target!r}")
+        at = time.time()
+        # recorded first: a change is never lost between sending and confirming
+        self.pending.put(nodes, control, at)
+        got = await self._send(nodes, control, timeout)
+        self.pending.drop(list(got["nodes"]), only_set_at=at)
+        down = sorted(set(nodes) - set(got["sent"]))
+        return {"target": target, "in_force": got["nodes"], "timed_out": got["timed_out"], "down": down,
+                "unknown": unknown, "pending": sorted(n for n in nodes if n in self.pending.items)}
+
+    async def _send(self, nodes: list[str], control: dict, timeout: float) -> dict:
+        registry: Registry = self.reads.registry
+        sent = [n for n in nodes if n in registry.nodes and registry.nodes[n].state not in AWAY
+                and self.reads.control(n, "set_masks", control)]
+        got = await self.reads.ask("masks", sent, {}, timeout) if sent else {"nodes": {}, "timed_out": []}
+        return {**got, "sent": sent}
+
+    async def deliver_pending(self, stop: asyncio.Event | None = None) -> None:
+        """Every ``retry_every`` seconds, send each pending change whose agent is up."""
+        while stop is None or not stop.is_set():
+            await asyncio.sleep(self.retry_every)
+            registry: Registry = self.reads.registry
+            for node in list(self.pending.items):
+                known = registry.nodes.get(node)
+                if known is None:  # forgotten: nobody to deliver to
+                    self.pending.drop([node])
+                elif known.state not in AWAY and node not in self._delivering:
+                    self._delivering[node] = asyncio.get_running_loop().create_task(self._deliver(node))
+
+    async def _deliver(self, node: str) -> None:
+        try:
+            # the change pending now, read in the same loop step that sends it: a
+            # set_mask that replaced it meanwhile is never overtaken by the old one
+            item = self.pending.items.get(node)
+            if item is None:
+                return
+            got = await self._send([node], item["control"], max(1.0, self.retry_every))
+            if node in got["nodes"]:
+                self.pending.drop([node], only_set_at=item["set_at"])
+                log.info("pending mask change delivered to %s", node)
+        finally:
+            self._delivering.pop(node, None)
+
+
+def _control(args: dict) -> dict[str, Any]:
+    """The CONTROL ``set_masks`` arguments, validated as the agent will."""
+    from clumon.agent.masks import MaskError, MaskSet
+
+    if arg(args, "reset", bool, False):
+        return {"reset": True}
+    rules = arg(args, "masks", list, [])
+    control: dict[str, Any] = {"masks": rules}
+    for key in ("min_change", "min_change_abs", "max_silence"):
+        value = arg(args, key, (int, float), None)
+        if value is not None:
+            control[key] = value
+    try:
+        MaskSet.from_dict({**control, "rules": rules})
+    except MaskError as exc:
+        raise QueryError("bad_args", f"argument 'masks': {exc}") from None
+    return control
+
+
+def agents_under(registry: Registry, names: list[str]) -> list[str]:
+    """Agents among ``names``, an aggregator standing for every agent behind it."""
+    out: list[str] = []
+    for n in names:
+        node = registry.nodes[n]
+        below = [m for m in registry.behind(n) if registry.nodes[m].role == "agent"] if node.role == "aggregator" else [n]
+        out.extend(m for m in below if m not in out)
+    return out
