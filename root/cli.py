@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from clumon.proto.liveness import STATES
 from clumon.root.client import DEFAULT_ENDPOINT, Client, ClientError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
@@ -82,12 +83,11 @@ def _styled(state: str) -> str:
 
 
 def cmd_nodes(c: Client, a: argparse.Namespace) -> Any:
-    result = c.call("nodes")
+    result = c.call("nodes", match=a.match, states=a.state or None)
     if not a.json:
-        # Incarnations are 19-digit numbers that only matter to scripts: --json has them.
-        _table("nodes", ["node", "role", "parent", "state", "since", "last seen"],
-               [[n["name"], n["role"], n["parent"] or "-", _styled(n["state"]), _since(n["since"]),
-                 _age(n["last_seen"])] for n in result])
+        _table("nodes", ["node", "role", "path", "state", "since", "last seen", "incarnation"],
+               [[n["name"], n["role"], n["path"] or "-", _styled(n["state"]), _since(n["since"]),
+                 _age(n["last_seen"]), str(n["incarnation"] or "-")] for n in result])
     return result
 
 
@@ -276,7 +276,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--failover-after", type=float, default=15.0)
     s.add_argument("--drain-timeout", type=float, default=10.0, help="on stop, wait this long for acks")
 
-    sub.add_parser("nodes", help="every node with its parent, state, since and last frame (--json adds incarnations)")
+    s = sub.add_parser("nodes", help="every node with path, state, since, incarnation")
+    s.add_argument("match", nargs="?", help="only nodes whose name or path matches this glob (rack-7/*)")
+    s.add_argument("--state", action="append", choices=STATES,
+                   help="only nodes in this state (repeat for several: --state down --state unreachable)")
     sub.add_parser("tree", help="the topology with per-tier health")
     s = sub.add_parser("latest", help="newest cached values of a node")
     s.add_argument("node")

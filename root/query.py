@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any, Awaitable, Callable
 
+from clumon.proto.liveness import STATES
 from clumon.proto.tree import LatestCache
 from clumon.root.overview import overview
 from clumon.root.registry import Registry
@@ -96,8 +97,15 @@ class Queries:
         return await self.ops[op](args)
 
     async def nodes(self, args: dict) -> list[dict]:
+        """Every node, or those of a ``role``, in ``states`` and matching a glob of
+        ``match`` over names or tree paths (``agg-7/*``)."""
         role = arg(args, "role", str, None)
-        out = [n.as_dict() for n in self.registry.nodes.values() if role is None or n.role == role]
+        states = arg(args, "states", list, None, check=lambda v: all(s in STATES for s in v))
+        match = arg(args, "match", str, None)
+        out = [n.as_dict() for n in self.registry.nodes.values()
+               if (role is None or n.role == role) and (states is None or n.state in states)
+               and (match is None or fnmatch.fnmatchcase(n.name, match)
+                    or fnmatch.fnmatchcase(f"{n.path}/{n.name}" if n.path else n.name, match))]
         return sorted(out, key=lambda n: (n["path"], n["name"]))
 
     async def tree(self, args: dict) -> dict:

@@ -77,6 +77,12 @@ def test_cli_latest_and_series_print_tables(tree):
     assert "node_load1 on node-1" in out.stdout
     nodes = cli(root.query, "nodes")
     assert nodes.returncode == 0 and "node-1" in nodes.stdout and "agg-1" in nodes.stdout
+    # filters: by glob over names or paths, and by state
+    under = json.loads(cli(root.query, "--json", "nodes", "agg-1/*").stdout)
+    assert [n["name"] for n in under] == ["node-1"]
+    assert json.loads(cli(root.query, "--json", "nodes", "--state", "down", "--state", "unreachable").stdout) == []
+    assert {n["name"] for n in json.loads(cli(root.query, "--json", "nodes", "--state", "up").stdout)} >= {"node-1", "agg-1"}
+    assert cli(root.query, "nodes", "--state", "dead").returncode == 2
     health = cli(root.query, "health")
     assert "e+" not in health.stdout  # integers (incarnation, counters) print whole
 
@@ -91,6 +97,7 @@ def test_unknown_op_and_bad_args_get_error_values(tree):
             ("latest", {"node": "ghost"}, "unknown_node"),
             ("series", {"node": "ghost", "series": "x", "since": "yesterday"}, "bad_args"),
             ("events", {"limit": -1}, "bad_args"),
+            ("nodes", {"states": ["dead"]}, "bad_args"),
         ]:
             try:
                 c.call(op, **args)
@@ -125,6 +132,12 @@ def test_series_plot_draws_a_terminal_chart(tree):
     assert "node_load1 on node-1" in out.stdout
     nodes = cli(root.query, "nodes")
     assert nodes.returncode == 0 and "node-1" in nodes.stdout and "agg-1" in nodes.stdout
+    # filters: by glob over names or paths, and by state
+    under = json.loads(cli(root.query, "--json", "nodes", "agg-1/*").stdout)
+    assert [n["name"] for n in under] == ["node-1"]
+    assert json.loads(cli(root.query, "--json", "nodes", "--state", "down", "--state", "unreachable").stdout) == []
+    assert {n["name"] for n in json.loads(cli(root.query, "--json", "nodes", "--state", "up").stdout)} >= {"node-1", "agg-1"}
+    assert cli(root.query, "nodes", "--state", "dead").returncode == 2
     health = cli(root.query, "health")
     assert "e+" not in health.stdout  # integers (incarnation, counters) print whole
     assert "\x1b[" not in out.stdout, "no colour codes in a pipe"
