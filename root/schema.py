@@ -243,6 +243,16 @@ def _v3(conn: sa.Connection) -> None:
     )
 
 
+def _v4(conn: sa.Connection) -> None:
+    # PostgreSQL: retention's index on chunks.start as BRIN (a few pages for the
+    # whole table: chunks are written roughly in window order) instead of a
+    # B-tree entry of ~20 bytes a row -- 0.05 B/sample where chunks of change-
+    # suppressed series hold ~450 points. SQLite has no BRIN.
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("DROP INDEX chunks_start")
+        conn.exec_driver_sql("CREATE INDEX chunks_start ON chunks USING brin (start)")
+
+
 Migration = tuple[int, str, Callable[[sa.Connection], None]]
 
 #: Ordered migrations. Append; never edit one that has shipped.
@@ -250,6 +260,7 @@ MIGRATIONS: list[Migration] = [
     (1, "frames, dictionaries, events, nodes, state_history", _v1),
     (2, "chunks, compacted ranges, rollup keys and tiers", _v2),
     (3, "chunks keyed by rollup_keys.key (node scope), view chunks_named", _v3),
+    (4, "PostgreSQL: BRIN index on chunks.start", _v4),
 ]
 
 

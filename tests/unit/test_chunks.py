@@ -67,9 +67,40 @@ def test_version_1_chunks_still_decode(hexed, values):
     assert np.array_equal(vs, np.array(values), equal_nan=True)
 
 
-@pytest.mark.parametrize("bad", [b"", b"\x03abc", b"\x02abc", b"\x01not zstd",
+#: Chunks written by format version 2 (timestamps as delta-of-delta): still readable.
+V2_CHUNKS = [
+    ("0228b52ffd202e3d0100e8060000000068e5cf8b010000020202000500d00700fd0a40400040bf000300305350ec358030",
+     1.7e9 + np.arange(6.0), [4096.0, 8192, 8192, 12288, 0.5, 3.0]),
+    ("0228b52ffd20521502000403060000000068e5cf8b010000020008000100d0079a00cf55009c9900cc55007500883ce4b9701c2de42b3f"
+     "0000403f3e072070d30322ee3616428560b8061606", 1.7e9 + np.arange(6.0), [0.1, 0.2, 1 / 3, float("nan"), 7.0, 1e300]),
+    ("0228b52ffd203ad10100060000000068e5cf8b010000020604000200000000000000d609a6eaa307000fd2de3a16a7f89ff8309361248624"
+     "000000010101000000000000", 1.7e9 + np.array([0, 1.003, 2.001, 5.002, 35.0, 36.5]),
+     [0.12346, 0.5, 0.25, 1.0, 0.0, 0.75]),
+]
+
+
+@pytest.mark.parametrize("hexed, times, values", V2_CHUNKS)
+def test_version_2_chunks_still_decode(hexed, times, values):
+    ts, vs = chunks.decode(bytes.fromhex(hexed))
+    assert np.array_equal(np.round(ts * 1000), np.round(times * 1000))
+    assert np.array_equal(vs, np.array(values), equal_nan=True)
+
+
+def test_irregular_times_cost_less_as_seconds_and_jitter_than_as_delta_of_delta():
+    rng = np.random.default_rng(5)
+    gaps = rng.choice([1, 1, 1, 2, 3, 5, 30], 1799) * 1000 + rng.integers(-4, 5, 1799)
+    ts = (1.7e12 + np.concatenate(([0], np.cumsum(gaps)))) / 1000
+    v3 = chunks.encode(ts, np.zeros(len(ts)))
+    assert np.array_equal(np.round(chunks.decode(v3)[0] * 1000), np.round(ts * 1000))
+    dod = np.diff(np.diff(np.round(ts * 1000).astype(np.int64)), prepend=0)
+    width, planes = chunks._narrow(chunks._zigzag(dod))  # what version 2 stored
+    assert len(v3) < len(chunks._compressor.compress(planes))
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x04abc", b"\x03abc", b"\x02abc", b"\x01not zstd",
                                  b"\x01" + chunks._compressor.compress(b"short"),
-                                 b"\x02" + chunks._compressor.compress(b"short")])
+                                 b"\x02" + chunks._compressor.compress(b"short"),
+                                 b"\x03" + chunks._compressor.compress(b"short")])
 def test_damaged_chunks_raise_chunk_error(bad):
     with pytest.raises(chunks.ChunkError):
         chunks.decode(bad)
@@ -78,7 +109,7 @@ def test_damaged_chunks_raise_chunk_error(bad):
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_never_raise_anything_but_chunk_error(junk):
-    for version in (b"\x01", b"\x02"):
+    for version in (b"\x01", b"\x02", b"\x03"):
         try:
             chunks.decode(version + chunks._compressor.compress(junk))
         except chunks.ChunkError:
