@@ -28,7 +28,9 @@ Prints one JSON line per backend (SQLite always; PostgreSQL when
   ``--backlog-seconds`` of old frames, while the compactor thread works
   through them beside the writer (``compact_samples_per_s_concurrent``: its
   rate meanwhile; ``compaction_ran_dry``: the backlog ran out before the
-  window ended, so compaction did not run throughout). ``*_masked`` keys are the
+  window ended, so compaction did not run throughout);
+  ``samples_per_s_sustained``, the smaller of the two, is what a root ingests
+  and compacts around the clock. ``*_masked`` keys are the
   same for the recording made with the agent's default masks (change
   suppression: fewer values per frame, irregular times per series).
 * ``q_1h_raw_ms``: ``Store.series`` of one series over the last hour at 1 s
@@ -390,6 +392,8 @@ def measure_ingest_with_compaction(url: str, rec: Recording, args) -> dict:
             "samples_per_s_with_compaction_window": out["samples_per_s"],
             "compact_samples_per_s_concurrent": compact_rate,
             "compaction_kept_up": compact_rate >= charged["samples_per_s"],
+            # around the clock a root must ingest and compact the same rate
+            "samples_per_s_sustained": min(charged["samples_per_s"], compact_rate),
             "compaction_ran_dry": dry,
             "compaction_backlog_samples": backlog,
             "upkeep_max_ms_with_compaction": out["upkeep_max_ms"],
@@ -629,8 +633,7 @@ def run_backend(backend: str, args, full: Recording, masked: Recording, workdir:
     targets = {"samples_per_s": 750_000 if backend == "sqlite" else 1_000_000}
     out["targets_met"] = {
         "samples_per_s": out.get("samples_per_s", 0) >= targets["samples_per_s"],
-        "samples_per_s_with_compaction": (out.get("samples_per_s_with_compaction", 0) >= targets["samples_per_s"]
-                                          and out.get("compaction_kept_up", False)),
+        "samples_per_s_with_compaction": out.get("samples_per_s_sustained", 0) >= targets["samples_per_s"],
         "bytes_per_sample": out["bytes_per_sample"] <= 2.0,
         "bytes_per_sample_masked": out["bytes_per_sample_masked"] <= 2.0,
         "queries": all(out[k] <= 50 for k in ("q_1h_raw_ms", "q_1d_5m_ms", "q_30d_summary_ms")),
@@ -643,7 +646,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=5000)
     ap.add_argument("--aggregators", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=40.0, help="wall seconds of ingest per backend (0: skip)")
-    ap.add_argument("--expect-rate", type=float, default=1_200_000,
+    ap.add_argument("--expect-rate", type=float, default=1_800_000,
                     help="samples/s to make frames for (frames run out sooner if ingest is faster)")
     ap.add_argument("--maintain-every", type=float, default=10.0)
     ap.add_argument("--compact-nodes", type=int, default=20)
