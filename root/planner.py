@@ -5,13 +5,19 @@ most of the time (measured in ``bench/root_ingest.py``).
 
 The process only reads the database (its own connection): it returns a
 ``compaction.NodePlan`` whose chunks name their series; the compactor thread
-in the root gives them keys, writes them and retires the frames.
+in the root gives them keys, writes them and retires the frames. It is
+spawned (not forked: the root has threads by then), so a program that starts
+the compactor needs the ``if __name__ == "__main__"`` guard, as the root's
+entry points have; it ends when the root does, even after a kill -9.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
@@ -25,6 +31,19 @@ from .engine import StoreUnavailable, Translate, make_engine
 log = logging.getLogger("clumon.root.planner")
 
 # --- in the planning process -------------------------------------------------------
+
+
+def _watch_parent(parent: int) -> None:
+    """End this process when the root is gone, even killed with -9 (the pool's
+    worker would otherwise wait for work forever, holding its connection)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
 
 _engines: dict[str, sa.Engine] = {}
 _names: dict[tuple[str, int, int], tuple[str, ...] | None] = {}
@@ -68,7 +87,8 @@ class Planner:
         """Start planning ``node``; returns what waits for the plan."""
         if self._pool is None:
             # spawn, not fork: the root has threads and a zmq context by now
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_watch_parent, initargs=(os.getpid(),))
         future = self._pool.submit(plan, self.url, self.busy_timeout, node, cutoff)
 
         def result() -> compaction.NodePlan | None:

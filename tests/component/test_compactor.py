@@ -5,7 +5,10 @@ mid-compaction loses nothing, and closing the store stops the thread."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -144,3 +147,31 @@ def test_postgresql_frames_locked_after_the_chunks_are_written_loses_nothing(pg_
     store.write(frames_of(seqs))  # and after: recognised by the compacted ranges
     check_once(store, seqs)
     store.close()
+
+
+PLANNER_OWNER = """
+import multiprocessing, os, sys
+from clumon.root.planner import Planner
+from clumon.root.store import Store
+if __name__ == "__main__":
+    Store(sys.argv[1])  # the schema
+    planner = Planner(sys.argv[1], 5.0)
+    planner.submit("nobody", 0.0)()
+    print(multiprocessing.active_children()[0].pid, flush=True)
+    os.kill(os.getpid(), 9)
+"""
+
+
+def test_the_planning_process_ends_when_the_root_is_killed(tmp_path):
+    script = tmp_path / "owner.py"
+    script.write_text(PLANNER_OWNER)
+    out = subprocess.run([sys.executable, str(script), f"sqlite:///{tmp_path / 'root.db'}"],
+                         capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == -9, out.stderr
+    child = int(out.stdout.split()[0])
+    wait_for(lambda: not os.path.exists(f"/proc/{child}") or _zombie(child), "the planner to end")
+
+
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
