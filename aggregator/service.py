@@ -149,15 +149,16 @@ class Aggregator:
             asyncio.get_running_loop().call_soon(self._send_acks)
 
     def _send_acks(self) -> None:
+        self._acks_scheduled = False  # first: an error below must not stop later ACKs
         queue, send = self._acks, self.downlink.send
         until = time.monotonic() + ACK_SLICE_S
         while queue:
             child, entries = queue.popleft()
             send(child, Ack(tuple(entries)))
-            if time.monotonic() >= until:
+            if queue and time.monotonic() >= until:
+                self._acks_scheduled = True
                 asyncio.get_running_loop().call_soon(self._send_acks)  # the rest after other callbacks
                 return
-        self._acks_scheduled = False
 
     def _route_control(self, frame: Frame) -> None:
         body: Control = frame.body
