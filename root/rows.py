@@ -69,3 +69,56 @@ class StateRow:
     since: float
     state: str
     incarnation: int
+
+
+# --- as column dicts for SQL ---------------------------------------------------------
+
+
+def frame_dict(f: FrameRow) -> dict:
+    return {
+        "node": f.node,
+        "incarnation": f.incarnation,
+        "seq": f.seq,
+        "ts": f.ts,
+        "kind": int(f.kind),
+        "dict_version": f.dict_version,
+        "payload": f.payload,
+    }
+
+
+def dict_dict(d: DictionaryRow) -> dict:
+    return {
+        "node": d.node,
+        "incarnation": d.incarnation,
+        "dict_version": d.dict_version,
+        "series": list(d.series),
+        "inventory": d.inventory,
+        "role": d.role,
+    }
+
+
+def event_dict(e: EventRow) -> dict:
+    return {
+        "ts": e.ts,
+        "subject": e.subject,
+        "type": e.type,
+        "message": e.message,
+        "attrs": e.attrs,
+        "source": e.source,
+        "source_incarnation": e.source_incarnation,
+        "source_seq": e.source_seq,
+    }
+
+
+def node_dict(n: NodeRow) -> dict:
+    return {
+        "name": n.name,
+        "path": n.path,
+        "parent": n.parent,
+        "role": n.role,
+        "state": n.state,
+        "since": n.since,
+        "incarnation": n.incarnation,
+        "last_seen": n.last_seen,
+        "inventory": n.inventory,
+    }

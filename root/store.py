@@ -32,6 +32,8 @@ from .history import History, HistoryConfig
 from .engine import StoreError, StoreUnavailable, Translate, _dumps, make_engine
 from .pgcopy import copy_insert_ignore
 from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
+from .rows import dict_dict as _dict_dict, event_dict as _event_dict, frame_dict as _frame_dict
+from .rows import node_dict as _node_dict
 
 __all__ = [
     "DictionaryRow", "EventRow", "FrameRow", "NodeRow", "StateRow", "Store", "StoreError", "StoreUnavailable",
@@ -383,53 +385,3 @@ def _sqlite_insert_all_new(conn: sa.Connection, frames: list[FrameRow]) -> bool:
     raw.execute("ROLLBACK TO frames_in")
     raw.execute("RELEASE frames_in")
     return False
-
-
-def _frame_dict(f: FrameRow) -> dict:
-    return {
-        "node": f.node,
-        "incarnation": f.incarnation,
-        "seq": f.seq,
-        "ts": f.ts,
-        "kind": int(f.kind),
-        "dict_version": f.dict_version,
-        "payload": f.payload,
-    }
-
-
-def _dict_dict(d: DictionaryRow) -> dict:
-    return {
-        "node": d.node,
-        "incarnation": d.incarnation,
-        "dict_version": d.dict_version,
-        "series": list(d.series),
-        "inventory": d.inventory,
-        "role": d.role,
-    }
-
-
-def _event_dict(e: EventRow) -> dict:
-    return {
-        "ts": e.ts,
-        "subject": e.subject,
-        "type": e.type,
-        "message": e.message,
-        "attrs": e.attrs,
-        "source": e.source,
-        "source_incarnation": e.source_incarnation,
-        "source_seq": e.source_seq,
-    }
-
-
-def _node_dict(n: NodeRow) -> dict:
-    return {
-        "name": n.name,
-        "path": n.path,
-        "parent": n.parent,
-        "role": n.role,
-        "state": n.state,
-        "since": n.since,
-        "incarnation": n.incarnation,
-        "last_seen": n.last_seen,
-        "inventory": n.inventory,
-    }
