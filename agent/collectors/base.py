@@ -105,13 +105,19 @@ class ProcFile:
     every read: the agent's dozen 1 s files cost ~40 % less to read. A file that
     cannot be opened or read is tried again at the next read. (A file replaced
     on disk would be read from its old inode: not a case /proc has.)
+
+    Each read asks for about twice what the file held last time (1 to 64 KiB), not
+    64 KiB: ``os.pread`` allocates a bytes object of the asked size and shrinks
+    it, and those 64 KiB allocations shrunk in place fragmented the heap, so the
+    agent's RSS crept up ~0.1 MiB every 30 s (flat with sized reads).
     """
 
-    __slots__ = ("path", "_fd")
+    __slots__ = ("path", "_fd", "_size")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = None
+        self._size = 65536
 
     def read(self) -> bytes | None:
         """The whole content, or ``None`` if the file cannot be read."""
@@ -123,17 +129,19 @@ class ProcFile:
                 return None
         try:
             # A seq_file hands out one buffer (a page, at first) per read: read on to EOF.
-            chunk = os.pread(fd, 65536, 0)
+            size = self._size
+            chunk = os.pread(fd, size, 0)
             chunks = [chunk]
             offset = len(chunk)
             while chunk:
-                chunk = os.pread(fd, 65536, offset)
+                chunk = os.pread(fd, size, offset)
                 chunks.append(chunk)
                 offset += len(chunk)
         except OSError:
             self.close()
             return None
-        return b"".join(chunks)
+        self._size = _buffer_for(offset)
+        return b"".join(chunks) if len(chunks) > 2 else chunks[0]
 
     def close(self) -> None:
         if self._fd is not None:
@@ -145,3 +153,12 @@ class ProcFile:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _buffer_for(length: int) -> int:
+    """A read size for a file that held ``length`` bytes: a power of two of at least
+    twice that, from 1 KiB to 64 KiB."""
+    size = 1024
+    while size < 2 * length and size < 65536:
+        size *= 2
+    return size
