@@ -24,6 +24,8 @@ SERIES = {
     "clumon_root_nodes": "nodes",
     "clumon_root_queries_total": "queries",
     "clumon_root_ingest_samples_per_second": "samples_per_s",
+    "clumon_root_frames_compacted_total": "frames_compacted",
+    "clumon_root_raw_oldest_age_seconds": "raw_oldest_age_s",
 }
 
 

@@ -141,7 +141,17 @@ class Root:
             "nodes": len(self.registry.nodes),
             "queries": self.server.requests,
             **i.rates(),
+            **self._compaction(),
         }
+
+    def _compaction(self) -> dict:
+        """Is compaction keeping up: its thread, its work, its last error, and the
+        age of the oldest frame not yet compacted (it grows past ~35 min when not)."""
+        c = self.store.compactor
+        oldest = list(self.store.history.raw_oldest.values())  # one C call: safe beside the thread
+        return {"compaction_running": c.running, "frames_compacted": c.frames_compacted,
+                "compaction_busy_s": round(c.busy_seconds, 3), "compaction_error": c.last_error,
+                "raw_oldest_age_s": round(time.time() - min(oldest), 1) if oldest else None}
 
     # --- life cycle --------------------------------------------------------------------
 

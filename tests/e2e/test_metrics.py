@@ -46,6 +46,12 @@ def test_metrics_parse_with_node_and_aggregator_labels(tree):
     # counters keep their _total name (the parser files them under the family without it)
     assert any(n.startswith("node_network_receive_bytes") for n in fams)
     assert "clumon_root_frames_in" in fams
+    # whether compaction keeps up: the age of the oldest frame not yet compacted
+    assert "clumon_root_frames_compacted" in fams and "clumon_root_raw_oldest_age_seconds" in fams
+    with Client(root.query) as c:
+        h = c.call("health")
+    assert h["compaction_running"] is True and h["compaction_error"] == ""
+    assert 0 <= h["raw_oldest_age_s"] < 600
 
     with Client(root.query) as c:
         c.call("forget", node="node-2")
