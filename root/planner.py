@@ -47,11 +47,15 @@ def _watch_parent(parent: int) -> None:
 
 _engines: dict[str, sa.Engine] = {}
 _names: dict[tuple[str, int, int], tuple[str, ...] | None] = {}
+#: dictionaries kept (a few KB each); past this the cache starts again
+_NAMES_MAX = 20_000
 
 
 def _series_names(conn: sa.Connection, node: str, incarnation: int, dv: int) -> tuple[str, ...] | None:
     key = (node, incarnation, dv)
     if key not in _names:
+        if len(_names) >= _NAMES_MAX:  # every restart of every node adds one: stay bounded
+            _names.clear()
         d = S.dictionaries
         row = conn.execute(sa.select(d.c.series).where(
             d.c.node == node, d.c.incarnation == incarnation, d.c.dict_version == dv)).first()
