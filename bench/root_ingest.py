@@ -328,15 +328,24 @@ async def _ingest(store: Store, hellos, seconds, maintain_every: float, max_wait
     }
 
 
-def measure_ingest(url: str, rec: Recording, args) -> dict:
+def ingest_frames(rec: Recording, args) -> tuple[int, list, list]:
+    """(seconds of frames, HELLOs, BATCHes per second) for ``--seconds`` of ingest
+    at ``--expect-rate``.
+
+    Frames end a minute before now: every minute they fill has closed by the
+    time it is ingested, so rollups flow as in a root that keeps up, even when
+    ingest runs faster than real time; and they start too recently for
+    compaction to touch them.
+    """
     per_second = args.nodes * len(rec.series)
     sim_seconds = max(5, int(args.seconds * args.expect_rate / per_second) + 2)
-    # Frames end a minute before now: every minute they fill has closed by
-    # the time it is ingested, so rollups flow as in a root that keeps up, even
-    # when ingest runs faster than real time; and they start too recently for
-    # compaction (measured on its own below) to touch them.
     t0 = float(int(time.time()) - sim_seconds - 60)
     hellos, seconds = make_batches(rec, args.nodes, args.aggregators, sim_seconds, t0, seed=1)
+    return sim_seconds, hellos, seconds
+
+
+def measure_ingest(url: str, rec: Recording, args) -> dict:
+    sim_seconds, hellos, seconds = ingest_frames(rec, args)
     # Closed minutes are drained every 10 s (the default is 60: the same rows,
     # sooner, so a short window carries its share of them).
     config = HistoryConfig(flush_seconds=10.0)
@@ -373,10 +382,7 @@ def measure_ingest_with_compaction(url: str, rec: Recording, args) -> dict:
     """Ingest as ``measure_ingest`` while the compactor thread works through a
     backlog of other nodes' old frames the whole time."""
     backlog, _ = write_backlog(url, rec, args)
-    per_second = args.nodes * len(rec.series)
-    sim_seconds = max(5, int(args.seconds * args.expect_rate / per_second) + 2)
-    t0 = float(int(time.time()) - sim_seconds - 60)
-    hellos, seconds = make_batches(rec, args.nodes, args.aggregators, sim_seconds, t0, seed=1)
+    sim_seconds, hellos, seconds = ingest_frames(rec, args)
     config = HistoryConfig(flush_seconds=10.0)
     store = Store(url, history=config)
     try:
