@@ -99,7 +99,9 @@ def test_plugins_run_apart_never_overlap_and_failures_are_reported_once(tmp_path
         samples[source] = samples.get(source, 0) + 1
 
     async def main():
-        runner = ExecPlugins(tmp_path, 0.05, 1.0, {"hang": 0.05}, on_samples, events.append, "node-1")
+        # a 3 s timeout: under load, 'slow' (0.3 s of sleep plus a shell) must not be
+        # killed mid-run, which would leave its lock behind and look like an overlap
+        runner = ExecPlugins(tmp_path, 0.05, 3.0, {"hang": 0.05}, on_samples, events.append, "node-1")
         task = asyncio.create_task(runner.run())
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (samples.get("exec:good", 0) >= 5 and samples.get("exec:slow", 0) >= 3
