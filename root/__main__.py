@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from clumon.proto import runtime, transport
+    from clumon.root import lastrun
     from clumon.root.service import Root, history_config, prepare_database
     from clumon.root.store import Store, StoreUnavailable
 
@@ -44,14 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(0.001)
 
     store.start_compactor(cfg.maintain_interval)  # beside the writer thread; close() stops it
+    unclean = lastrun.begin(cfg.state_dir, cfg.name)
 
     def start(stop):
-        return Root(cfg, transport.make_context(), store).serve(stop)
+        return Root(cfg, transport.make_context(), store, (unclean,) if unclean else ()).serve(stop)
 
     try:
         return runtime.run(start, cfg.log_level)
     finally:
-        store.close()
+        if store.close():
+            lastrun.end(cfg.state_dir)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from clumon.proto import codec
-from clumon.proto.frames import Ack, AckEntry, Data, Frame, Hello, Kind, make, seq_ranges
+from clumon.proto.frames import Ack, AckEntry, Data, Event, Frame, Hello, Kind, make, seq_ranges
 from clumon.proto.runtime import QuietLog
 from clumon.proto.tree import LatestCache
 from clumon.root.registry import Registry
@@ -168,8 +168,8 @@ class Ingest:
                                      {"old": old, "new": new, **attrs},
                                      self.root_name, self.root_incarnation, self._own_seq))
 
-    def own_frame(self, body: Hello | Data) -> None:
-        """Store one of the root's own frames (its health series), like a node's."""
+    def own_frame(self, body: Hello | Data | Event) -> None:
+        """Store one of the root's own frames (its health series, its own events), like a node's."""
         self._own_frames_seq += 1
         frame = make(self.root_name, self.root_incarnation, time.time(), body, self._own_frames_seq)
         self.accept(OWN, (), frame, codec.encode(frame))

@@ -47,12 +47,14 @@ def history_config(cfg: RootConfig) -> HistoryConfig:
 class Root:
     """The site's root: one Downlink, one Ingest, one query server."""
 
-    def __init__(self, cfg: RootConfig, ctx: zmq.asyncio.Context, store: Store):
+    def __init__(self, cfg: RootConfig, ctx: zmq.asyncio.Context, store: Store, startup_events: tuple = ()):
         self.cfg = cfg
         self.name = cfg.name
         self.incarnation = time.time_ns()
         self.started = time.time()
         self.store = store
+        #: EVENTs about the root itself to store once it runs (an unclean last stop)
+        self.startup_events = tuple(startup_events)
         self.registry = Registry(store.nodes())
         self.cache = LatestCache()
         for d in store.dictionaries():
@@ -158,6 +160,8 @@ class Root:
     async def _timers(self) -> None:
         next_health = time.monotonic()
         self.ingest.own_frame(health.hello(self))
+        for event in self.startup_events:
+            self.ingest.own_frame(event)
         while True:
             await asyncio.sleep(min(1.0, self.cfg.heartbeat_interval / 2))
             self.downlink.tick()

@@ -15,6 +15,7 @@ later. Because every write is idempotent, writing a batch twice is harmless.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -34,6 +35,8 @@ from .pgcopy import copy_insert_ignore
 from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
 from .rows import dict_dict as _dict_dict, event_dict as _event_dict, frame_dict as _frame_dict
 from .rows import node_dict as _node_dict
+
+log = logging.getLogger("clumon.root.store")
 
 __all__ = [
     "DictionaryRow", "EventRow", "FrameRow", "NodeRow", "StateRow", "Store", "StoreError", "StoreUnavailable",
@@ -350,17 +353,22 @@ class Store:
         with Translate():
             return self.history.summary(self.engine.connect, name, since, until, by, tier, time.time())
 
-    def close(self) -> None:
+    def close(self) -> bool:
         """Stop the compactor, write open rollup buckets if the database is
-        there, then release every pooled connection."""
+        there, then release every pooled connection. False when the buckets
+        could not be written (they are lost: the caller reports it)."""
         self.compactor.stop()
+        flushed = True
         try:
             if self.schema_version:
                 self.flush()
-        except StoreError:
-            pass
+        except StoreError as exc:
+            flushed = False
+            log.error("open rollup buckets could not be written at close (%s): rollups of the last "
+                      "minutes lack samples; raw data is complete", exc)
         self.compactor.write_engine.dispose()
         self.engine.dispose()
+        return flushed
 
 
 _SQLITE_INSERT_FRAMES = (
