@@ -59,7 +59,8 @@ class Liveness:
         self.children: dict[str, Child] = {}
 
     def heard(self, name: str, incarnation: int) -> list[Transition]:
-        """A frame arrived from ``name``: it is up (or restarted)."""
+        """A frame arrived from ``name``: it is up (or restarted, when its
+        incarnation is newer than the last one seen)."""
         mono, wall = self._clock(), self._wall()
         child = self.children.get(name)
         if child is None:
@@ -67,10 +68,12 @@ class Liveness:
             return [Transition(name, None, UP, wall, incarnation, wall)]
         child.frames_in += 1
         out: list[Transition] = []
-        if incarnation != child.incarnation:
+        # Incarnations are start times: an older one is the new run replaying what
+        # its killed predecessor left in the spool -- life, not another restart.
+        if incarnation > child.incarnation:
             child.incarnation = incarnation
             out.append(self._move(child, RESTARTED, wall))
-        elif child.state != UP:
+        elif child.state not in (UP, RESTARTED):  # restarted turns up at the next tick
             out.append(self._move(child, UP, wall))
         child.last_heard_mono = mono
         child.last_heard_wall = wall

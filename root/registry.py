@@ -65,8 +65,9 @@ class Registry:
     def seen(self, name: str, path: str, incarnation: int, ts: float) -> RootEvent | None:
         """A stored frame from ``name`` arrived through ``path``."""
         node = self._get(name, path, ts)
-        if node.path != path or node.incarnation != incarnation:
-            node.path, node.incarnation = path, incarnation
+        # an older incarnation's frame is a replay by the newer run: it keeps its number
+        if node.path != path or node.incarnation < incarnation:
+            node.path, node.incarnation = path, max(node.incarnation, incarnation)
             self._dirty.add(name)
         node.last_seen = max(node.last_seen, ts)
         # Frames made after the subtree went unreachable prove the node lives
@@ -79,6 +80,8 @@ class Registry:
 
     def hello(self, name: str, path: str, incarnation: int, ts: float, role: str, inventory: dict) -> None:
         node = self._get(name, path, ts)
+        if incarnation < node.incarnation:
+            return  # the pinned HELLO of a predecessor, replayed with its spool
         node.role, node.inventory, node.incarnation, node.path = role, dict(inventory), incarnation, path
         self._dirty.add(name)
 

@@ -127,6 +127,23 @@ def test_restart_after_down(live, clk):
     assert moves(live.heard("node-1", 12)) == [("node-1", DOWN, RESTARTED)]
 
 
+def test_replayed_frames_of_the_killed_run_are_life_not_another_restart(live, clk):
+    """A restarted agent replays its predecessor's spool under the old
+    incarnation, interleaved with its own frames: one restart, no flip-flop."""
+    live.heard("node-1", 11)
+    clk.advance(60)
+    live.tick()
+    assert moves(live.heard("node-1", 12)) == [("node-1", DOWN, RESTARTED)]
+    assert live.heard("node-1", 11) == [] and live.children["node-1"].incarnation == 12
+    clk.advance(1)
+    assert moves(live.tick()) == [("node-1", RESTARTED, UP)]
+    # the replay alone, before any frame of the new run, still brings it up
+    clk.advance(60)
+    live.tick()
+    assert moves(live.heard("node-1", 11)) == [("node-1", DOWN, UP)]
+    assert live.children["node-1"].incarnation == 12
+
+
 def test_children_are_independent(live, clk):
     live.heard("a", 1)
     clk.advance(10)
