@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from clumon.agent.masks import MaskError, MaskSet
+from clumon.proto import statefile
 
 log = logging.getLogger("clumon.agent.masks")
 
@@ -35,15 +35,7 @@ def load(state_dir: Path) -> tuple[MaskSet, float] | None:
 
 def save(state_dir: Path, masks: MaskSet, set_at: float) -> None:
     """Keep ``masks`` so they survive a restart (blocking: call from an executor)."""
-    state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / FILE_NAME
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        json.dump({**masks.as_dict(), "set_at": set_at}, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    statefile.write_json(Path(state_dir) / FILE_NAME, {**masks.as_dict(), "set_at": set_at})
 
 
 def clear(state_dir: Path) -> None:

@@ -17,18 +17,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from clumon.proto import statefile
+from clumon.proto.liveness import DOWN, UNREACHABLE
 from clumon.root.query import Handler, QueryError, arg
 from clumon.root.registry import Registry
 
 log = logging.getLogger("clumon.root.masks")
 
 #: states in which an agent cannot be reached
-AWAY = ("down", "unreachable")
+AWAY = (DOWN, UNREACHABLE)
 
 
 class PendingMasks:
@@ -65,10 +66,9 @@ class PendingMasks:
         if self.path is None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.items))
-            os.replace(tmp, self.path)
+            # on the loop, so no fsync: set_mask is rare and the file small; a
+            # killed root leaves the old file or the new one, never half of either
+            statefile.write_json(self.path, self.items, fsync=False)
         except OSError as exc:
             log.error("pending masks could not be written to %s (%s): kept in memory only", self.path, exc)
 
