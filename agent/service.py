@@ -219,7 +219,7 @@ class Agent:
         if not self.reads.busy and not self._stopping:
             due = self.sampler.due(now)
             if due:
-                self.reads.start(due)
+                self.reads.start(due, inline=True)
         if now - self._last_link_tick >= 0.8 * self.uplink.tick_period:
             self._last_link_tick = now
             self.uplink.tick()

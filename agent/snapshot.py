@@ -56,23 +56,30 @@ class SharedReads:
         self.durations.append(time.perf_counter() - t0)
         return reading
 
-    def start(self, sources: Sequence[Source]) -> list[Future]:
+    def start(self, sources: Sequence[Source], inline: bool = False) -> list[Future]:
         """Start reading those of ``sources`` not already in flight; returns at once.
 
         Sources marked ``on_loop`` (the /proc files of the 1 s sources: the kernel
         makes them from memory, a read never waits on a device) are read on the
-        loop in a callback of this same iteration, so a tick needs no hand-off to
-        the collecting thread and back; the others go to the collecting thread.
-        Either way no task and no asyncio future: a concurrent future each, whose
-        result is published from a loop callback. Returns the futures started
-        (none when every source was in flight already).
+        loop, so a tick needs no hand-off to the collecting thread and back; the
+        others go to the collecting thread, with no task and no asyncio future: a
+        concurrent future whose result is published from a loop callback.
+
+        ``inline`` (the schedule's reads) reads the on-loop sources here and now
+        and publishes them before returning (``on_read`` is not called: the caller
+        is the schedule). Otherwise (sync reads) they are read in a callback of
+        this same iteration behind a future, so askers that come in the meantime
+        join that one read instead of reading again. Returns the futures started
+        (none when every source was in flight already or read inline).
         """
         mine = [s for s in sources if id(s) not in self._inflight]
         self.shared += len(sources) - len(mine)
         loop = asyncio.get_running_loop()
         started = []
         here = [s for s in mine if s.on_loop]
-        if here:
+        if here and inline:
+            self._read_inline(here)
+        elif here:
             fut: Future = Future()
             loop.call_soon(self._read_here, fut, here)
             started.append(self._track(fut, here))
@@ -87,6 +94,16 @@ class SharedReads:
         for s in sources:
             self._inflight[id(s)] = fut
         return fut
+
+    def _read_inline(self, sources: Sequence[Source]) -> None:
+        """Read and publish now (the schedule's on-loop sources: no future, no callback)."""
+        try:
+            reading = self._timed_read(sources)
+        except Exception as exc:  # as a failed read in _finish: logged, the schedule goes on
+            log.error("reading %s failed", [s.collector.name for s in sources], exc_info=exc)
+            return
+        self.values_collected += len(reading.values)
+        self._publish(reading)
 
     def _read_here(self, fut: Future, sources: Sequence[Source]) -> None:
         """On the loop: read sources that never block, then publish as for the thread's reads."""

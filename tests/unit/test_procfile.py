@@ -49,3 +49,53 @@ def test_real_proc_files_read_the_same_as_a_plain_read(name: str) -> None:
     # counters move between the two reads; the shape (lines, fields per line) does not
     assert [len(line.split()) for line in ours.splitlines()] == [len(line.split()) for line in plain.splitlines()]
     assert ours.endswith(b"\n")
+
+
+def _counting_preads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import clumon.agent.collectors.base as base
+
+    calls: list[int] = []
+    real = base.os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        calls.append(offset)
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(base.os, "pread", pread)
+    return calls
+
+
+def test_a_short_first_read_of_a_small_file_is_the_whole_file_no_read_for_eof(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"cpu 1 2 3\n" * 100)  # 1,000 bytes
+    f = ProcFile(str(path))
+    calls = _counting_preads(monkeypatch)
+    assert f.read() == b"cpu 1 2 3\n" * 100
+    assert f.read() == b"cpu 1 2 3\n" * 100
+    assert calls == [0, 0]
+    f.close()
+
+
+def test_a_first_read_longer_than_2_kib_reads_on_to_eof(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a seq_file may stop short of EOF at a page boundary: past 2 KiB a short read
+    # is not taken for the whole file
+    body = b"pgfault 12345678\n" * 200  # 3,400 bytes
+    path = tmp_path / "f"
+    path.write_bytes(body)
+    f = ProcFile(str(path))
+    calls = _counting_preads(monkeypatch)
+    assert f.read() == body
+    assert calls == [0, len(body)]
+    f.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc")
+def test_a_proc_file_larger_than_a_page_is_read_whole() -> None:
+    # /proc/self/maps is a seq_file of one record per mapping: many pages here
+    f = ProcFile("/proc/self/maps")
+    for _ in range(3):
+        ours = f.read()
+        assert len(ours) > 4096 and ours.endswith(b"\n")
+        assert abs(len(ours.splitlines()) - len(Path("/proc/self/maps").read_bytes().splitlines())) <= 2
+    f.close()
