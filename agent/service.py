@@ -29,6 +29,9 @@ log = logging.getLogger("clumon.agent")
 
 VERSION = __version__
 
+#: sources due this close after a timer fires are read by that wake-up
+TIMER_SLACK_S = 0.005
+
 
 class Agent:
     """One node's agent: a sampler feeding masks feeding an uplink."""
@@ -85,6 +88,8 @@ class Agent:
             "stats": self._answer_stats,
         }
         self.frames_sent = 0
+        #: wake-ups of the schedule's timer (bench/agent_overhead.py reports them a second)
+        self.timer_fires = 0
         self._stopping = False
         self._inventory: dict[str, Any] = {}
 
@@ -165,7 +170,7 @@ class Agent:
             "dict_version": self.sampler.dictionary.version,
             "values_collected": self.reads.values_collected,
             "values_passed": f.passed, "values_masked": f.masked, "values_suppressed": f.suppressed,
-            "reads": len(durations), "reads_shared": self.reads.shared,
+            "reads": len(durations), "reads_shared": self.reads.shared, "timer_fires": self.timer_fires,
             "collect_p50_ms": _pct(durations, 50) * 1e3, "collect_p99_ms": _pct(durations, 99) * 1e3,
             "sources": {s.collector.name: {"interval": s.interval, "reads": s.reads, "errors": s.errors,
                                            "failure": s.failure, "series": len(s.names)}
@@ -215,9 +220,14 @@ class Agent:
         it rides along with a 1 s collection) and at the latest after 1.2 periods.
         """
         self._timer = None
+        self.timer_fires += 1
         now = time.monotonic()
         if not self.reads.busy and not self._stopping:
-            due = self.sampler.due(now)
+            # uvloop's timers keep milliseconds of a clock cached per iteration, so
+            # they fire up to ~1 ms early by time.monotonic(): without the slack a
+            # source due then waits for a second wake-up just after (1.7 wake-ups a
+            # second instead of 1). Reading a few ms early keeps the source's phase.
+            due = self.sampler.due(now + TIMER_SLACK_S)
             if due:
                 self.reads.start(due, inline=True)
         if now - self._last_link_tick >= 0.8 * self.uplink.tick_period:

@@ -190,6 +190,7 @@ def measure(label: str, warmup: float, duration: float, workdir: Path) -> dict:
             "collect_p50_ms": round(pct(durations, 50), 3), "collect_p99_ms": round(pct(durations, 99), 3),
             "values_collected": round((s1["values_collected"] - s0["values_collected"]) / wall, 1),
             "series": s1["series"],
+            "timer_wakeups_per_s": round((s1.get("timer_fires", 0) - s0.get("timer_fires", 0)) / wall, 2),
             "values_sent_per_s": round((s1["values_passed"] - s0["values_passed"]) / wall, 1),
             "wire_bytes_per_s": round((b1[0] - b0[0]) / wall, 1),
             "wire_frames_per_s": round((b1[1] - b0[1]) / wall, 2),
