@@ -104,10 +104,15 @@ def _decimals(values: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
         scaled = values * scale
         if np.any(np.abs(scaled) >= 2.0**53):
             return None
-        ints = np.round(scaled)
+        ints = np.round(scaled).astype(np.int64)
+        # The residual is taken from exactly what decode() rebuilds: int64 / 10**d.
+        # Not from the float np.round result, which is -0.0 for a tiny negative
+        # value (-5e-324 rounds to -0.0, 1 ulp away) while the integer 0 comes
+        # back as +0.0: the sign bit was lost.
         residual = bits - (ints / scale).view(np.int64)
-        if np.all(np.abs(residual) <= MAX_RESIDUAL_ULPS):
-            return d, ints.astype(np.int64), residual
+        # abs() of int64 -2**63 stays negative: compare as unsigned.
+        if np.all(np.abs(residual).view(np.uint64) <= MAX_RESIDUAL_ULPS):
+            return d, ints, residual
     return None
 
 

@@ -123,3 +123,30 @@ def test_negative_zero_comes_back_with_its_sign():
     values = np.array([0.0, -0.0, 1.5])
     _, back = chunks.decode(chunks.encode(ts, values))
     assert np.array_equal(back.view(np.uint64), values.view(np.uint64))
+
+
+TINY_AND_SIGNED = [
+    [-5e-324],  # bits 0x8000000000000001: np.round gave -0.0, decode() rebuilt +0.0 -> +5e-324
+    [5e-324],
+    [-0.0],
+    [-1e-323, -5e-324, 0.0, 5e-324],
+    [-2.2250738585072014e-308],  # smallest negative normal
+    [-2.225073858507201e-308, 2.225073858507201e-308],  # largest denormals, both signs
+    [-5e-324, 0.1, 0.25, -3.0],  # a decimal chunk (d = 2) with a tiny negative in it
+    [1.5, -5e-324, float("nan"), -0.0, 42.0, float("-inf"), 1 / 3, 5e-324, float("inf")],
+]
+
+
+@pytest.mark.parametrize("values", TINY_AND_SIGNED)
+def test_zero_denormals_and_signs_round_trip_bit_for_bit(values):
+    values = np.array(values, dtype=np.float64)
+    ts = 1.7e9 + np.arange(len(values), dtype=np.float64)
+    _, back = chunks.decode(chunks.encode(ts, values))
+    assert np.array_equal(back.view(np.uint64), values.view(np.uint64))
+
+
+def test_nan_payloads_and_sign_come_back_bit_for_bit():
+    values = np.array([0x7FF8000000000001, 0xFFF8000000000000, 0x7FF0000000000001, 0x8000000000000001],
+                      dtype=np.uint64).view(np.float64)
+    _, back = chunks.decode(chunks.encode(1.7e9 + np.arange(4.0), values))
+    assert np.array_equal(back.view(np.uint64), values.view(np.uint64))
