@@ -407,10 +407,11 @@ _ACK_ENTRY = st.one_of(_GOOD_ACK_ENTRY, _GOOD_ACK_ENTRY, _GOOD_ACK_ENTRY, _BAD_A
 
 
 @FUZZ
-@given(st.lists(_ACK_ENTRY, max_size=6))
+@given(st.lists(_ACK_ENTRY, min_size=codec._SMALL_ACK + 1, max_size=codec._SMALL_ACK + 6))
 def test_ack_bodies_checked_in_bulk_decode_as_entry_by_entry(entries):
-    """_dec_ack checks a whole ACK body a column at a time; whatever it accepts or
-    refuses, the entry-by-entry checks (which name the fault) decide the same."""
+    """_dec_ack checks a whole ACK body (more than _SMALL_ACK entries) a column at a
+    time; whatever it accepts or refuses, the entry-by-entry checks (which name the
+    fault) decide the same."""
     def outcome(decode):
         try:
             return decode()
