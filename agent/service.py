@@ -195,7 +195,7 @@ class Agent:
             # receivers keep values per dictionary version: give them every value
             # that passes again, not only what this reading changed
             self.filter.resend_all()
-            values = {name: v for name, (v, _) in self.sampler.snapshot.items()}
+            values = self.sampler.latest()
         for source, message in reading.failures:
             self.uplink.send_stored(Event("source_failed", self.name, message, {"source": source}))
         values = self.filter.apply(values, time.monotonic())

@@ -157,16 +157,15 @@ class SharedReads:
             await self.read(stale)
         fresh = {id(s) for s in stale if not s.failure}
         now = self._clock()
-        snapshot = self.sampler.snapshot
         values: dict[str, list] = {}
         for s in relevant:
             live = id(s) in fresh
-            for name in s.names:
+            ts = s.last_read
+            age = round(max(0.0, now - ts), 3)
+            for name, v in zip(s.order, s.values):
                 if globs and not any(fnmatch.fnmatchcase(name, g) for g in globs):
                     continue
-                got = snapshot.get(name)
-                if got is not None:
-                    values[name] = [got[0], got[1], round(max(0.0, now - got[1]), 3), live]
+                values[name] = [v, ts, age, live]
         return {"values": dict(sorted(values.items())),
                 "live": bool(values) and all(v[3] for v in values.values()),
                 "cached": sum(1 for v in values.values() if not v[3])}

@@ -37,6 +37,34 @@ _set_name = Sample.__dict__["name"].__set__
 _set_value = Sample.__dict__["value"].__set__
 
 
+class Layout:
+    """A collector's series names as one tuple object, the same read after read.
+
+    Collectors that offer ``collect_columns()`` hand the sampler ``(names,
+    values)`` instead of a ``Sample`` per value; while the names stay the same the
+    sampler recognises them by identity and does no work per name. Call with the
+    names of this read; returns the kept tuple when they are equal (a C-level
+    compare of the same string objects), else keeps and returns the new one.
+    """
+
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+
+    def __call__(self, names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+        t = tuple(names)
+        if t != self.names:
+            self.names = t
+        return self.names
+
+
+def as_samples(columns: tuple[tuple[str, ...], list[float | None]]) -> list[Sample]:
+    """``collect()`` for a collector that reads by ``collect_columns()``."""
+    names, values = columns
+    return [Sample(n, v) for n, v in zip(names, values)]
+
+
 @runtime_checkable
 class Collector(Protocol):
     """A source of samples, read every ``default_interval`` seconds.
@@ -47,6 +75,12 @@ class Collector(Protocol):
     bus, never a sweep over processes): the agent then reads it on its event
     loop instead of handing it to the collecting thread and back.
     ``collect()`` must be cheap and must not raise for missing data.
+
+    A collector may also offer ``collect_columns() -> (names, values)``: the same
+    read as two columns, ``names`` a tuple that is the same object while the
+    series stay the same (``Layout``) and ``values`` a new list each read. The
+    agent then reads it that way, with no ``Sample`` per value (the built-in 1 s
+    sources do; ``collect()`` stays for everyone else).
     """
 
     name: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .base import ProcFile, Sample, series
+from .base import Layout, ProcFile, Sample, as_samples, series
 
 #: The first eight columns of a ``cpu`` line. guest and guest_nice are left out:
 #: the kernel already counts them inside user and nice, so adding them would
@@ -13,6 +13,8 @@ MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
 _RATIO = tuple(series("node_cpu_ratio", mode=m) for m in MODES)
 _SECONDS = tuple(series("node_cpu_seconds_total", mode=m) for m in MODES)
+#: the ratios of a first read, or of a second with no tick counted (appended, never changed)
+_NONE_PER_MODE: tuple[None, ...] = (None,) * len(MODES)
 
 #: /proc/stat line key -> series. These come from the same read as CPU time, so
 #: they cost nothing extra here (a separate source would read the file twice).
@@ -50,53 +52,67 @@ class CpuCollector:
         # Previous counters per cpu line key (b"cpu", b"cpu0", ...).
         self._prev: dict[bytes, list[int]] = {}
         self._per_cpu_names: dict[bytes, tuple[str, ...]] = {}
+        self._layout = Layout()
 
     def collect(self) -> list[Sample]:
         """Read /proc/stat once; nothing at all if it is unreadable."""
+        return as_samples(self.collect_columns())
+
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
         raw = self._file.read()
         if not raw:
-            return []
-        out: list[Sample] = []
-        kernel: list[Sample] = []
-        per_cpu: list[Sample] = []
+            return (), []
+        names: list[str] = []
+        values: list[float | None] = []
+        knames: list[str] = []
+        kvalues: list[float | None] = []
+        pnames: list[str] = []
+        pvalues: list[float | None] = []
         for line in raw.split(b"\n"):
             key, _, rest = line.partition(b" ")
             if key == b"cpu":
                 ticks = _ticks(rest)
                 if ticks is None:
                     continue
-                out.extend(self._ratios(key, ticks, _RATIO))
+                names += _RATIO
+                values += self._ratios(key, ticks)
                 tick = self._tick
-                out.extend(Sample(n, t * tick) for n, t in zip(_SECONDS, ticks))
+                names += _SECONDS
+                values += [t * tick for t in ticks]
             elif key.startswith(b"cpu"):
                 if self._per_cpu:
                     ticks = _ticks(rest)
                     if ticks is not None:
-                        per_cpu.extend(self._ratios(key, ticks, self._names_of(key)))
+                        pnames += self._names_of(key)
+                        pvalues += self._ratios(key, ticks)
             elif key in _KERNEL:
                 # intr and softirq lines carry thousands of per-source numbers on
                 # big nodes; only the leading total is wanted.
+                knames.append(_KERNEL[key])
                 head = rest.split(None, 1)
                 try:
-                    kernel.append(Sample(_KERNEL[key], float(head[0])))
+                    kvalues.append(float(head[0]))
                 except (IndexError, ValueError):
-                    kernel.append(Sample(_KERNEL[key], None))
-        out.extend(kernel)
-        out.extend(per_cpu)
-        return out
+                    kvalues.append(None)
+        names += knames
+        names += pnames
+        values += kvalues
+        values += pvalues
+        return self._layout(names), values
 
-    def _ratios(self, key: bytes, ticks: list[int], names: tuple[str, ...]) -> list[Sample]:
+    def _ratios(self, key: bytes, ticks: list[int]) -> list[float | None]:
         prev = self._prev.get(key)
         self._prev[key] = ticks
         if prev is None:
-            return [Sample(n, None) for n in names]
+            return _NONE_PER_MODE
         # A counter can step backwards (iowait on some kernels, CPU hotplug):
         # clamp so a ratio never goes negative.
         deltas = [max(a - b, 0) for a, b in zip(ticks, prev)]
         total = sum(deltas)
         if total <= 0:
-            return [Sample(n, None) for n in names]
-        return [Sample(n, d / total) for n, d in zip(names, deltas)]
+            return _NONE_PER_MODE
+        return [d / total for d in deltas]
 
     def _names_of(self, key: bytes) -> tuple[str, ...]:
         names = self._per_cpu_names.get(key)

@@ -6,7 +6,7 @@ import re
 import time
 from typing import Callable
 
-from .base import ProcFile, Sample, series
+from .base import Layout, ProcFile, Sample, as_samples, series
 
 #: Partitions (their I/O is already in the whole disk) and devices that carry no
 #: real storage traffic. A regex on names avoids a sysfs walk every collect.
@@ -59,36 +59,41 @@ class DiskIoCollector:
         self._clock = clock
         self._names: dict[bytes, tuple[tuple[str, ...], str] | None] = {}
         self._prev: dict[bytes, tuple[float, int]] = {}
+        self._layout = Layout()
 
     def collect(self) -> list[Sample]:
         """Read /proc/diskstats once; no samples if it is unreadable."""
+        return as_samples(self.collect_columns())
+
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
         raw = self._file.read()
         if not raw:
-            return []
+            return (), []
         now = self._clock()
-        out: list[Sample] = []
+        names: list[str] = []
+        values: list[float | None] = []
         seen: dict[bytes, tuple[float, int]] = {}
         for line in raw.split(b"\n"):
             fields = line.split()
             if len(fields) < 14:
                 continue
             dev = fields[2]
-            names = self._names_of(dev)
-            if names is None:
+            dev_names = self._names_of(dev)
+            if dev_names is None:
                 continue
             try:
                 counters = [int(f) for f in fields[3:14]]
             except ValueError:
                 continue
-            metrics, busy_name = names
-            out.extend(
-                Sample(metrics[i], counters[col] * scale)
-                for i, (col, _, scale) in enumerate(_COLUMNS)
-            )
+            metrics, busy_name = dev_names
+            names += metrics
+            values += [counters[col] * scale for col, _, scale in _COLUMNS]
             seen[dev] = (now, counters[_IO_MS])
-            out.append(Sample(busy_name, self._busy(dev, now, counters[_IO_MS])))
+            names.append(busy_name)
+            values.append(self._busy(dev, now, counters[_IO_MS]))
         self._prev = seen
-        return out
+        return self._layout(names), values
 
     def _busy(self, dev: bytes, now: float, io_ms: int) -> float | None:
         prev = self._prev.get(dev)

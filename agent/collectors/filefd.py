@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .base import ProcFile, Sample
+from .base import ProcFile, Sample, as_samples
+
+
+_NAMES = ("node_filefd_allocated", "node_filefd_maximum")
 
 
 class FileFdCollector:
@@ -20,10 +23,13 @@ class FileFdCollector:
 
     def collect(self) -> list[Sample]:
         """Read file-nr ("allocated  unused  max"); ``None`` values if unreadable."""
+        return as_samples(self.collect_columns())
+
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
         raw = self._file.read()
         fields = raw.split() if raw else []
         try:
-            allocated, maximum = float(fields[0]), float(fields[2])
+            return _NAMES, [float(fields[0]), float(fields[2])]
         except (IndexError, ValueError):
-            allocated = maximum = None
-        return [Sample("node_filefd_allocated", allocated), Sample("node_filefd_maximum", maximum)]
+            return _NAMES, [None, None]

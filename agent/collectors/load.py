@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import ProcFile, Sample
+from .base import ProcFile, Sample, as_samples
 
 _NAMES = ("node_load1", "node_load5", "node_load15")
 
@@ -20,13 +20,16 @@ class LoadCollector:
 
     def collect(self) -> list[Sample]:
         """Read /proc/loadavg; all three values are None if it is unreadable."""
+        return as_samples(self.collect_columns())
+
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
         raw = self._file.read()
         fields = raw.split() if raw else []
-        out = []
-        for i, name in enumerate(_NAMES):
+        values: list[float | None] = []
+        for i in range(3):
             try:
-                value: float | None = float(fields[i])
+                values.append(float(fields[i]))
             except (IndexError, ValueError):
-                value = None
-            out.append(Sample(name, value))
-        return out
+                values.append(None)
+        return _NAMES, values

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .base import ProcFile, Sample
+from .base import Layout, ProcFile, Sample, as_samples
 
 #: /proc/meminfo key -> series; values there are KiB (``kB``) except page counts.
 _MEMINFO = {
@@ -63,6 +63,8 @@ _ALLOCSTALL_KEYS = tuple(
 )
 
 
+_USED = ("node_memory_used_bytes", "node_memory_used_ratio")
+
 _MEMINFO_KEYS = frozenset((*_MEMINFO, *_HUGEPAGES, b"Hugepagesize:"))
 _VMSTAT_KEYS = frozenset((*_VMSTAT, *_ALLOCSTALL_KEYS))
 
@@ -88,43 +90,58 @@ class MemoryCollector:
         self._page_size = page_size or os.sysconf("SC_PAGE_SIZE")
         self._meminfo_keys = _KeyPicker(_MEMINFO_KEYS)
         self._vmstat_keys = _KeyPicker(_VMSTAT_KEYS)
+        self._layout = Layout()
 
     def collect(self) -> list[Sample]:
         """Read meminfo and vmstat; a missing file drops its series only."""
-        return self._from_meminfo() + self._from_vmstat()
+        return as_samples(self.collect_columns())
 
-    def _from_meminfo(self) -> list[Sample]:
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
+        names: list[str] = []
+        values: list[float | None] = []
+        self._from_meminfo(names, values)
+        self._from_vmstat(names, values)
+        return self._layout(names), values
+
+    def _from_meminfo(self, names: list[str], values: list[float | None]) -> None:
         raw = self._meminfo.read()
         if not raw:
-            return []
+            return
         kib = self._meminfo_keys.pick(raw.replace(b" kB", b""))
-        out = [Sample(name, kib[key] * 1024) for key, name in _MEMINFO.items() if key in kib]
+        for key, name in _MEMINFO.items():
+            v = kib.get(key)
+            if v is not None:
+                names.append(name)
+                values.append(v * 1024)
         huge = kib.get(b"Hugepagesize:")
         if huge is not None:
-            out.extend(
-                Sample(name, kib[key] * huge * 1024) for key, name in _HUGEPAGES.items() if key in kib
-            )
+            for key, name in _HUGEPAGES.items():
+                v = kib.get(key)
+                if v is not None:
+                    names.append(name)
+                    values.append(v * huge * 1024)
         total, avail = kib.get(b"MemTotal:"), kib.get(b"MemAvailable:")
         if total is not None and avail is not None:
             used = total - avail
-            out.append(Sample("node_memory_used_bytes", used * 1024))
-            out.append(Sample("node_memory_used_ratio", used / total if total > 0 else None))
-        return out
+            names += _USED
+            values.append(used * 1024)
+            values.append(used / total if total > 0 else None)
 
-    def _from_vmstat(self) -> list[Sample]:
+    def _from_vmstat(self, names: list[str], values: list[float | None]) -> None:
         raw = self._vmstat.read()
         if not raw:
-            return []
+            return
         counts = self._vmstat_keys.pick(raw)
-        out = [
-            Sample(name, counts[key] * (mult or self._page_size))
-            for key, (name, mult) in _VMSTAT.items()
-            if key in counts
-        ]
+        for key, (name, mult) in _VMSTAT.items():
+            v = counts.get(key)
+            if v is not None:
+                names.append(name)
+                values.append(v * (mult or self._page_size))
         stalls = [counts[k] for k in _ALLOCSTALL_KEYS if k in counts]
         if stalls:
-            out.append(Sample(_ALLOCSTALL, sum(stalls)))
-        return out
+            names.append(_ALLOCSTALL)
+            values.append(sum(stalls))
 
 
 class _KeyPicker:

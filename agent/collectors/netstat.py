@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .base import ProcFile, Sample
+from .base import Layout, ProcFile, Sample, as_samples
 
 #: (protocol line, column header) -> series. Retransmits, resets, discards,
 #: reassembly failures and UDP buffer errors are what show a struggling
@@ -70,36 +70,43 @@ class NetstatCollector:
         self._page_size = page_size or os.sysconf("SC_PAGE_SIZE")
         # header line -> (column count, [(column, series)]): headers never change
         # on a running kernel, so each is matched against _SNMP once, not per read.
-        self._columns: dict[bytes, tuple[int, list[tuple[int, str]]] | None] = {}
+        self._columns: dict[bytes, tuple[int, tuple[str, ...], tuple[int, ...]] | None] = {}
+        self._layout = Layout()
 
     def collect(self) -> list[Sample]:
         """Read both files; a missing one drops its series only."""
-        return self._from_snmp() + self._from_sockstat()
+        return as_samples(self.collect_columns())
 
-    def _from_snmp(self) -> list[Sample]:
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
+        names: list[str] = []
+        values: list[float | None] = []
+        self._from_snmp(names, values)
+        self._from_sockstat(names, values)
+        return self._layout(names), values
+
+    def _from_snmp(self, names: list[str], values: list[float | None]) -> None:
         raw = self._snmp.read()
         if not raw:
-            return []
-        out = []
+            return
         lines = raw.split(b"\n")
         # Each protocol is a header line of column names, then a line of values.
-        for head, values in zip(lines[::2], lines[1::2]):
+        for head, line in zip(lines[::2], lines[1::2]):
             columns = self._columns.get(head)
             if columns is None:
                 columns = self._columns[head] = _wanted_columns(head)
             if not columns:
                 continue
-            numbers = values.split()
+            numbers = line.split()
             if len(numbers) != columns[0]:
                 continue
-            out.extend([Sample(metric, _float(numbers[i])) for i, metric in columns[1]])
-        return out
+            names += columns[1]
+            values += [_float(numbers[i]) for i in columns[2]]
 
-    def _from_sockstat(self) -> list[Sample]:
+    def _from_sockstat(self, names: list[str], values: list[float | None]) -> None:
         raw = self._sockstat.read()
         if not raw:
-            return []
-        out = []
+            return
         # "TCP: inuse 11 orphan 0 tw 2 alloc 14 mem 93"
         for line in raw.split(b"\n"):
             fields = line.split()
@@ -110,16 +117,17 @@ class NetstatCollector:
                 if spec is not None:
                     value = _float(number)
                     scale = spec[1] or self._page_size
-                    out.append(Sample(spec[0], None if value is None else value * scale))
-        return out
+                    names.append(spec[0])
+                    values.append(None if value is None else value * scale)
 
 
-def _wanted_columns(head: bytes) -> tuple[int, list[tuple[int, str]]] | None:
+def _wanted_columns(head: bytes) -> tuple[int, tuple[str, ...], tuple[int, ...]] | None:
+    """(column count, series, their columns) for a protocol's header line."""
     names = head.split()
     if not names or names[0] not in _PROTOCOLS:
         return None
     wanted = [(i, _SNMP[(names[0], col)]) for i, col in enumerate(names) if (names[0], col) in _SNMP]
-    return (len(names), wanted)
+    return (len(names), tuple(m for _, m in wanted), tuple(i for i, _ in wanted))
 
 
 def _float(text: bytes) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .base import ProcFile, Sample, series
+from .base import Layout, ProcFile, Sample, as_samples, series
 
 #: Loopback and the per-container/VM interfaces that come and go with jobs:
 #: each would add series and a new dictionary version every time it appears.
@@ -21,6 +21,8 @@ _COLUMNS = (
     (10, "node_network_transmit_errs_total"),
     (11, "node_network_transmit_drop_total"),
 )
+
+_COLS = tuple(col for col, _ in _COLUMNS)
 
 _NAME_CACHE_MAX = 4096
 
@@ -39,29 +41,37 @@ class NetworkCollector:
         self._file = ProcFile(f"{procfs}/net/dev")
         self._exclude = re.compile(exclude)
         self._names: dict[bytes, tuple[str, ...] | None] = {}
+        self._layout = Layout()
 
     def collect(self) -> list[Sample]:
         """Read /proc/net/dev once; no samples if it is unreadable."""
+        return as_samples(self.collect_columns())
+
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
         raw = self._file.read()
         if not raw:
-            return []
-        out: list[Sample] = []
+            return (), []
+        names: list[str] = []
+        values: list[float | None] = []
         # Two header lines, then "  eth0: 123 ..."; old kernels glue the first
         # number to the colon, so split on the colon, not on whitespace.
         for line in raw.split(b"\n")[2:]:
             iface, sep, rest = line.partition(b":")
             if not sep:
                 continue
-            names = self._names_of(iface.strip())
-            if names is None:
+            metrics = self._names_of(iface.strip())
+            if metrics is None:
                 continue
             fields = rest.split()
             try:
-                # A list, not a generator: a short line must add nothing, not half.
-                out.extend([Sample(n, float(fields[col])) for n, (col, _) in zip(names, _COLUMNS)])
+                # All or nothing: a short line must add nothing, not half.
+                got = [float(fields[col]) for col in _COLS]
             except (IndexError, ValueError):
                 continue
-        return out
+            names += metrics
+            values += got
+        return self._layout(names), values
 
     def _names_of(self, iface: bytes) -> tuple[str, ...] | None:
         if iface in self._names:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .base import ProcFile, Sample
+from .base import Layout, ProcFile, Sample, as_samples
 
 #: Seconds before a missing /proc/pressure file is tried again. A failed open
 #: costs more than a successful read (the OSError), and PSI does not appear on
@@ -42,6 +42,7 @@ class PressureCollector:
         self._clock = clock
         self._missing_since: dict[str, float] = {}
         self._files = []
+        self._layout = Layout()
         for res, kinds in RESOURCES.items():
             names = {
                 kind.encode(): (
@@ -54,9 +55,14 @@ class PressureCollector:
 
     def collect(self) -> list[Sample]:
         """Read each /proc/pressure file that exists."""
-        out: list[Sample] = []
+        return as_samples(self.collect_columns())
+
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
+        names: list[str] = []
+        values: list[float | None] = []
         now = self._clock()
-        for file, names in self._files:
+        for file, kinds in self._files:
             path = file.path
             since = self._missing_since.get(path)
             if since is not None and now - since < RETRY_MISSING:
@@ -66,22 +72,21 @@ class PressureCollector:
                 self._missing_since[path] = now
             else:
                 self._missing_since.pop(path, None)
-                out.extend(_parse(raw, names))
-        return out
+                _parse(raw, kinds, names, values)
+        return self._layout(names), values
 
 
-def _parse(raw: bytes, names: dict[bytes, tuple[str, str]]) -> list[Sample]:
-    out = []
+def _parse(raw: bytes, kinds: dict[bytes, tuple[str, str]], names: list[str], values: list[float | None]) -> None:
     for line in raw.split(b"\n"):
         fields = line.split()
-        pair = names.get(fields[0]) if fields else None
+        pair = kinds.get(fields[0]) if fields else None
         if pair is None:
             continue
         # "some avg10=0.23 avg60=0.24 avg300=0.56 total=7856314" (total in µs)
-        values = dict(f.partition(b"=")[::2] for f in fields[1:])
-        out.append(Sample(pair[0], _number(values.get(b"total"), 1e-6)))
-        out.append(Sample(pair[1], _number(values.get(b"avg10"), 0.01)))
-    return out
+        got = dict(f.partition(b"=")[::2] for f in fields[1:])
+        names += pair
+        values.append(_number(got.get(b"total"), 1e-6))
+        values.append(_number(got.get(b"avg10"), 0.01))
 
 
 def _number(text: bytes | None, scale: float) -> float | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .base import ProcFile, Sample
+from .base import ProcFile, Sample, as_samples
+
+
+_NAMES = ("node_swap_size_bytes", "node_swap_used_bytes", "node_swap_free_bytes", "node_swap_used_ratio")
 
 
 class SwapCollector:
@@ -23,9 +26,13 @@ class SwapCollector:
 
     def collect(self) -> list[Sample]:
         """Read /proc/swaps; no samples if it is unreadable."""
+        return as_samples(self.collect_columns())
+
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
         raw = self._file.read()
         if raw is None:
-            return []
+            return (), []
         size = used = 0
         # Header first; then "Filename Type Size Used Priority" in KiB. Spaces in
         # file names are escaped as \040, so split() keeps the columns.
@@ -37,9 +44,4 @@ class SwapCollector:
                     used += int(fields[3])
                 except ValueError:
                     continue
-        return [
-            Sample("node_swap_size_bytes", size * 1024),
-            Sample("node_swap_used_bytes", used * 1024),
-            Sample("node_swap_free_bytes", (size - used) * 1024),
-            Sample("node_swap_used_ratio", used / size if size > 0 else None),
-        ]
+        return _NAMES, [size * 1024, used * 1024, (size - used) * 1024, used / size if size > 0 else None]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .base import ProcFile, Sample
+from .base import ProcFile, Sample, as_samples
+
+
+_NAMES = ("node_uptime_seconds",)
 
 
 class UptimeCollector:
@@ -18,9 +21,13 @@ class UptimeCollector:
 
     def collect(self) -> list[Sample]:
         """Read /proc/uptime; the value is None if it is unreadable."""
+        return as_samples(self.collect_columns())
+
+    def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
+        """``collect()`` as (names, values)."""
         raw = self._file.read()
         try:
             value: float | None = float(raw.split()[0]) if raw else None
         except (IndexError, ValueError):
             value = None
-        return [Sample("node_uptime_seconds", value)]
+        return _NAMES, [value]
