@@ -76,6 +76,8 @@ class Spool:
         self._seg_no = 0
         self._seg_fh = None
         self._seg_size = 0
+        #: ack records not written yet (they go with the next frame's write)
+        self._acks_unwritten: list[bytes] = []
         #: frames dropped by overflow and not yet reported
         self.dropped_unreported = 0
         self.dropped_total = 0
@@ -102,11 +104,23 @@ class Spool:
     def _append(self, entry: SpoolEntry, data: bytes) -> None:
         if self._seg_fh is None or self._seg_size >= SEGMENT_BYTES:
             self._roll()
-        entry.segment, entry.offset = self._seg_no, self._seg_size + _RECORD.size
-        self._seg_fh.write(_RECORD.pack(entry.incarnation, entry.seq, len(data)) + data)
-        self._seg_fh.flush()
-        self._seg_size += _RECORD.size + len(data)
+        # ack records waiting for a write go in the same one, ahead of the frame
+        acks = self._acks_unwritten
+        head = b"".join(acks) if acks else b""
+        acks.clear()
+        entry.segment, entry.offset = self._seg_no, self._seg_size + len(head) + _RECORD.size
+        self._seg_fh.write(head + _RECORD.pack(entry.incarnation, entry.seq, len(data)) + data)
+        self._seg_size += len(head) + _RECORD.size + len(data)
         self._live[self._seg_no] = self._live.get(self._seg_no, 0) + 1
+
+    def flush(self) -> None:
+        """Write the ack records kept for the next frame's write (the uplink's tick
+        calls this, so they wait a second at most when no frame comes)."""
+        if self._acks_unwritten and self._seg_fh is not None:
+            blob = b"".join(self._acks_unwritten)
+            self._acks_unwritten.clear()
+            self._seg_fh.write(blob)
+            self._seg_size += len(blob)
 
     def _append_acks(self, incarnation: int, seqs: list[int]) -> None:
         """Record acks on disk too, so a restarted process does not replay them.
@@ -125,12 +139,14 @@ class Spool:
             records.append(_RECORD.pack(incarnation, lo, _ACK_MARK) + _HI.pack(hi))
             if s is not None:
                 lo = hi = s
-        blob = b"".join(records)
-        self._seg_fh.write(blob)  # one write per ack frame
-        self._seg_size += len(blob)
+        # Written with the next frame (or by the next tick's flush): one write a
+        # frame instead of two. A crash before that write replays those frames,
+        # which the root stores once.
+        self._acks_unwritten.extend(records)
 
     def _roll(self) -> None:
         if self._seg_fh is not None:
+            self.flush()
             self._seg_fh.close()
             self._maybe_delete(self._seg_no, closing=True)
         self._seg_no += 1
@@ -318,5 +334,6 @@ class Spool:
 
     def close(self) -> None:
         if self._seg_fh is not None:
+            self.flush()
             self._seg_fh.close()
             self._seg_fh = None

@@ -260,6 +260,7 @@ class Uplink:
         if now - self._last_sent >= t.heartbeat_interval:
             self.send_body(Heartbeat(self.root_incarnation))
         self.spool.expire()
+        self.spool.flush()
         # Frames that stayed unacknowledged long and look lost (a restart we did not
         # see, a batch an aggregator could not forward) go again; the root stores each
         # (sender, incarnation, seq) once. The HELLO goes only if it is such a frame.

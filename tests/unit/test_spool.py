@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from clumon.proto.spool import Spool
@@ -163,6 +165,7 @@ def test_a_killed_process_leaves_frames_the_next_one_recovers(tmp_path, clock):
     for s in range(1, 6):
         first.add(s, f"frame-{s}".encode(), 1)
     first.ack([2], 1)
+    first.flush()  # the uplink's tick
     # no close(): the process was killed; a torn record at the end must not hurt
     seg = sorted(tmp_path.glob("*.seg"))[-1]
     with open(seg, "ab") as fh:
@@ -199,3 +202,23 @@ def test_the_pinned_hello_is_never_evicted(clock):
     spool.ack([1])
     spool.add(8, b"d" * 30)
     assert 1 not in seqs(spool)
+
+
+def test_acks_are_written_with_the_next_frame_and_a_crash_before_only_replays(tmp_path, clock):
+    # memory_bytes=0: every frame is read back from its segment, at its offset
+    first = Spool(clock=clock, directory=tmp_path / "spool", incarnation=1, memory_bytes=0)
+    for s in range(1, 4):
+        first.add(s, f"frame-{s}".encode(), 1)
+    seg = sorted((tmp_path / "spool").glob("*.seg"))[-1]
+    size = seg.stat().st_size
+    first.ack([1], 1)
+    assert seg.stat().st_size == size, "the ack record waits for the next write"
+    # killed now: frame 1 comes back (sent again, stored once by the root), none lost
+    shutil.copytree(tmp_path / "spool", tmp_path / "killed")
+    replayed = Spool(clock=clock, directory=tmp_path / "killed", incarnation=2)
+    assert sorted(e.seq for e in replayed.all()) == [1, 2, 3]
+    first.add(4, b"frame-4", 1)  # one write: the ack record, then the frame
+    assert {e.seq: first.data(e) for e in first.all()} == {2: b"frame-2", 3: b"frame-3", 4: b"frame-4"}
+    first.close()
+    again = Spool(clock=clock, directory=tmp_path / "spool", incarnation=3)
+    assert {e.seq: again.data(e) for e in again.all()} == {2: b"frame-2", 3: b"frame-3", 4: b"frame-4"}
