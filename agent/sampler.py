@@ -28,16 +28,16 @@ class Source:
     interval: float
     next_due: float = 0.0
     names: frozenset[str] = frozenset()
-    #: the names of the last read in their order (compared before ``names`` is rebuilt)
-    order: tuple[str, ...] = ()
-    #: the values of the last read, by position in ``order``: the source's part of
-    #: the snapshot (its time is ``last_read``)
-    values: list[float | None] = field(default_factory=list)
-    #: positions in ``order`` of ``_ratio`` series (rounded to ``ratio_digits``)
+    #: the last read as (names, values by position, wall time): the source's part of
+    #: the snapshot. One attribute, replaced whole: the loop reads it while the
+    #: collecting thread may be taking the next read of a thread source.
+    last: tuple[tuple[str, ...], list[float | None], float] = ((), [], 0.0)
+    #: positions in the last read's names of ``_ratio`` series (rounded to
+    #: ``ratio_digits``; used by the thread reading the source only)
     ratio_positions: tuple[int, ...] = ()
     last_read: float = 0.0  # wall time of the last read
     errors: int = 0
-    #: times collect() was called (the shared-snapshot tests count these)
+    #: times the source was read (the shared-snapshot tests count these)
     reads: int = 0
     #: read elsewhere (an executable plugin) and handed over with ``absorb``
     pushed: bool = False
@@ -116,20 +116,21 @@ class Sampler:
     def snapshot(self) -> dict[str, tuple[float | None, float]]:
         """The newest value of every series and the wall time it was read (a copy).
 
-        Each source keeps its last read as two columns (``order``, ``values``), so a
+        Each source keeps its last read as two columns (``Source.last``), so a
         read stores no object per value; this view is for the rare asker.
         """
         out: dict[str, tuple[float | None, float]] = {}
         for src in self.sources:
-            ts = src.last_read
-            out.update((n, (v, ts)) for n, v in zip(src.order, src.values))
+            names, values, ts = src.last
+            out.update((n, (v, ts)) for n, v in zip(names, values))
         return out
 
     def latest(self) -> dict[str, float | None]:
         """The newest value of every series."""
         out: dict[str, float | None] = {}
         for src in self.sources:
-            out.update(zip(src.order, src.values))
+            names, values, _ = src.last
+            out.update(zip(names, values))
         return out
 
     def due(self, now: float | None = None) -> list[Source]:
@@ -196,20 +197,20 @@ class Sampler:
               reading: Reading) -> None:
         """Keep a source's read (``names`` and ``values`` by position) as its snapshot.
 
-        Built-in collectors hand out the same ``names`` tuple read after read and a
-        fresh ``values`` list, so this is a handful of C-level passes, not Python
-        work per value: the agent's 1 s tick takes ~150 values this way.
+        Collectors with ``collect_columns`` hand out the same ``names`` tuple read
+        after read and a fresh ``values`` list, so this is a handful of C-level
+        passes, not Python work per value (the agent's 1 s tick takes ~150 values
+        this way); for ``Sample`` lists the names are compared element by element.
         """
         src.failure = ""
         src.last_read = now
-        if names is not src.order:
-            if names != src.order:
-                if frozenset(names) != src.names:
-                    src.names = frozenset(names)
-                    reading.dictionary_changed = True
-                src.ratio_positions = tuple(i for i, n in enumerate(names)
-                                            if n.partition("{")[0].endswith("_ratio"))
-            src.order = names
+        before = src.last[0]
+        if names is not before and names != before:
+            if frozenset(names) != src.names:
+                src.names = frozenset(names)
+                reading.dictionary_changed = True
+            src.ratio_positions = tuple(i for i, n in enumerate(names)
+                                        if n.partition("{")[0].endswith("_ratio"))
         # A NaN or an infinity anywhere makes the sum non-finite; only then is each
         # value looked at (a finite sum of ~1e308-sized values overflowing is the
         # same slow path, with the same result).
@@ -223,7 +224,7 @@ class Sampler:
                 v = values[i]
                 if v is not None:
                     values[i] = round(v, digits)
-        src.values = values
+        src.last = (names, values, now)
         reading.values.update(zip(names, values))
 
     def _settle(self, reading: Reading) -> None:

@@ -222,18 +222,22 @@ class Agent:
         self._timer = None
         self.timer_fires += 1
         now = time.monotonic()
-        if not self.reads.busy and not self._stopping:
-            # uvloop's timers keep milliseconds of a clock cached per iteration, so
-            # they fire up to ~1 ms early by time.monotonic(): without the slack a
-            # source due then waits for a second wake-up just after (1.7 wake-ups a
-            # second instead of 1). Reading a few ms early keeps the source's phase.
-            due = self.sampler.due(now + TIMER_SLACK_S)
-            if due:
-                self.reads.start(due, inline=True)
-        if now - self._last_link_tick >= 0.8 * self.uplink.tick_period:
-            self._last_link_tick = now
-            self.uplink.tick()
-        self._arm()
+        try:
+            if not self.reads.busy and not self._stopping:
+                # uvloop's timers keep milliseconds of a clock cached per iteration, so
+                # they fire up to ~1 ms early by time.monotonic(): without the slack a
+                # source due then waits for a second wake-up just after (1.7 wake-ups
+                # a second instead of 1). Reading a few ms early keeps the phase.
+                due = self.sampler.due(now + TIMER_SLACK_S)
+                if due:
+                    self.reads.start(due, inline=True)
+            if now - self._last_link_tick >= 0.8 * self.uplink.tick_period:
+                self._last_link_tick = now
+                self.uplink.tick()
+        finally:
+            # whatever failed above, the schedule goes on: a dead timer would be a
+            # silent node whose process still runs
+            self._arm()
 
     def _arm(self) -> None:
         """(Re)set the timer for the next due source or uplink tick.

@@ -28,7 +28,8 @@ class SharedReads:
 
     ``publish`` is called on the loop with each reading exactly once, by the
     asker that started it (so a shared read is sent up once); ``on_read`` (if
-    given) after every read, so the schedule can look at the sources again.
+    given) after every read that was not done inline, so the schedule can look at
+    the sources again (an inline read's caller is the schedule).
     """
 
     def __init__(self, sampler: Sampler, executor: Executor, publish: Callable[[Reading], None],
@@ -96,14 +97,17 @@ class SharedReads:
         return fut
 
     def _read_inline(self, sources: Sequence[Source]) -> None:
-        """Read and publish now (the schedule's on-loop sources: no future, no callback)."""
+        """Read and publish now (the schedule's on-loop sources: no future, no callback).
+
+        Never raises, as a read in the thread never reaches its caller: a failure is
+        logged and the schedule goes on.
+        """
         try:
             reading = self._timed_read(sources)
-        except Exception as exc:  # as a failed read in _finish: logged, the schedule goes on
-            log.error("reading %s failed", [s.collector.name for s in sources], exc_info=exc)
-            return
-        self.values_collected += len(reading.values)
-        self._publish(reading)
+            self.values_collected += len(reading.values)
+            self._publish(reading)
+        except Exception as exc:
+            log.error("reading or publishing %s failed", [s.collector.name for s in sources], exc_info=exc)
 
     def _read_here(self, fut: Future, sources: Sequence[Source]) -> None:
         """On the loop: read sources that never block, then publish as for the thread's reads."""
@@ -160,9 +164,9 @@ class SharedReads:
         values: dict[str, list] = {}
         for s in relevant:
             live = id(s) in fresh
-            ts = s.last_read
+            names, vals, ts = s.last
             age = round(max(0.0, now - ts), 3)
-            for name, v in zip(s.order, s.values):
+            for name, v in zip(names, vals):
                 if globs and not any(fnmatch.fnmatchcase(name, g) for g in globs):
                     continue
                 values[name] = [v, ts, age, live]

@@ -79,8 +79,9 @@ class Collector(Protocol):
     A collector may also offer ``collect_columns() -> (names, values)``: the same
     read as two columns, ``names`` a tuple that is the same object while the
     series stay the same (``Layout``) and ``values`` a new list each read. The
-    agent then reads it that way, with no ``Sample`` per value (the built-in 1 s
-    sources do; ``collect()`` stays for everyone else).
+    agent then reads built-in collectors that way, with no ``Sample`` per value
+    (the 1 s sources do); entry-point plugins are always read by ``collect()``,
+    whose samples the agent checks.
     """
 
     name: str

@@ -177,3 +177,30 @@ def test_a_failing_on_loop_source_is_reported_and_does_not_stop_the_loop():
     executor.shutdown()
     assert published[0].failures == [("cpu", "OSError: no such file")]
     assert answer["values"]["node_load1"][3] is True
+
+
+def test_a_publish_that_fails_does_not_stop_the_schedule(caplog):
+    """The schedule reads on-loop sources inline; a publish that raises (a spool
+    write failing, say) is logged and the next tick reads and publishes again."""
+    cpu = Counting("cpu", ["node_cpu_a"], pause=0)
+    cpu.on_loop = True
+    sampler = Sampler([cpu], 1.0)
+    published = []
+
+    def publish(reading):
+        if not published:
+            published.append(None)
+            raise OSError(28, "No space left on device")
+        published.append(reading)
+
+    executor = ThreadPoolExecutor(1)
+    reads = SharedReads(sampler, executor, publish)
+
+    async def main():
+        reads.start(sampler.sources, inline=True)  # must not raise
+        reads.start(sampler.sources, inline=True)
+
+    asyncio.run(main())
+    executor.shutdown()
+    assert cpu.calls == 2 and len(published) == 2 and published[1].values == {"node_cpu_a": 2.0}
+    assert "No space left on device" in caplog.text

@@ -1,0 +1,116 @@
+"""The sampler on the column path (``collect_columns``): the same reading as from
+``Sample``s, the dictionary kept while the names stay, non-finite values and
+``_ratio`` rounding by position, and the snapshot sync reads are served from."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from clumon.agent.collectors import Sample
+from clumon.agent.collectors.base import Layout, as_samples
+from clumon.agent.sampler import Sampler
+from clumon.agent.snapshot import SharedReads
+
+
+class Columns:
+    """Hands out the columns it is given; names through a Layout, as built-ins do."""
+
+    name = "cols"
+    default_interval = 1.0
+
+    def __init__(self) -> None:
+        self.layout = Layout()
+        self.pairs: list[tuple[str, float | None]] = []
+
+    def collect_columns(self):
+        return self.layout([n for n, _ in self.pairs]), [v for _, v in self.pairs]
+
+    def collect(self) -> list[Sample]:
+        return as_samples(self.collect_columns())
+
+
+class Samples(Columns):
+    """The same values as Samples only (a plugin's way)."""
+
+    collect_columns = None  # type: ignore[assignment]
+
+    def collect(self) -> list[Sample]:
+        return [Sample(n, v) for n, v in self.pairs]
+
+
+PAIRS = [
+    ("node_memory_used_ratio", 0.123456789),
+    ('node_cpu_ratio{mode="idle"}', math.nan),
+    ("node_load1", math.inf),
+    ('node_thing{kind="x_ratio"}', 0.123456789),
+    ("node_forks_total", 12345.0),
+    ("node_gone", None),
+]
+
+
+@pytest.mark.parametrize("kind", [Columns, Samples])
+def test_columns_and_samples_give_the_same_reading(kind):
+    src = kind()
+    src.pairs = list(PAIRS)
+    sampler = Sampler([src], 1.0, ratio_digits=5)
+    reading = sampler.read_all()
+    assert reading.values == {
+        "node_memory_used_ratio": 0.12346,
+        'node_cpu_ratio{mode="idle"}': None,  # not finite: missing
+        "node_load1": None,
+        'node_thing{kind="x_ratio"}': 0.123456789,  # a label value is not the name
+        "node_forks_total": 12345.0,
+        "node_gone": None,
+    }
+    assert reading.dictionary_changed and sampler.dictionary.version == 1
+
+
+def test_a_finite_read_is_kept_as_it_came_and_ratios_round_by_position():
+    src = Columns()
+    src.pairs = [("a_ratio", 0.333333333), ("b", 1e300), ("c", 1e300), ("d_ratio", None)]
+    sampler = Sampler([src], 1.0, ratio_digits=3)
+    assert sampler.read_all().values == {"a_ratio": 0.333, "b": 1e300, "c": 1e300, "d_ratio": None}
+    # the order of the series changes: positions are found again
+    src.pairs = [("d_ratio", 0.98765), ("a_ratio", 0.111111), ("b", 2.0), ("c", -math.inf)]
+    reading = sampler.read_all()
+    assert reading.values == {"d_ratio": 0.988, "a_ratio": 0.111, "b": 2.0, "c": None}
+    assert not reading.dictionary_changed, "same names in another order: same dictionary"
+
+
+def test_the_dictionary_changes_only_when_the_names_do():
+    src = Columns()
+    src.pairs = [("a", 1.0), ("b", 2.0)]
+    sampler = Sampler([src], 1.0)
+    sampler.read_all()
+    names = src.layout.names
+    src.pairs = [("a", 3.0), ("b", 4.0)]
+    assert not sampler.read_all().dictionary_changed
+    assert src.layout.names is names, "the same names: the same tuple, compared by identity"
+    src.pairs = [("a", 3.0), ("c", 4.0)]
+    reading = sampler.read_all()
+    assert reading.dictionary_changed and reading.gone == ("b",)
+    assert sampler.dictionary.names == ["a", "c"] and sampler.dictionary.version == 2
+
+
+def test_sync_reads_and_the_snapshot_see_the_values_as_taken():
+    src = Columns()
+    src.pairs = [("node_memory_used_ratio", 0.123456789), ("x", math.nan)]
+    sampler = Sampler([src], 1.0, ratio_digits=5)
+    executor = ThreadPoolExecutor(1)
+    reads = SharedReads(sampler, executor, lambda r: None)
+
+    async def main():
+        await reads.read(sampler.sources)
+        return await reads.answer(["node_*", "x"], 60.0)
+
+    answer = asyncio.run(main())
+    executor.shutdown()
+    value, ts, age, live = answer["values"]["node_memory_used_ratio"]
+    assert value == 0.12346 and ts == sampler.sources[0].last_read and age >= 0 and live is False
+    assert answer["values"]["x"][0] is None
+    assert sampler.snapshot == {"node_memory_used_ratio": (0.12346, ts), "x": (None, ts)}
+    assert sampler.latest() == {"node_memory_used_ratio": 0.12346, "x": None}
