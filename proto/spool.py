@@ -18,6 +18,7 @@ silently.
 
 from __future__ import annotations
 
+import errno
 import logging
 import struct
 import time
@@ -78,6 +79,9 @@ class Spool:
         self._seg_size = 0
         #: ack records not written yet (they go with the next frame's write)
         self._acks_unwritten: list[bytes] = []
+        #: segment writes that failed (the frames stayed in memory only)
+        self.disk_errors = 0
+        self._disk_warned_at = -1e18
         #: frames dropped by overflow and not yet reported
         self.dropped_unreported = 0
         self.dropped_total = 0
@@ -107,20 +111,47 @@ class Spool:
         # ack records waiting for a write go in the same one, ahead of the frame
         acks = self._acks_unwritten
         head = b"".join(acks) if acks else b""
+        blob = head + _RECORD.pack(entry.incarnation, entry.seq, len(data)) + data
+        written = self._seg_fh.write(blob)
+        if written != len(blob):
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(blob)} bytes)")
         acks.clear()
         entry.segment, entry.offset = self._seg_no, self._seg_size + len(head) + _RECORD.size
-        self._seg_fh.write(head + _RECORD.pack(entry.incarnation, entry.seq, len(data)) + data)
-        self._seg_size += len(head) + _RECORD.size + len(data)
+        self._seg_size += len(blob)
         self._live[self._seg_no] = self._live.get(self._seg_no, 0) + 1
+
+    def _disk_failed(self, exc: OSError) -> None:
+        """A segment write failed (disk full, I/O error): the frame stays in memory
+        only, and the segment is left (a torn record can only be its last); the
+        next frame tries a new one. Logged once a minute, counted always."""
+        self.disk_errors += 1
+        now = self._clock()
+        if now - self._disk_warned_at >= 60.0:
+            self._disk_warned_at = now
+            log.warning("spool: writing segment %s failed (%s): frames kept in memory only until writes work "
+                        "(%d failed writes)", self._segment_path(self._seg_no).name, exc, self.disk_errors)
+        if self._seg_fh is not None:
+            try:
+                self._seg_fh.close()
+            except OSError:
+                pass
+            self._seg_fh = None
+            self._maybe_delete(self._seg_no, closing=True)
 
     def flush(self) -> None:
         """Write the ack records kept for the next frame's write (the uplink's tick
         calls this, so they wait a second at most when no frame comes)."""
         if self._acks_unwritten and self._seg_fh is not None:
             blob = b"".join(self._acks_unwritten)
+            try:
+                written = self._seg_fh.write(blob)
+            except OSError as exc:
+                self._disk_failed(exc)
+                return
             self._acks_unwritten.clear()
-            self._seg_fh.write(blob)
-            self._seg_size += len(blob)
+            self._seg_size += written
+            if written != len(blob):
+                self._disk_failed(OSError(errno.ENOSPC, f"short write ({written} of {len(blob)} bytes)"))
 
     def _append_acks(self, incarnation: int, seqs: list[int]) -> None:
         """Record acks on disk too, so a restarted process does not replay them.
@@ -145,9 +176,10 @@ class Spool:
         self._acks_unwritten.extend(records)
 
     def _roll(self) -> None:
+        self.flush()
         if self._seg_fh is not None:
-            self.flush()
             self._seg_fh.close()
+        if self._seg_no:  # also one left after a failed write
             self._maybe_delete(self._seg_no, closing=True)
         self._seg_no += 1
         path = self._segment_path(self._seg_no)
@@ -223,7 +255,10 @@ class Spool:
         self._drop((inc, seq))  # same key again: keep it once
         entry = SpoolEntry(inc, seq, data, len(data), now, 0.0)
         if self._dir is not None:
-            self._append(entry, data)
+            try:
+                self._append(entry, data)
+            except OSError as exc:  # a full or failing disk must not lose the frame
+                self._disk_failed(exc)
         self._entries[(inc, seq)] = entry
         self._bytes += entry.size
         self._mem += entry.size
@@ -333,7 +368,7 @@ class Spool:
         self._evict(self._clock())
 
     def close(self) -> None:
+        self.flush()
         if self._seg_fh is not None:
-            self.flush()
             self._seg_fh.close()
             self._seg_fh = None

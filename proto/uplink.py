@@ -249,6 +249,7 @@ class Uplink:
         """Heartbeat, resend, loss report and failover decisions; call about once a second."""
         now = self._clock()
         t = self.timings
+        self.spool.flush()  # ack records that no frame's write took along
         if now - self._last_heard > t.failover_after and len(self.parents) > 1:
             self._fail_over()
             return
@@ -260,7 +261,6 @@ class Uplink:
         if now - self._last_sent >= t.heartbeat_interval:
             self.send_body(Heartbeat(self.root_incarnation))
         self.spool.expire()
-        self.spool.flush()
         # Frames that stayed unacknowledged long and look lost (a restart we did not
         # see, a batch an aggregator could not forward) go again; the root stores each
         # (sender, incarnation, seq) once. The HELLO goes only if it is such a frame.
@@ -351,6 +351,7 @@ class Uplink:
             "spool_frames": len(self.spool),
             "spool_bytes": self.spool.bytes,
             "spool_dropped_total": self.spool.dropped_total,
+            "spool_disk_errors": self.spool.disk_errors,
             "failovers": self.failovers,
             "decode_errors": self.decode_errors,
         }

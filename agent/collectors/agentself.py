@@ -19,6 +19,7 @@ _LINK = (
     ("spool_frames", "clumon_agent_spool_frames"),
     ("spool_bytes", "clumon_agent_spool_bytes"),
     ("spool_dropped_total", "clumon_agent_spool_dropped_total"),
+    ("spool_disk_errors", "clumon_agent_spool_disk_errors_total"),
     ("failovers", "clumon_agent_failovers_total"),
     ("decode_errors", "clumon_agent_decode_errors_total"),
 )

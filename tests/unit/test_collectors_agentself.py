@@ -15,7 +15,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 LINK = {"frames_out": 12, "bytes_out": 3456, "spool_frames": 2, "spool_bytes": 900,
-        "spool_dropped_total": 1, "failovers": 0, "decode_errors": 3}
+        "spool_dropped_total": 1, "spool_disk_errors": 4, "failovers": 0, "decode_errors": 3}
 
 
 def fake_proc(tmp_path: Path, stat: str, statm: str) -> str:
@@ -33,7 +33,7 @@ def test_link_figures_cpu_seconds_and_rss_from_a_fake_proc(tmp_path):
     assert got["clumon_agent_bytes_out_total"] == 3456
     assert got["clumon_agent_spool_frames"] == 2 and got["clumon_agent_spool_bytes"] == 900
     assert got["clumon_agent_spool_dropped_total"] == 1 and got["clumon_agent_decode_errors_total"] == 3
-    assert got["clumon_agent_failovers_total"] == 0
+    assert got["clumon_agent_failovers_total"] == 0 and got["clumon_agent_spool_disk_errors_total"] == 4
     assert got["clumon_agent_cpu_seconds_total"] == pytest.approx(3 + (TICK // 2) / TICK)
     assert got["clumon_agent_resident_bytes"] == 1500 * PAGE
 
@@ -44,7 +44,7 @@ def test_missing_or_broken_sources_give_none_never_raise(tmp_path):
 
     proc = fake_proc(tmp_path, "4242 (x) S 1\n", "garbage\n")
     got = {s.name: s.value for s in AgentSelfCollector(broken, proc, "4242").collect()}
-    assert len(got) == 9 and all(v is None for v in got.values())
+    assert len(got) == 10 and all(v is None for v in got.values())
     got = {s.name: s.value for s in AgentSelfCollector(lambda: {"frames_out": True}, str(tmp_path / "none"), "1").collect()}
     assert all(v is None for v in got.values())
 

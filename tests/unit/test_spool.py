@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -222,3 +223,26 @@ def test_acks_are_written_with_the_next_frame_and_a_crash_before_only_replays(tm
     first.close()
     again = Spool(clock=clock, directory=tmp_path / "spool", incarnation=3)
     assert {e.seq: again.data(e) for e in again.all()} == {2: b"frame-2", 3: b"frame-3", 4: b"frame-4"}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_segment_write_that_fails_keeps_the_frame_in_memory(tmp_path, clock, caplog):
+    """A full disk (writes to /dev/full fail with ENOSPC): no exception, no frame lost,
+    one line in the log; the next frame goes to a new segment once writes work."""
+    spool = Spool(clock=clock, directory=tmp_path, incarnation=1, memory_bytes=0)
+    spool.add(1, b"frame-1", 1)
+    spool._seg_fh.close()
+    spool._seg_fh = open("/dev/full", "ab", buffering=0)  # the disk fills up
+    spool.add(2, b"frame-2", 1)
+    spool.ack([1], 1)
+    spool.flush()  # the ack record cannot be written either
+    assert spool.disk_errors >= 1 and "No space left on device" in caplog.text
+    assert len(caplog.records) == 1, "logged once, not per frame"
+    assert {e.seq: spool.data(e) for e in spool.all()} == {2: b"frame-2"}, "kept in memory"
+    spool.add(3, b"frame-3", 1)  # a new segment on the real disk
+    assert {e.seq: spool.data(e) for e in spool.all()} == {2: b"frame-2", 3: b"frame-3"}
+    spool.close()
+    again = Spool(clock=clock, directory=tmp_path, incarnation=2)
+    # frame 2 was never on disk; frame 3 is; frame 1's ack never reached the disk,
+    # but its segment, all acknowledged, went when the next one began
+    assert sorted(e.seq for e in again.all()) == [3]
