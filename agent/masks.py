@@ -30,6 +30,11 @@ MIN_CHANGE = 0.001
 MIN_CHANGE_ABS = 1e-9
 MAX_SILENCE = 30.0
 
+#: ``max_silence`` counts as passed this much early: a source read every
+#: ``max_silence`` seconds is read a few ms early or late (timer slack, a busy
+#: loop), and without this half its reads would wait a whole interval more.
+SILENCE_SLACK_S = 0.05
+
 
 class MaskError(ValueError):
     """A rule or mask set that cannot be used; the message says what was expected."""
@@ -191,7 +196,7 @@ class Filter:
         rule, one for the last sent value, arithmetic inline.
         """
         m = self.masks
-        rel, floor, silence = m.min_change, m.min_change_abs, m.max_silence
+        rel, floor, silence = m.min_change, m.min_change_abs, m.max_silence - SILENCE_SLACK_S
         sent, rules, counter = self._sent, self._rules, self._counter
         out: dict[str, float | None] = {}
         masked = suppressed = 0

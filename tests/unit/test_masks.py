@@ -129,6 +129,13 @@ def test_max_silence_resends_an_unchanged_value():
     assert f.apply({"x": 7.0}, 160.0) == {"x": 7.0}
 
 
+def test_a_source_read_every_max_silence_is_sent_every_read_though_the_reads_jitter():
+    # a 30 s source read a few ms early or late: each read is due, not every other one
+    f = only([], max_silence=30.0)
+    sent = [t for t in (100.0, 129.996, 160.003, 189.995, 220.0) if f.apply({"x": 7.0}, t)]
+    assert sent == [100.0, 129.996, 160.003, 189.995, 220.0]
+
+
 def test_zero_max_silence_sends_every_value_every_time():
     f = only([], max_silence=0)
     for t in range(3):
