@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 UNBOUNDED, BOUNDED, DROP = "U", "B", "drop"
 
@@ -190,43 +190,53 @@ class Filter:
         return b
 
     def apply(self, values: Mapping[str, float | None], now: float) -> dict[str, float | None]:
-        """The subset of ``values`` to send now; ``now`` is any monotonic clock.
+        """The subset of ``values`` to send now; ``now`` is any monotonic clock."""
+        names, passed = self.apply_columns([(tuple(values), list(values.values()))], now)
+        return dict(zip(names, passed))
 
-        The hot path of the agent (every value of every read): one dict lookup for the
-        rule, one for the last sent value, arithmetic inline.
+    def apply_columns(self, parts: Iterable[tuple[Sequence[str], Sequence[float | None]]],
+                      now: float) -> tuple[list[str], list[float | None]]:
+        """``apply`` for reads kept as (names, values) columns: the names and values
+        to send now, in the order read.
+
+        The hot path of the agent (every value of every read): one dict lookup for
+        the rule, one for the last sent value, arithmetic inline.
         """
         m = self.masks
         rel, floor, silence = m.min_change, m.min_change_abs, m.max_silence - SILENCE_SLACK_S
         sent, rules, counter = self._sent, self._rules, self._counter
-        out: dict[str, float | None] = {}
+        out_names: list[str] = []
+        out_values: list[float | None] = []
         masked = suppressed = 0
-        for name, v in values.items():
-            b = rules.get(name, _UNKNOWN)
-            if b is _UNKNOWN:
-                b = self._bounds(name)
-            if b is not None and (b is _NEVER or v is None or not b[0] <= v <= b[1]):
-                # forget it: when it passes again it is sent at once, whatever it was before
-                sent.pop(name, None)
-                masked += 1
-                continue
-            last = sent.get(name)
-            if last is not None and now - last[1] < silence:
-                old = last[0]
-                if old is None or v is None:
-                    if old is v:
-                        suppressed += 1
-                        continue
-                else:
-                    d = v - old
-                    if (d if d >= 0 else -d) <= (floor if counter[name] else max(rel * (old if old >= 0 else -old), floor)):
-                        suppressed += 1
-                        continue
-            sent[name] = (v, now)
-            out[name] = v
-        self.passed += len(out)
+        for names, values in parts:
+            for name, v in zip(names, values):
+                b = rules.get(name, _UNKNOWN)
+                if b is _UNKNOWN:
+                    b = self._bounds(name)
+                if b is not None and (b is _NEVER or v is None or not b[0] <= v <= b[1]):
+                    # forget it: when it passes again it is sent at once, whatever it was before
+                    sent.pop(name, None)
+                    masked += 1
+                    continue
+                last = sent.get(name)
+                if last is not None and now - last[1] < silence:
+                    old = last[0]
+                    if old is None or v is None:
+                        if old is v:
+                            suppressed += 1
+                            continue
+                    else:
+                        d = v - old
+                        if (d if d >= 0 else -d) <= (floor if counter[name] else max(rel * (old if old >= 0 else -old), floor)):
+                            suppressed += 1
+                            continue
+                sent[name] = (v, now)
+                out_names.append(name)
+                out_values.append(v)
+        self.passed += len(out_names)
         self.masked += masked
         self.suppressed += suppressed
-        return out
+        return out_names, out_values
 
     def forget(self, names: Iterable[str]) -> None:
         """Drop state of series that no longer exist (a source lost them)."""

@@ -52,9 +52,10 @@ class Source:
 
 @dataclass(slots=True)
 class Reading:
-    """The outcome of one sweep: values by name and whether the dictionary changed."""
+    """The outcome of one sweep: each source's (names, values) read and whether the
+    dictionary changed."""
 
-    values: dict[str, float | None] = field(default_factory=dict)
+    parts: list[tuple[tuple[str, ...], list[float | None]]] = field(default_factory=list)
     ts: float = 0.0
     dictionary_changed: bool = False
     sources: tuple[str, ...] = ()
@@ -62,6 +63,19 @@ class Reading:
     failures: list[tuple[str, str]] = field(default_factory=list)
     #: series names that went away when the dictionary changed
     gone: tuple[str, ...] = ()
+
+    @property
+    def values(self) -> dict[str, float | None]:
+        """Values by name (a new dict; the agent's publish works on ``parts``)."""
+        out: dict[str, float | None] = {}
+        for names, values in self.parts:
+            out.update(zip(names, values))
+        return out
+
+    @property
+    def count(self) -> int:
+        """How many values were read."""
+        return sum(len(values) for _, values in self.parts)
 
 
 class SeriesDictionary:
@@ -79,12 +93,20 @@ class SeriesDictionary:
 
     def columns(self, values: dict[str, float | None]) -> tuple[list[int] | None, list[float | None]]:
         """(positions or None when every series is present in order, values)."""
-        if len(values) == len(self.names):
-            return None, [values.get(n) for n in self.names]
+        return self.columns_of(list(values), list(values.values()))
+
+    def columns_of(self, names: list[str], values: list[float | None]) -> tuple[list[int] | None, list[float | None]]:
+        """``columns`` for names and values side by side: by position, in
+        position order; a name not in the dictionary is left out, a repeated one
+        keeps its last value."""
         pos = self.position
-        idx = sorted(pos[n] for n in values if n in pos)
-        names = self.names
-        return idx, [values[names[i]] for i in idx]
+        if len(names) == len(self.names) and names == self.names:
+            return None, values
+        got = {pos[n]: v for n, v in zip(names, values) if n in pos}
+        idx = sorted(got)
+        if len(idx) == len(self.names):
+            return None, [got[i] for i in idx]
+        return idx, [got[i] for i in idx]
 
 
 class Sampler:
@@ -225,7 +247,7 @@ class Sampler:
                 if v is not None:
                     values[i] = round(v, digits)
         src.last = (names, values, now)
-        reading.values.update(zip(names, values))
+        reading.parts.append((names, values))
 
     def _settle(self, reading: Reading) -> None:
         if not reading.dictionary_changed:

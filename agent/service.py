@@ -189,19 +189,19 @@ class Agent:
         """Send what a reading changed: a new HELLO, failures, and the values that pass."""
         if reading.gone:
             self.filter.forget(reading.gone)
-        values = reading.values
+        parts = reading.parts
         if reading.dictionary_changed or self.uplink.dict_version != self.sampler.dictionary.version:
             self.uplink.send_stored(self._hello())
             # receivers keep values per dictionary version: give them every value
             # that passes again, not only what this reading changed
             self.filter.resend_all()
-            values = self.sampler.latest()
+            parts = [src.last[:2] for src in self.sampler.sources]
         for source, message in reading.failures:
             self.uplink.send_stored(Event("source_failed", self.name, message, {"source": source}))
-        values = self.filter.apply(values, time.monotonic())
-        if values:
+        names, values = self.filter.apply_columns(parts, time.monotonic())
+        if names:
             d = self.sampler.dictionary
-            index, column = d.columns(values)
+            index, column = d.columns_of(names, values)
             self.uplink.send_stored(Data.from_values(d.version, column, index))
             self.frames_sent += 1
 

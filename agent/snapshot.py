@@ -104,7 +104,7 @@ class SharedReads:
         """
         try:
             reading = self._timed_read(sources)
-            self.values_collected += len(reading.values)
+            self.values_collected += reading.count
             self._publish(reading)
         except Exception as exc:
             log.error("reading or publishing %s failed", [s.collector.name for s in sources], exc_info=exc)
@@ -129,7 +129,7 @@ class SharedReads:
                 log.error("reading %s failed", [s.collector.name for s in sources], exc_info=exc)
             else:
                 reading = fut.result()
-                self.values_collected += len(reading.values)
+                self.values_collected += reading.count
                 self._publish(reading)
         finally:
             if self._on_read is not None:

@@ -114,3 +114,35 @@ def test_sync_reads_and_the_snapshot_see_the_values_as_taken():
     assert answer["values"]["x"][0] is None
     assert sampler.snapshot == {"node_memory_used_ratio": (0.12346, ts), "x": (None, ts)}
     assert sampler.latest() == {"node_memory_used_ratio": 0.12346, "x": None}
+
+
+def test_data_columns_come_in_dictionary_order_without_unknown_or_repeated_names():
+    from clumon.agent.sampler import SeriesDictionary
+
+    d = SeriesDictionary()
+    d.rebuild(["a", "b", "c", "d"])
+    assert d.columns_of(["a", "b", "c", "d"], [1.0, 2.0, 3.0, None]) == (None, [1.0, 2.0, 3.0, None])
+    # every series, read in another order: still the full frame, in order
+    assert d.columns_of(["d", "b", "a", "c"], [4.0, 2.0, 1.0, 3.0]) == (None, [1.0, 2.0, 3.0, 4.0])
+    assert d.columns_of(["c", "zz", "a", "c"], [3.0, 9.0, 1.0, 3.5]) == ([0, 2], [1.0, 3.5])
+    assert d.columns({"c": 3.0, "a": None}) == ([0, 2], [None, 3.0])
+
+
+def test_the_filter_on_columns_masks_and_suppresses_across_the_parts_of_a_reading():
+    from clumon.agent.masks import Filter, MaskSet
+
+    f = Filter(MaskSet.from_texts(["10 b B 0 10", "20 c drop"], max_silence=30.0))
+    reads = [
+        ({"a": 1.0, "b": 5.0, "c": 1.0, "n_total": 10.0}, {"a": 1.0, "b": 5.0, "n_total": 10.0}),
+        # a: a change below 0.1 %; b: out of its bounds; n_total: a counter that moved
+        ({"a": 1.0000001, "b": 50.0, "c": 2.0, "n_total": 10.5}, {"n_total": 10.5}),
+        # b is back in bounds: sent at once, though equal to what was last sent
+        ({"a": 2.0, "b": 5.0, "c": 3.0, "n_total": 10.5}, {"a": 2.0, "b": 5.0}),
+    ]
+    for t, (values, expected) in enumerate(reads):
+        names, vals = tuple(values), list(values.values())
+        parts = [(names[:2], vals[:2]), (names[2:], vals[2:])]  # two sources
+        got_names, got_values = f.apply_columns(parts, float(t))
+        assert dict(zip(got_names, got_values)) == expected
+        assert got_names == [n for n in names if n in expected], "in the order read"
+    assert (f.passed, f.masked, f.suppressed) == (6, 4, 2)
