@@ -34,6 +34,8 @@ _RECORD = struct.Struct("<QQI")  # incarnation, seq, length
 _ACK_MARK = 0xFFFFFFFF
 _HI = struct.Struct("<Q")
 SEGMENT_BYTES = 4 * 1024 * 1024
+#: ack records kept for a write while none works (a failing disk), ~24 bytes each
+_MAX_UNWRITTEN_ACKS = 65536
 
 Key = tuple[int, int]
 
@@ -82,6 +84,8 @@ class Spool:
         #: segment writes that failed (the frames stayed in memory only)
         self.disk_errors = 0
         self._disk_warned_at = -1e18
+        #: of ``_mem``, the bytes of frames also on disk (the ones trimming may drop)
+        self._mem_on_disk = 0
         #: frames dropped by overflow and not yet reported
         self.dropped_unreported = 0
         self.dropped_total = 0
@@ -117,6 +121,7 @@ class Spool:
             raise OSError(errno.ENOSPC, f"short write ({written} of {len(blob)} bytes)")
         acks.clear()
         entry.segment, entry.offset = self._seg_no, self._seg_size + len(head) + _RECORD.size
+        self._mem_on_disk += entry.size
         self._seg_size += len(blob)
         self._live[self._seg_no] = self._live.get(self._seg_no, 0) + 1
 
@@ -148,10 +153,11 @@ class Spool:
             except OSError as exc:
                 self._disk_failed(exc)
                 return
-            self._acks_unwritten.clear()
             self._seg_size += written
-            if written != len(blob):
+            if written != len(blob):  # kept: written whole to the next segment
                 self._disk_failed(OSError(errno.ENOSPC, f"short write ({written} of {len(blob)} bytes)"))
+                return
+            self._acks_unwritten.clear()
 
     def _append_acks(self, incarnation: int, seqs: list[int]) -> None:
         """Record acks on disk too, so a restarted process does not replay them.
@@ -174,6 +180,8 @@ class Spool:
         # frame instead of two. A crash before that write replays those frames,
         # which the root stores once.
         self._acks_unwritten.extend(records)
+        if len(self._acks_unwritten) > _MAX_UNWRITTEN_ACKS:  # a disk failing for long
+            del self._acks_unwritten[:_MAX_UNWRITTEN_ACKS // 2]  # costs a replay, no data
 
     def _roll(self) -> None:
         self.flush()
@@ -197,6 +205,8 @@ class Spool:
                 path.unlink()
             except FileNotFoundError:
                 pass
+            except OSError as exc:  # a read-only or failing disk: the file stays, nothing else
+                log.warning("spool: cannot delete acknowledged segment %s: %s", path.name, exc)
 
     def _read_back(self, entry: SpoolEntry) -> bytes | None:
         path = self._segments.get(entry.segment)
@@ -266,15 +276,19 @@ class Spool:
         self._trim_memory()
 
     def _trim_memory(self) -> None:
-        """Keep only the newest ``memory_bytes`` in memory; the rest is on disk."""
-        if self._dir is None or self._mem <= self.memory_bytes:
+        """Keep only the newest ``memory_bytes`` in memory; the rest is on disk.
+
+        Frames kept in memory because their write failed cannot go: while they
+        alone exceed the bound nothing is walked (``_mem_on_disk`` is 0)."""
+        if self._dir is None or self._mem <= self.memory_bytes or not self._mem_on_disk:
             return
         for entry in self._entries.values():
-            if self._mem <= self.memory_bytes:
+            if self._mem <= self.memory_bytes or not self._mem_on_disk:
                 break
             if entry.data is not None and entry.segment > 0:
                 entry.data = None
                 self._mem -= entry.size
+                self._mem_on_disk -= entry.size
 
     def pin(self, seq: int, incarnation: int | None = None) -> None:
         """Never evict this frame (the current HELLO: the frames after it need it);
@@ -307,6 +321,8 @@ class Spool:
             self._bytes -= entry.size
             if entry.data is not None:
                 self._mem -= entry.size
+                if entry.segment > 0:
+                    self._mem_on_disk -= entry.size
             if entry.segment != 0:
                 self._live[entry.segment] -= 1
                 self._maybe_delete(entry.segment)
@@ -321,7 +337,7 @@ class Spool:
         inc = self.incarnation if incarnation is None else incarnation
         dropped = [s for s in seqs if self._drop((inc, s)) is not None]
         self.acked_total += len(dropped)
-        if dropped and self._seg_fh is not None:
+        if dropped and self._dir is not None:
             self._append_acks(inc, dropped)
         return len(dropped)
 

@@ -246,3 +246,24 @@ def test_a_segment_write_that_fails_keeps_the_frame_in_memory(tmp_path, clock, c
     # frame 2 was never on disk; frame 3 is; frame 1's ack never reached the disk,
     # but its segment, all acknowledged, went when the next one began
     assert sorted(e.seq for e in again.all()) == [3]
+
+
+def test_a_segment_that_cannot_be_deleted_loses_nothing(tmp_path, clock, caplog, monkeypatch):
+    """A disk remounted read-only: deleting an acknowledged segment fails (EROFS),
+    the ack and the next frames are still taken, one line says why."""
+    import errno
+    from pathlib import Path
+
+    spool = Spool(clock=clock, directory=tmp_path, incarnation=1)
+    spool.add(1, b"frame-1", 1)
+
+    def unlink(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    spool._seg_fh.close()
+    spool._seg_fh = open("/dev/full", "ab", buffering=0)
+    assert spool.ack([1], 1) == 1
+    spool.add(2, b"frame-2", 1)  # the write fails, the old segment cannot go: still kept
+    assert {e.seq: spool.data(e) for e in spool.all()} == {2: b"frame-2"}
+    assert "Read-only file system" in caplog.text
