@@ -222,7 +222,10 @@ class ExecPlugins:
         while True:
             started = self._clock()
             outcome = await run_once(plugin.path, self.timeout)
-            self._handle(plugin, outcome)
+            try:
+                self._handle(plugin, outcome)
+            except Exception:  # publishing failed: logged; the plugin keeps its schedule
+                log.exception("handling the output of plugin %s failed", plugin.name)
             await asyncio.sleep(max(0.0, plugin.interval - (self._clock() - started)))
 
     def _handle(self, plugin: Plugin, outcome: Outcome) -> None:

@@ -10,7 +10,9 @@ A series is judged by the lowest-numbered rule whose glob matches it; a series n
 rule matches passes (as if ``U``). What passes is then sent only when it differs
 from the value last sent by more than ``min_change`` (relative, with
 ``min_change_abs`` as the floor near zero) or when ``max_silence`` seconds have
-passed since it was last sent. ``max_silence = 0`` sends every value every time.
+passed since it was last sent (less ``SILENCE_SLACK_S``, 50 ms, so a source read every
+``max_silence`` seconds is sent every read). ``max_silence = 0`` sends every value
+every time.
 
 Rules travel as these one-line texts everywhere: in the agent's TOML, in the
 ``set_masks`` CONTROL frame, in the state file and in ``clumon mask set``.

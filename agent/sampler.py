@@ -57,6 +57,8 @@ class Reading:
 
     parts: list[tuple[tuple[str, ...], list[float | None]]] = field(default_factory=list)
     ts: float = 0.0
+    #: monotonic time the read began (change suppression's clock)
+    mono: float = 0.0
     dictionary_changed: bool = False
     sources: tuple[str, ...] = ()
     #: (source, message) of sources that started failing in this read
@@ -138,8 +140,8 @@ class Sampler:
     def snapshot(self) -> dict[str, tuple[float | None, float]]:
         """The newest value of every series and the wall time it was read (a copy).
 
-        Each source keeps its last read as two columns (``Source.last``), so a
-        read stores no object per value; this view is for the rare asker.
+        Each source keeps its last read as columns (``Source.last``: names, values,
+        time), so a read stores no object per value; this view is for the rare asker.
         """
         out: dict[str, tuple[float | None, float]] = {}
         for src in self.sources:
@@ -177,7 +179,7 @@ class Sampler:
     def read(self, sources: Sequence[Source]) -> Reading:
         """Read the given sources now (blocking: call from an executor)."""
         now_mono, now = self._clock(), time.time()
-        reading = Reading(ts=now, sources=tuple(s.collector.name for s in sources))
+        reading = Reading(ts=now, mono=now_mono, sources=tuple(s.collector.name for s in sources))
         for src in sources:
             # keep the source's phase; a source more than an interval late (or never
             # read) starts a new phase instead of being read again at once
@@ -203,7 +205,7 @@ class Sampler:
     def absorb(self, src: Source, samples: list[Sample], now: float | None = None) -> Reading:
         """Take samples of a pushed source as if it had just been read."""
         now = time.time() if now is None else now
-        reading = Reading(ts=now, sources=(src.collector.name,))
+        reading = Reading(ts=now, mono=time.monotonic(), sources=(src.collector.name,))
         self._take(src, *_columns(samples), now, reading)
         self._settle(reading)
         return reading
@@ -259,7 +261,12 @@ class Sampler:
         all_names = set().union(*(s.names for s in self.sources))
         if set(self.dictionary.names) != all_names:
             reading.gone = tuple(set(self.dictionary.names) - all_names)
-            self.dictionary.rebuild(all_names)
+            # a new object, put in place whole: the loop may be publishing with the
+            # current one (version, names and positions must stay together)
+            new = SeriesDictionary()
+            new.version = self.dictionary.version
+            new.rebuild(all_names)
+            self.dictionary = new
         else:
             reading.dictionary_changed = False
 

@@ -18,7 +18,7 @@ from clumon.agent.collectors import Sample, default_collectors, inventory
 from clumon.agent.collectors.agentself import AgentSelfCollector
 from clumon.agent.config import AgentConfig
 from clumon.agent.masks import Filter, MaskError, MaskSet
-from clumon.agent.sampler import Reading, Sampler
+from clumon.agent.sampler import Reading, Sampler, SeriesDictionary
 from clumon.agent.snapshot import SharedReads
 from clumon.proto import runtime
 from clumon.proto.frames import Control, Data, Event, Frame, Hello, Kind, Reply, Request
@@ -181,26 +181,29 @@ class Agent:
 
     # --- reading and sending --------------------------------------------------------
 
-    def _hello(self) -> Hello:
-        inv = dict(self._inventory)
-        return Hello(self.sampler.dictionary.version, tuple(self.sampler.dictionary.names), inv, "agent")
+    def _hello(self, d: SeriesDictionary) -> Hello:
+        return Hello(d.version, tuple(d.names), dict(self._inventory), "agent")
 
     def _publish(self, reading: Reading) -> None:
         """Send what a reading changed: a new HELLO, failures, and the values that pass."""
         if reading.gone:
             self.filter.forget(reading.gone)
         parts = reading.parts
-        if reading.dictionary_changed or self.uplink.dict_version != self.sampler.dictionary.version:
-            self.uplink.send_stored(self._hello())
+        # one dictionary for the whole frame: the collecting thread may put a new one
+        # in place meanwhile (its own publish then sends that one's HELLO)
+        d = self.sampler.dictionary
+        if reading.dictionary_changed or self.uplink.dict_version != d.version:
+            self.uplink.send_stored(self._hello(d))
             # receivers keep values per dictionary version: give them every value
             # that passes again, not only what this reading changed
             self.filter.resend_all()
             parts = [src.last[:2] for src in self.sampler.sources]
         for source, message in reading.failures:
             self.uplink.send_stored(Event("source_failed", self.name, message, {"source": source}))
-        names, values = self.filter.apply_columns(parts, time.monotonic())
+        # the read's own time: a 30 s source whose reads took 80 ms and then 10 ms
+        # is still 30 s apart for max_silence
+        names, values = self.filter.apply_columns(parts, reading.mono or time.monotonic())
         if names:
-            d = self.sampler.dictionary
             index, column = d.columns_of(names, values)
             self.uplink.send_stored(Data.from_values(d.version, column, index))
             self.frames_sent += 1

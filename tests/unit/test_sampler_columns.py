@@ -90,10 +90,14 @@ def test_the_dictionary_changes_only_when_the_names_do():
     src.pairs = [("a", 3.0), ("b", 4.0)]
     assert not sampler.read_all().dictionary_changed
     assert src.layout.names is names, "the same names: the same tuple, compared by identity"
+    old = sampler.dictionary
     src.pairs = [("a", 3.0), ("c", 4.0)]
     reading = sampler.read_all()
     assert reading.dictionary_changed and reading.gone == ("b",)
     assert sampler.dictionary.names == ["a", "c"] and sampler.dictionary.version == 2
+    # replaced whole, never changed in place: a publish holding the old one on the
+    # loop keeps version, names and positions that belong together
+    assert old.version == 1 and old.names == ["a", "b"] and old.position == {"a": 0, "b": 1}
 
 
 def test_sync_reads_and_the_snapshot_see_the_values_as_taken():
