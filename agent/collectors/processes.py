@@ -210,6 +210,20 @@ def fd_budget(reserve: int = 256, most: int = 8192) -> int:
     return max(0, min(most, (soft - reserve) // 2))
 
 
+#: A stat line is read into a bytes object of at most 512 bytes (CPython's small
+#: object allocator); lines are ~150-350 bytes. Reading 4096 made every kept line a
+#: 4 KiB malloc shrunk in place, and the holes between kept lines grew the heap of
+#: the collecting thread (~4 KiB a process). A line this long is read again whole.
+_STAT_READ = 512 - 33
+
+
+def _pread_line(fd: int) -> bytes:
+    raw = os.pread(fd, _STAT_READ, 0)
+    if len(raw) == _STAT_READ:
+        raw = os.pread(fd, 4096, 0)
+    return raw
+
+
 def _read_new(path: str, keep: bool) -> tuple[int, bytes] | None:
     """(fd or -1, content) of a stat file not held open yet; None if it vanished."""
     try:
@@ -217,7 +231,7 @@ def _read_new(path: str, keep: bool) -> tuple[int, bytes] | None:
     except OSError:
         return None
     try:
-        raw = os.pread(fd, 4096, 0)
+        raw = _pread_line(fd)
     except OSError:
         os.close(fd)
         return None
@@ -239,7 +253,7 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) 
     the path is opened afresh. A line equal to the last scan's (an idle
     process) is not parsed again.
     """
-    o_pread, o_close = os.pread, os.close
+    o_pread, o_close, size = os.pread, os.close, _STAT_READ
     letters: dict[bytes, int] = {}
     threads = 0
     cpu: list[tuple[int, str, bytes]] = []
@@ -251,7 +265,9 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) 
         raw = None
         if p is not None and p[0] >= 0:
             try:
-                raw = o_pread(p[0], 4096, 0)
+                raw = o_pread(p[0], size, 0)
+                if len(raw) == size:
+                    raw = o_pread(p[0], 4096, 0)
             except OSError:  # exited, or the pid now belongs to another process
                 o_close(p[0])
                 p[0] = -1

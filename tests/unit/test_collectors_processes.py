@@ -189,3 +189,25 @@ def test_a_real_process_that_exits_is_dropped_and_its_file_closed() -> None:
     assert str(child.pid) not in procs._prev
     assert all(p[0] >= 0 for p in procs._prev.values())
     procs.close()
+
+
+@pytest.mark.parametrize("fds", [0, 100])
+def test_a_stat_line_longer_than_the_first_read_is_read_whole(tmp_path: Path, fds: int) -> None:
+    # stat lines are read 479 bytes at first (a small object); a longer one again whole
+    from clumon.agent.collectors.processes import _STAT_READ
+
+    clock = Clock()
+    long_comm = "x" * (_STAT_READ + 40)  # a fake /proc may have any length
+    make(tmp_path, {7: dict(comm=long_comm, state="R", ticks=100, rss=321),
+                    8: dict(comm="short", state="S", rss=5)})
+    c = ProcessesCollector(str(tmp_path), top_n=2, clock=clock, fds=fds, user_of=lambda uid: "u")
+    c.collect()
+    clock.now += 1.0
+    make(tmp_path, {7: dict(comm=long_comm, state="R", ticks=150, rss=321)})
+    values = as_dict(c.collect())
+    assert values['node_processes{state="running"}'] == 1
+    assert values['node_top_memory_pid{rank="1"}'] == 7
+    assert values['node_top_memory_bytes{rank="1"}'] == 321 * PAGE
+    assert values['node_top_cpu_pid{rank="1"}'] == 7
+    assert c.top_processes()["cpu"][0]["name"] == long_comm
+    c.close()
