@@ -11,6 +11,8 @@ import time
 
 from harness import wait_for
 
+from clumon.root.client import Client
+
 
 def _free_block(n: int = 20) -> int:
     """A base port whose next ``n`` ports are free right now.
@@ -59,9 +61,15 @@ def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
         got = wait_for(nodes, timeout=60, what="the demo's four nodes up")
         assert {got[f"node-{i}"]["parent"] for i in range(1, 5)} == {"agg-1", "agg-2"}
         assert (tmp_path / "demo" / "clumon.db").exists()
+        # "up" comes with a node's first frame; its first DATA is stored with the
+        # root's next commit, a moment later: wait for a stored point, then show it
+        with Client(f"tcp://127.0.0.1:{base + 1}") as c:
+            wait_for(lambda: c.call("series", node="node-1", series="node_load1", since=300)["points"],
+                     timeout=30, what="a stored node_load1 point of node-1")
         out = subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint", f"tcp://127.0.0.1:{base + 1}",
-                              "series", "node-1", "node_load1", "--since", "5m"], capture_output=True, text=True)
-        assert out.returncode == 0 and "node_load1 on node-1" in out.stdout
+                              "series", "node-1", "node_load1", "--since", "5m"], capture_output=True, text=True,
+                             env={**os.environ, "COLUMNS": "200"})  # a narrow table would wrap its title
+        assert out.returncode == 0 and "node_load1 on node-1" in out.stdout, out.stdout + out.stderr
     finally:
         demo.send_signal(signal.SIGTERM)
         try:
