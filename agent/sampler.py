@@ -35,7 +35,6 @@ class Source:
     #: positions in the last read's names of ``_ratio`` series (rounded to
     #: ``ratio_digits``; used by the thread reading the source only)
     ratio_positions: tuple[int, ...] = ()
-    last_read: float = 0.0  # wall time of the last read
     errors: int = 0
     #: times the source was read (the shared-snapshot tests count these)
     reads: int = 0
@@ -48,6 +47,11 @@ class Source:
     #: read on the event loop, not in the collecting thread (the collector's
     #: ``on_loop``: it reads only /proc files the kernel makes from memory)
     on_loop: bool = False
+
+    @property
+    def last_read(self) -> float:
+        """Wall time of the last read (0 before the first)."""
+        return self.last[2]
 
 
 @dataclass(slots=True)
@@ -106,9 +110,7 @@ class SeriesDictionary:
             return None, values
         got = {pos[n]: v for n, v in zip(names, values) if n in pos}
         idx = sorted(got)
-        if len(idx) == len(self.names):
-            return None, [got[i] for i in idx]
-        return idx, [got[i] for i in idx]
+        return (None if len(idx) == len(self.names) else idx), [got[i] for i in idx]
 
 
 class Sampler:
@@ -227,7 +229,6 @@ class Sampler:
         this way); for ``Sample`` lists the names are compared element by element.
         """
         src.failure = ""
-        src.last_read = now
         before = src.last[0]
         if names is not before and names != before:
             if frozenset(names) != src.names:

@@ -202,7 +202,7 @@ class Agent:
             self.uplink.send_stored(Event("source_failed", self.name, message, {"source": source}))
         # the read's own time: a 30 s source whose reads took 80 ms and then 10 ms
         # is still 30 s apart for max_silence
-        names, values = self.filter.apply_columns(parts, reading.mono or time.monotonic())
+        names, values = self.filter.apply_columns(parts, reading.mono)
         if names:
             index, column = d.columns_of(names, values)
             self.uplink.send_stored(Data.from_values(d.version, column, index))

@@ -115,15 +115,21 @@ class Spool:
         # ack records waiting for a write go in the same one, ahead of the frame
         acks = self._acks_unwritten
         head = b"".join(acks) if acks else b""
-        blob = head + _RECORD.pack(entry.incarnation, entry.seq, len(data)) + data
+        at = self._write(head + _RECORD.pack(entry.incarnation, entry.seq, len(data)) + data)
+        acks.clear()
+        entry.segment, entry.offset = self._seg_no, at + len(head) + _RECORD.size
+        self._mem_on_disk += entry.size
+        self._live[self._seg_no] = self._live.get(self._seg_no, 0) + 1
+
+    def _write(self, blob: bytes) -> int:
+        """Append to the open segment; returns where ``blob`` begins. A short write
+        raises OSError like a failed one (the segment is then left)."""
+        at = self._seg_size
         written = self._seg_fh.write(blob)
         if written != len(blob):
             raise OSError(errno.ENOSPC, f"short write ({written} of {len(blob)} bytes)")
-        acks.clear()
-        entry.segment, entry.offset = self._seg_no, self._seg_size + len(head) + _RECORD.size
-        self._mem_on_disk += entry.size
-        self._seg_size += len(blob)
-        self._live[self._seg_no] = self._live.get(self._seg_no, 0) + 1
+        self._seg_size += written
+        return at
 
     def _disk_failed(self, exc: OSError) -> None:
         """A segment write failed (disk full, I/O error): the frame stays in memory
@@ -147,15 +153,10 @@ class Spool:
         """Write the ack records kept for the next frame's write (the uplink's tick
         calls this, so they wait a second at most when no frame comes)."""
         if self._acks_unwritten and self._seg_fh is not None:
-            blob = b"".join(self._acks_unwritten)
             try:
-                written = self._seg_fh.write(blob)
-            except OSError as exc:
+                self._write(b"".join(self._acks_unwritten))
+            except OSError as exc:  # kept: written whole to the next segment
                 self._disk_failed(exc)
-                return
-            self._seg_size += written
-            if written != len(blob):  # kept: written whole to the next segment
-                self._disk_failed(OSError(errno.ENOSPC, f"short write ({written} of {len(blob)} bytes)"))
                 return
             self._acks_unwritten.clear()
 

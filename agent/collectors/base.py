@@ -65,6 +65,14 @@ def as_samples(columns: tuple[tuple[str, ...], list[float | None]]) -> list[Samp
     return [Sample(n, v) for n, v in zip(names, values)]
 
 
+class ColumnCollector:
+    """Base of the built-in collectors that read by ``collect_columns()`` (names and
+    values side by side, see ``Collector``): ``collect()`` is that read as ``Sample``s."""
+
+    def collect(self) -> list[Sample]:
+        return as_samples(self.collect_columns())  # type: ignore[attr-defined]
+
+
 @runtime_checkable
 class Collector(Protocol):
     """A source of samples, read every ``default_interval`` seconds.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Layout, ProcFile, Sample, as_samples, series
+from .base import ColumnCollector, Layout, ProcFile, series
 
 #: The first eight columns of a ``cpu`` line. guest and guest_nice are left out:
 #: the kernel already counts them inside user and nice, so adding them would
@@ -28,7 +28,7 @@ _KERNEL = {
 }
 
 
-class CpuCollector:
+class CpuCollector(ColumnCollector):
     """Whole-node CPU ratios by mode, CPU seconds, and kernel activity counters.
 
     Series: ``node_cpu_ratio{mode=...}`` (share of the CPU time spent in each mode
@@ -54,12 +54,8 @@ class CpuCollector:
         self._per_cpu_names: dict[bytes, tuple[str, ...]] = {}
         self._layout = Layout()
 
-    def collect(self) -> list[Sample]:
-        """Read /proc/stat once; nothing at all if it is unreadable."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read /proc/stat once; nothing at all if it is unreadable."""
         raw = self._file.read()
         if not raw:
             return (), []

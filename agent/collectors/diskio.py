@@ -6,7 +6,7 @@ import re
 import time
 from typing import Callable
 
-from .base import Layout, ProcFile, Sample, as_samples, series
+from .base import ColumnCollector, Layout, ProcFile, series
 
 #: Partitions (their I/O is already in the whole disk) and devices that carry no
 #: real storage traffic. A regex on names avoids a sysfs walk every collect.
@@ -36,7 +36,7 @@ _IO_MS = 9
 _NAME_CACHE_MAX = 4096
 
 
-class DiskIoCollector:
+class DiskIoCollector(ColumnCollector):
     """Per-device I/O counters (``node_disk_*_total{device=...}``, node_exporter's
     names) plus ``node_disk_io_now`` and ``node_disk_busy_ratio{device=...}``: the
     share of wall time the device had I/O in flight since the previous collect
@@ -61,12 +61,8 @@ class DiskIoCollector:
         self._prev: dict[bytes, tuple[float, int]] = {}
         self._layout = Layout()
 
-    def collect(self) -> list[Sample]:
-        """Read /proc/diskstats once; no samples if it is unreadable."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read /proc/diskstats once; no samples if it is unreadable."""
         raw = self._file.read()
         if not raw:
             return (), []

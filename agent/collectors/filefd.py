@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .base import ProcFile, Sample, as_samples
+from .base import ColumnCollector, ProcFile
 
 
 _NAMES = ("node_filefd_allocated", "node_filefd_maximum")
 
 
-class FileFdCollector:
+class FileFdCollector(ColumnCollector):
     """``node_filefd_allocated`` (file handles in use node-wide) and
     ``node_filefd_maximum`` (fs.file-max): running out stops every job on the node.
     """
@@ -21,12 +21,8 @@ class FileFdCollector:
     def __init__(self, procfs: str = "/proc") -> None:
         self._file = ProcFile(f"{procfs}/sys/fs/file-nr")
 
-    def collect(self) -> list[Sample]:
-        """Read file-nr ("allocated  unused  max"); ``None`` values if unreadable."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read file-nr ("allocated  unused  max"); ``None`` values if unreadable."""
         raw = self._file.read()
         fields = raw.split() if raw else []
         try:

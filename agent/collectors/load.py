@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .base import ProcFile, Sample, as_samples
+from .base import ColumnCollector, ProcFile
 
 _NAMES = ("node_load1", "node_load5", "node_load15")
 
 
-class LoadCollector:
+class LoadCollector(ColumnCollector):
     """``node_load1``, ``node_load5``, ``node_load15`` (run-queue averages)."""
 
     name = "load"
@@ -18,12 +18,8 @@ class LoadCollector:
     def __init__(self, procfs: str = "/proc") -> None:
         self._file = ProcFile(f"{procfs}/loadavg")
 
-    def collect(self) -> list[Sample]:
-        """Read /proc/loadavg; all three values are None if it is unreadable."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read /proc/loadavg; all three values are None if it is unreadable."""
         raw = self._file.read()
         fields = raw.split() if raw else []
         values: list[float | None] = []

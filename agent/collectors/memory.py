@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Layout, ProcFile, Sample, as_samples
+from .base import ColumnCollector, Layout, ProcFile
 
 #: /proc/meminfo key -> series; values there are KiB (``kB``) except page counts.
 _MEMINFO = {
@@ -69,7 +69,7 @@ _MEMINFO_KEYS = frozenset((*_MEMINFO, *_HUGEPAGES, b"Hugepagesize:"))
 _VMSTAT_KEYS = frozenset((*_VMSTAT, *_ALLOCSTALL_KEYS))
 
 
-class MemoryCollector:
+class MemoryCollector(ColumnCollector):
     """Memory use (``node_memory_*_bytes``), ``node_memory_used_ratio`` and paging
     counters (faults, swap-in/out, NUMA misses, OOM kills, direct reclaims).
 
@@ -92,12 +92,8 @@ class MemoryCollector:
         self._vmstat_keys = _KeyPicker(_VMSTAT_KEYS)
         self._layout = Layout()
 
-    def collect(self) -> list[Sample]:
-        """Read meminfo and vmstat; a missing file drops its series only."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read meminfo and vmstat; a missing file drops its series only."""
         names: list[str] = []
         values: list[float | None] = []
         self._from_meminfo(names, values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Layout, ProcFile, Sample, as_samples
+from .base import ColumnCollector, Layout, ProcFile
 
 #: (protocol line, column header) -> series. Retransmits, resets, discards,
 #: reassembly failures and UDP buffer errors are what show a struggling
@@ -51,7 +51,7 @@ _SOCKSTAT = {
 }
 
 
-class NetstatCollector:
+class NetstatCollector(ColumnCollector):
     """Node-wide IP, ICMP, TCP and UDP counters (``node_ip_*_total``,
     ``node_icmp_*_total``, ``node_tcp_*_total``, ``node_udp_*_total``),
     established connections and socket counts (``node_sockets_used``,
@@ -73,12 +73,8 @@ class NetstatCollector:
         self._columns: dict[bytes, tuple[int, tuple[str, ...], tuple[int, ...]] | None] = {}
         self._layout = Layout()
 
-    def collect(self) -> list[Sample]:
-        """Read both files; a missing one drops its series only."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read both files; a missing one drops its series only."""
         names: list[str] = []
         values: list[float | None] = []
         self._from_snmp(names, values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Layout, ProcFile, Sample, as_samples, series
+from .base import ColumnCollector, Layout, ProcFile, series
 
 #: Loopback and the per-container/VM interfaces that come and go with jobs:
 #: each would add series and a new dictionary version every time it appears.
@@ -27,7 +27,7 @@ _COLS = tuple(col for col, _ in _COLUMNS)
 _NAME_CACHE_MAX = 4096
 
 
-class NetworkCollector:
+class NetworkCollector(ColumnCollector):
     """Per-interface bytes, packets, errors and drops received and transmitted,
     as raw counters: ``node_network_receive_bytes_total{device="eth0"}`` ...
     """
@@ -43,12 +43,8 @@ class NetworkCollector:
         self._names: dict[bytes, tuple[str, ...] | None] = {}
         self._layout = Layout()
 
-    def collect(self) -> list[Sample]:
-        """Read /proc/net/dev once; no samples if it is unreadable."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read /proc/net/dev once; no samples if it is unreadable."""
         raw = self._file.read()
         if not raw:
             return (), []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .base import Layout, ProcFile, Sample, as_samples
+from .base import ColumnCollector, Layout, ProcFile
 
 #: Seconds before a missing /proc/pressure file is tried again. A failed open
 #: costs more than a successful read (the OSError), and PSI does not appear on
@@ -24,7 +24,7 @@ RESOURCES = {
 _WORD = {"some": "waiting", "full": "stalled"}
 
 
-class PressureCollector:
+class PressureCollector(ColumnCollector):
     """Stall time per resource: ``node_pressure_<res>_<waiting|stalled>_seconds_total``
     (the kernel's cumulative ``total``) and ``node_pressure_<res>_<...>_ratio`` (the
     kernel's 10-second average, 0..1, so a bounded mask can act on it at the source).
@@ -53,12 +53,8 @@ class PressureCollector:
             }
             self._files.append((ProcFile(f"{procfs}/pressure/{res}"), names))
 
-    def collect(self) -> list[Sample]:
-        """Read each /proc/pressure file that exists."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read each /proc/pressure file that exists."""
         names: list[str] = []
         values: list[float | None] = []
         now = self._clock()

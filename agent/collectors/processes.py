@@ -253,7 +253,7 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) 
     the path is opened afresh. A line equal to the last scan's (an idle
     process) is not parsed again.
     """
-    o_pread, o_close, size = os.pread, os.close, _STAT_READ
+    o_close, read_line = os.close, _pread_line
     letters: dict[bytes, int] = {}
     threads = 0
     cpu: list[tuple[int, str, bytes]] = []
@@ -265,9 +265,7 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) 
         raw = None
         if p is not None and p[0] >= 0:
             try:
-                raw = o_pread(p[0], size, 0)
-                if len(raw) == size:
-                    raw = o_pread(p[0], 4096, 0)
+                raw = read_line(p[0])
             except OSError:  # exited, or the pid now belongs to another process
                 o_close(p[0])
                 p[0] = -1

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .base import ProcFile, Sample, as_samples
+from .base import ColumnCollector, ProcFile
 
 
 _NAMES = ("node_swap_size_bytes", "node_swap_used_bytes", "node_swap_free_bytes", "node_swap_used_ratio")
 
 
-class SwapCollector:
+class SwapCollector(ColumnCollector):
     """``node_swap_size_bytes``, ``_used_bytes``, ``_free_bytes`` and
     ``node_swap_used_ratio`` summed over all swap areas.
 
@@ -24,12 +24,8 @@ class SwapCollector:
     def __init__(self, procfs: str = "/proc") -> None:
         self._file = ProcFile(f"{procfs}/swaps")
 
-    def collect(self) -> list[Sample]:
-        """Read /proc/swaps; no samples if it is unreadable."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read /proc/swaps; no samples if it is unreadable."""
         raw = self._file.read()
         if raw is None:
             return (), []

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .base import ProcFile, Sample, as_samples
+from .base import ColumnCollector, ProcFile
 
 
 _NAMES = ("node_uptime_seconds",)
 
 
-class UptimeCollector:
+class UptimeCollector(ColumnCollector):
     """``node_uptime_seconds``: seconds since boot (boot time itself is inventory)."""
 
     name = "uptime"
@@ -22,12 +22,8 @@ class UptimeCollector:
     def __init__(self, procfs: str = "/proc") -> None:
         self._file = ProcFile(f"{procfs}/uptime")
 
-    def collect(self) -> list[Sample]:
-        """Read /proc/uptime; the value is None if it is unreadable."""
-        return as_samples(self.collect_columns())
-
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
-        """``collect()`` as (names, values)."""
+        """Read /proc/uptime; the value is None if it is unreadable."""
         raw = self._file.read()
         try:
             value: float | None = float(raw.split()[0]) if raw else None
