@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from itertools import repeat
+from operator import mul
 
-from .base import ColumnCollector, Layout, ProcFile
+from .base import ColumnCollector, Layout, ProcFile, Shape, learn_keyed
 
 #: /proc/meminfo key -> series; values there are KiB (``kB``) except page counts.
 _MEMINFO = {
@@ -65,8 +67,9 @@ _ALLOCSTALL_KEYS = tuple(
 
 _USED = ("node_memory_used_bytes", "node_memory_used_ratio")
 
-_MEMINFO_KEYS = frozenset((*_MEMINFO, *_HUGEPAGES, b"Hugepagesize:"))
-_VMSTAT_KEYS = frozenset((*_VMSTAT, *_ALLOCSTALL_KEYS))
+#: every key read from each file, in the order of the series
+_MEMINFO_WANTED = (*_MEMINFO, *_HUGEPAGES, b"Hugepagesize:")
+_VMSTAT_WANTED = (*_VMSTAT, *_ALLOCSTALL_KEYS)
 
 
 class MemoryCollector(ColumnCollector):
@@ -77,6 +80,9 @@ class MemoryCollector(ColumnCollector):
     had without swapping, which is what a job sees, unlike ``free``'s "used"
     that counts reclaimable caches as free only partly. Keys the kernel lacks are
     absent (not ``None``), so the set of series is fixed for a given kernel.
+
+    Each file's layout is learnt once (``Shape``); a read then picks and scales
+    its values with a few C-level calls.
     """
 
     name = "memory"
@@ -88,8 +94,8 @@ class MemoryCollector(ColumnCollector):
         self._meminfo = ProcFile(f"{procfs}/meminfo")
         self._vmstat = ProcFile(f"{procfs}/vmstat")
         self._page_size = page_size or os.sysconf("SC_PAGE_SIZE")
-        self._meminfo_keys = _KeyPicker(_MEMINFO_KEYS)
-        self._vmstat_keys = _KeyPicker(_VMSTAT_KEYS)
+        self._meminfo_plan = _MeminfoPlan(None, ())
+        self._vmstat_plan = _VmstatPlan(None, (), self._page_size)
         self._layout = Layout()
 
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
@@ -104,23 +110,19 @@ class MemoryCollector(ColumnCollector):
         raw = self._meminfo.read()
         if not raw:
             return
-        kib = self._meminfo_keys.pick(raw.replace(b" kB", b""))
-        for key, name in _MEMINFO.items():
-            v = kib.get(key)
-            if v is not None:
-                names.append(name)
-                values.append(v * 1024)
-        huge = kib.get(b"Hugepagesize:")
-        if huge is not None:
-            for key, name in _HUGEPAGES.items():
-                v = kib.get(key)
-                if v is not None:
-                    names.append(name)
-                    values.append(v * huge * 1024)
-        total, avail = kib.get(b"MemTotal:"), kib.get(b"MemAvailable:")
-        if total is not None and avail is not None:
-            used = total - avail
-            names += _USED
+        plan = self._meminfo_plan
+        kib = plan.shape.ints(raw.split()) if plan.shape is not None else None
+        if kib is None:
+            shape, present, kib = learn_keyed(raw, _MEMINFO_WANTED, b"kB")
+            plan = self._meminfo_plan = _MeminfoPlan(shape, present)
+        names += plan.names
+        plain = plan.plain
+        values += map(mul, kib[:plain], repeat(1024))
+        if plan.huge:
+            values += map(mul, kib[plain:plain + plan.huge], repeat(kib[-1] * 1024))
+        if plan.avail_at is not None:
+            total = kib[0]
+            used = total - kib[plan.avail_at]
             values.append(used * 1024)
             values.append(used / total if total > 0 else None)
 
@@ -128,65 +130,46 @@ class MemoryCollector(ColumnCollector):
         raw = self._vmstat.read()
         if not raw:
             return
-        counts = self._vmstat_keys.pick(raw)
-        for key, (name, mult) in _VMSTAT.items():
-            v = counts.get(key)
-            if v is not None:
-                names.append(name)
-                values.append(v * (mult or self._page_size))
-        stalls = [counts[k] for k in _ALLOCSTALL_KEYS if k in counts]
-        if stalls:
-            names.append(_ALLOCSTALL)
-            values.append(sum(stalls))
+        plan = self._vmstat_plan
+        counts = plan.shape.ints(raw.split()) if plan.shape is not None else None
+        if counts is None:
+            shape, present, counts = learn_keyed(raw, _VMSTAT_WANTED)
+            plan = self._vmstat_plan = _VmstatPlan(shape, present, self._page_size)
+        names += plan.names
+        values += map(mul, counts, plan.scales)
+        if plan.stalls:
+            values.append(sum(counts[len(plan.scales):]))
 
 
-class _KeyPicker:
-    """Picks the wanted ``key value`` pairs of a /proc file, as ints.
+class _MeminfoPlan:
+    """The series of the meminfo keys present, and where the derived ones come from."""
 
-    The first read finds where the wanted keys sit among the file's tokens; later
-    reads only check that the keys are still there and convert those values. The
-    key order of meminfo and vmstat is fixed for a running kernel, so this skips
-    building a ~200-entry dict every second (half the cost of the memory source).
-    Any mismatch falls back to a full parse and learns the positions again.
-    """
+    __slots__ = ("shape", "names", "plain", "huge", "avail_at")
 
-    def __init__(self, wanted: frozenset[bytes]) -> None:
-        self._wanted = wanted
-        self._positions: list[tuple[bytes, int]] = []
+    def __init__(self, shape: Shape | None, present: tuple[bytes, ...]) -> None:
+        self.shape = shape
+        plain = [k for k in present if k in _MEMINFO]
+        #: huge-page counts, multiplied by Hugepagesize (the last value) when it is there
+        huge = [k for k in present if k in _HUGEPAGES] if b"Hugepagesize:" in present else []
+        self.plain, self.huge = len(plain), len(huge)
+        names = [_MEMINFO[k] for k in plain] + [_HUGEPAGES[k] for k in huge]
+        #: MemTotal comes first when present; used memory needs MemAvailable too
+        self.avail_at = None
+        if present[:1] == (b"MemTotal:",) and b"MemAvailable:" in plain:
+            self.avail_at = plain.index(b"MemAvailable:")
+            names += _USED
+        self.names = tuple(names)
 
-    def pick(self, raw: bytes) -> dict[bytes, int]:
-        tokens = raw.split()
-        out = {}
-        try:
-            for key, i in self._positions:
-                if tokens[i - 1] != key:
-                    break
-                out[key] = int(tokens[i])
-            else:
-                if self._positions:
-                    return out
-        except (IndexError, ValueError):
-            pass
-        return self._learn(raw, tokens)
 
-    def _learn(self, raw: bytes, tokens: list[bytes]) -> dict[bytes, int]:
-        positions = []
-        if len(tokens) % 2 == 0:
-            positions = [(tokens[i], i + 1) for i in range(0, len(tokens), 2) if tokens[i] in self._wanted]
-            pairs = {key: tokens[i] for key, i in positions}
-        else:
-            # A line of unexpected shape: parse line by line so it cannot shift
-            # the others, and do not trust positions for the next read.
-            pairs = {}
-            for line in raw.split(b"\n"):
-                parts = line.split()
-                if len(parts) == 2 and parts[0] in self._wanted:
-                    pairs[parts[0]] = parts[1]
-        out = {}
-        for key, value in pairs.items():
-            try:
-                out[key] = int(value)
-            except ValueError:
-                positions = []  # a non-number where a number was expected
-        self._positions = positions
-        return out
+class _VmstatPlan:
+    """The series of the vmstat keys present and their scale to base units; the
+    ``allocstall*`` counters (after the others) are summed into one."""
+
+    __slots__ = ("shape", "names", "scales", "stalls")
+
+    def __init__(self, shape: Shape | None, present: tuple[bytes, ...], page_size: int) -> None:
+        self.shape = shape
+        keys = [k for k in present if k in _VMSTAT]
+        self.scales = [_VMSTAT[k][1] or page_size for k in keys]
+        self.stalls = len(present) > len(keys)
+        self.names = tuple([_VMSTAT[k][0] for k in keys] + ([_ALLOCSTALL] if self.stalls else []))
