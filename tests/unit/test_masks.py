@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clumon.agent.config import AgentConfig
 from clumon.agent.masks import Filter, MaskError, MaskSet, Rule, parse_rule
@@ -183,3 +185,104 @@ def test_counters_are_sent_whenever_they_move():
     out = f.apply({"node_cpu_seconds_total{mode=\"idle\"}": big + 2, "node_memory_free_bytes": big + 2}, 1.0)
     assert out == {"node_cpu_seconds_total{mode=\"idle\"}": big + 2}
     assert f.apply({"node_cpu_seconds_total{mode=\"idle\"}": big + 2}, 2.0) == {}, "a still counter is suppressed"
+
+
+# --- the column filter against the plain per-name reading of DESIGN.md ----------------
+
+
+class ReferenceFilter:
+    """DESIGN.md's masks and change suppression, one name at a time, as simply as it
+    can be said: what ``Filter`` must do, whatever it keeps by position."""
+
+    def __init__(self, masks: MaskSet):
+        self.masks = masks
+        self.sent: dict[str, tuple[float | None, float]] = {}
+
+    def apply(self, names, values, now):
+        m, out = self.masks, []
+        for name, v in zip(names, values):
+            rule = m.rule_for(name)
+            if rule is not None and not rule.passes(v):
+                self.sent.pop(name, None)
+                continue
+            last = self.sent.get(name)
+            if last is not None and now - last[1] < m.max_silence - 0.05:
+                old = last[0]
+                if old is None or v is None:
+                    if old is v:
+                        continue
+                else:
+                    counter = name.split("{")[0].endswith("_total")
+                    limit = m.min_change_abs if counter else max(m.min_change * abs(old), m.min_change_abs)
+                    if abs(v - old) <= limit:
+                        continue
+            self.sent[name] = (v, now)
+            out.append((name, v))
+        return out
+
+
+NAMES = ["a", "b_total", "c_ratio", "d", "e_total{x=\"1\"}"]
+values_st = st.sampled_from([None, 0.0, 1.0, 1.0005, 1.002, -3.0, 1e-10, 1e6, 1e6 + 1, 2e6, 2e6 + 1])
+layout_st = st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True).map(tuple)
+read_st = layout_st.flatmap(lambda names: st.tuples(st.just(names), st.lists(values_st, min_size=len(names),
+                                                                                max_size=len(names))))
+rules_st = st.sampled_from([[], ["10 a B 0 2"], ["10 d drop", "20 * U"], ["5 c_ratio B -1 0.5", "9 b_total U"]])
+
+
+@settings(max_examples=600, deadline=None)
+@given(rules=rules_st, silence=st.sampled_from([0.0, 3.0, 30.0]),
+       steps=st.lists(st.tuples(st.lists(read_st, min_size=1, max_size=3),
+                                st.sampled_from([0.5, 1.0, 2.96, 3.1, 10.0]),
+                                st.sampled_from(["read", "read", "read", "resend_all", "forget a", "replace"])),
+                      min_size=1, max_size=25))
+def test_filter_judges_as_the_per_name_reference(rules, silence, steps):
+    """Reads of changing layouts (a series moving between them, as when an interface
+    comes), missing values, rules, max_silence, forgetting and mask changes: the
+    column filter sends exactly what the per-name reading of the rules sends."""
+    masks = MaskSet.from_texts(rules, max_silence=silence)
+    f, ref = Filter(masks), ReferenceFilter(masks)
+    now = 0.0
+    for parts, dt, action in steps:
+        now += dt
+        if action == "resend_all":
+            f.resend_all()
+            ref.sent.clear()
+        elif action == "forget a":
+            f.forget(["a"])
+            ref.sent.pop("a", None)
+        elif action == "replace":
+            f.replace(masks)
+            ref.sent.clear()
+        names, values = f.apply_columns(parts, now)
+        expected = [item for n, v in parts for item in ref.apply(n, v, now)]
+        assert list(zip(names, values)) == expected
+
+
+def test_a_layout_that_changes_carries_on_where_its_series_were():
+    f = only([])
+    assert f.apply_columns([(("a", "b"), [1.0, 2.0])], 0.0) == (["a", "b"], [1.0, 2.0])
+    # a new series joins (a new interface): only it is sent
+    assert f.apply_columns([(("a", "b", "c"), [1.0, 2.0, 3.0])], 1.0) == (["c"], [3.0])
+    assert f.apply_columns([(("a", "b", "c"), [1.0, 2.5, 3.0])], 2.0) == (["b"], [2.5])
+    # the old layout again: it must not judge against what it held before
+    assert f.apply_columns([(("a", "b"), [1.0, 2.5])], 3.0) == ([], [])
+
+
+def test_a_series_missing_for_good_is_judged_and_suppressed():
+    """swap's used ratio with no swap configured: None every read, sent once."""
+    f = only([])
+    names = ("node_swap_size_bytes", "node_swap_used_ratio")
+    assert f.apply_columns([(names, [0.0, None])], 0.0) == (list(names), [0.0, None])
+    for t in range(1, 5):
+        assert f.apply_columns([(names, [0.0, None])], float(t)) == ([], [])
+    assert f.apply_columns([(names, [8.0, 0.5])], 5.0) == (list(names), [8.0, 0.5])
+    assert f.apply_columns([(names, [8.0, 0.5])], 6.0) == ([], [])
+
+
+def test_a_counter_sent_by_the_column_path_keeps_its_absolute_threshold():
+    f = only([])
+    names = ("node_forks_total", "node_memory_free_bytes")
+    f.apply_columns([(names, [1.0, 1e6])], 0.0)         # first read: judged value by value
+    assert f.apply_columns([(names, [1e6, 1e6])], 1.0) == (["node_forks_total"], [1e6])
+    # judged by columns against what was sent at 1.0: a counter moves by 1 of 1e6
+    assert f.apply_columns([(names, [1e6 + 1, 1e6 + 1])], 2.0) == (["node_forks_total"], [1e6 + 1])
