@@ -130,6 +130,44 @@ def test_cpu_missing_or_garbled_file(tmp_path: Path) -> None:
     assert as_dict(CpuCollector(str(tmp_path)).collect()) == {"node_context_switches_total": None}
 
 
+def _without_ratios(values: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: v for k, v in values.items() if not k.startswith("node_cpu_ratio")}
+
+
+@pytest.mark.parametrize("changed", [
+    STAT_LATER.replace("ctxt 1999", "ctxt lots"),  # a value stops being a number
+    STAT_LATER.replace("procs_blocked 0\n", ""),  # a key goes
+    STAT_LATER.replace("processes 4250", "processes\t4250"),  # a key the line-by-line read does not see
+    STAT_LATER.replace("btime 1700000000\n", "btime 1700000000\nguest_thing 5\n"),  # a line comes
+    STAT_LATER.replace("softirq 800 1 2 3", "softirq 800 1 2 3 4"),  # a longer line
+    STAT_LATER.replace("cpu1 50 5 75 680 10 3 7 0 0 0\n", ""),  # a CPU goes offline
+    STAT_LATER.replace("intr 123500 1 2 3 4 5", "intr 123500 " + " ".join(["0"] * 5000)),  # more IRQs
+    STAT_LATER.replace("intr 123500", "intr  123500"),
+    STAT_LATER.replace("ctxt 1999\n", "") + "ctxt 1999\n",  # keys in another order
+    STAT_LATER.replace("cpu  150", "cpu  x"),
+    STAT_LATER.rstrip("\n"),
+])
+def test_cpu_layout_that_changes_between_reads(tmp_path: Path, changed: str) -> None:
+    put(tmp_path, "stat", STAT)
+    cpu = CpuCollector(str(tmp_path))
+    cpu.collect()
+    put(tmp_path, "stat", STAT_LATER.replace("ctxt 1999", "ctxt 1500"))
+    cpu.collect()  # read with the layout learnt from the first
+    put(tmp_path, "stat", changed.replace("cpu  150 10 100 1100", "cpu  150 10 100 1200"))  # 100 idle ticks
+    values = as_dict(cpu.collect())
+    fresh = as_dict(CpuCollector(str(tmp_path)).collect())
+    assert list(values) == list(fresh)
+    assert _without_ratios(values) == _without_ratios(fresh)
+    if 'node_cpu_ratio{mode="user"}' in values:  # against the read before, not None
+        assert values['node_cpu_ratio{mode="user"}'] == 0
+        assert values['node_cpu_ratio{mode="idle"}'] == 1
+    # and back: the layout is learnt again
+    put(tmp_path, "stat", STAT_LATER)
+    values = as_dict(cpu.collect())
+    assert _without_ratios(values) == _without_ratios(as_dict(CpuCollector(str(tmp_path)).collect()))
+    assert values["node_context_switches_total"] == 1999
+
+
 def test_load(tmp_path: Path) -> None:
     put(tmp_path, "loadavg", "0.52 1.25 2.00 3/139 6896\n")
     assert as_dict(LoadCollector(str(tmp_path)).collect()) == {
