@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-from clumon.proto.config import ConfigError, load
+from clumon.agent import notls
 
 #: Sockets in the agent's zmq context (it uses at most three).
 AGENT_MAX_SOCKETS = 64
@@ -68,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if "help" in args:
         print(USAGE)
         return 0
+    if os.environ.get(notls.REAL_SSL_ENV) != "1" and notls.install():
+        _uvloop_or_restart(sys.argv[1:] if argv is None else argv)
 
     from clumon.agent.config import AgentConfig
+    from clumon.proto.config import ConfigError, load
 
     overrides = {"name": args["name"], "state_dir": args["state_dir"], "parents": args["parent"]}
     try:
@@ -88,6 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         return Agent(cfg, ctx).serve(stop)
 
     return runtime.run(start, cfg.log_level)
+
+
+def _uvloop_or_restart(argv: list[str]) -> None:
+    """Import uvloop (and asyncio) under the stand-in ``ssl``; should that fail (a
+    uvloop that wants more of ssl at import), start again with the real module."""
+    try:
+        import uvloop  # noqa: F401
+    except Exception as exc:  # anything: the stand-in lacks what this uvloop wants
+        print(f"clumon-agent: uvloop does not import without ssl ({type(exc).__name__}: {exc}); "
+              f"restarting with the real ssl module", file=sys.stderr, flush=True)
+        os.execve(sys.executable, [sys.executable, "-m", "clumon.agent", *argv],
+                  {**os.environ, notls.REAL_SSL_ENV: "1"})
 
 
 if __name__ == "__main__":

@@ -50,3 +50,22 @@ def test_the_loop_wakes_once_per_tick(tree):
     assert ticks >= 10, stats
     # one fire per tick; a few more for the start and the uplink's own ticks
     assert stats["timer_fires"] <= 1.15 * ticks + 3, (stats["timer_fires"], ticks)
+
+
+def test_the_agent_runs_without_openssl(tree):
+    """The agent speaks no TLS: its ssl module is a stand-in, so OpenSSL (4.4 MiB of
+    its resident memory) is never mapped; the agent still runs and answers."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        agent = tree.agent("node-1", [port], collectors=["cpu", "load"])
+        assert sock.poll(10_000), "the agent sent its first frames"
+        maps = open(f"/proc/{agent.proc.pid}/maps").read()
+    finally:
+        sock.close()
+        ctx.term()
+    mapped = {line.rsplit("/", 1)[-1] for line in maps.splitlines() if "/" in line}
+    assert not [m for m in mapped if m.startswith(("libssl", "libcrypto", "_ssl"))], sorted(mapped)
+    assert any(m.startswith("loop.cpython") for m in mapped), "uvloop runs the agent"
