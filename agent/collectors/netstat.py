@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+from itertools import chain
+from operator import mul
 
-from .base import ColumnCollector, Layout, ProcFile
+from .base import ColumnCollector, Layout, ProcFile, Shape
 
 #: (protocol line, column header) -> series. Retransmits, resets, discards,
 #: reassembly failures and UDP buffer errors are what show a struggling
@@ -39,6 +41,8 @@ _SNMP = {
     (b"Udp:", b"SndbufErrors"): "node_udp_send_buffer_errors_total",
 }
 _PROTOCOLS = frozenset(proto for proto, _ in _SNMP)
+#: a protocol's columns: (column count, series, the columns they come from)
+_Columns = tuple[int, tuple[str, ...], tuple[int, ...]]
 
 #: (sockstat line, field) -> (series, multiplier; 0 means page size).
 _SOCKSTAT = {
@@ -57,6 +61,10 @@ class NetstatCollector(ColumnCollector):
     established connections and socket counts (``node_sockets_used``,
     ``node_tcp_sockets_*``, ``node_tcp_memory_bytes``). IPv4 and IPv6 together, as
     the kernel counts them in /proc/net/snmp.
+
+    Each file's layout is learnt from a read taken line by line (``_SnmpPlan``,
+    ``_SockstatPlan``); later reads check it and pick their values in a few
+    C-level calls.
     """
 
     name = "netstat"
@@ -70,7 +78,9 @@ class NetstatCollector(ColumnCollector):
         self._page_size = page_size or os.sysconf("SC_PAGE_SIZE")
         # header line -> (column count, [(column, series)]): headers never change
         # on a running kernel, so each is matched against _SNMP once, not per read.
-        self._columns: dict[bytes, tuple[int, tuple[str, ...], tuple[int, ...]] | None] = {}
+        self._columns: dict[bytes, _Columns | None] = {}
+        self._snmp_plan: _SnmpPlan | None = None
+        self._sockstat_plan: _SockstatPlan | None = None
         self._layout = Layout()
 
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
@@ -86,25 +96,51 @@ class NetstatCollector(ColumnCollector):
         if not raw:
             return
         lines = raw.split(b"\n")
+        plan = self._snmp_plan
+        if plan is not None:
+            got = plan.values(lines)
+            if got is not None:
+                names += plan.names
+                values += got
+                return
+        start = len(values)
+        taken = self._snmp_by_lines(lines, names, values)
+        # A value that is not a number now may be one at the next read: learn again then.
+        self._snmp_plan = None if None in values[start:] else _SnmpPlan.learn(lines, taken)
+
+    def _snmp_by_lines(self, lines: list[bytes], names: list[str], values: list[float | None]) -> list[_Columns | None]:
+        """Fill ``names`` and ``values`` line by line; returns the columns taken
+        from each pair of lines (``None`` for a pair left out)."""
+        taken: list[_Columns | None] = []
         # Each protocol is a header line of column names, then a line of values.
         for head, line in zip(lines[::2], lines[1::2]):
             columns = self._columns.get(head)
             if columns is None:
                 columns = self._columns[head] = _wanted_columns(head)
-            if not columns:
-                continue
             numbers = line.split()
-            if len(numbers) != columns[0]:
+            if not columns or len(numbers) != columns[0]:
+                taken.append(None)
                 continue
+            taken.append(columns)
             names += columns[1]
             values += [_float(numbers[i]) for i in columns[2]]
+        return taken
 
     def _from_sockstat(self, names: list[str], values: list[float | None]) -> None:
         raw = self._sockstat.read()
         if not raw:
             return
+        lines = raw.split(b"\n")
+        plan = self._sockstat_plan
+        if plan is not None:
+            got = plan.values(lines)
+            if got is not None:
+                names += plan.names
+                values += got
+                return
+        start = len(values)
         # "TCP: inuse 11 orphan 0 tw 2 alloc 14 mem 93"
-        for line in raw.split(b"\n"):
+        for line in lines:
             fields = line.split()
             if not fields:
                 continue
@@ -115,9 +151,104 @@ class NetstatCollector(ColumnCollector):
                     scale = spec[1] or self._page_size
                     names.append(spec[0])
                     values.append(None if value is None else value * scale)
+        self._sockstat_plan = None if None in values[start:] else _SockstatPlan.learn(lines, names[start:], self._page_size)
 
 
-def _wanted_columns(head: bytes) -> tuple[int, tuple[str, ...], tuple[int, ...]] | None:
+class _SnmpPlan:
+    """/proc/net/snmp as learnt from one read: its header lines (compared whole,
+    so the columns are the learnt ones), how many tokens each value line has and
+    where the wanted values sit among them (``shape``)."""
+
+    __slots__ = ("names", "lines", "headers", "counts", "shape")
+
+    def __init__(self, names: tuple[str, ...], lines: int, headers: list[bytes], counts: list[int], shape: Shape) -> None:
+        self.names = names
+        self.lines = lines
+        self.headers = headers
+        self.counts = counts
+        self.shape = shape
+
+    def values(self, lines: list[bytes]) -> list[float] | None:
+        """The wanted values of a read cut into ``lines``; ``None`` when its layout
+        is not the learnt one or a value is not a number."""
+        if len(lines) != self.lines or lines[::2] != self.headers:
+            return None
+        tokens = list(map(bytes.split, lines[1::2]))
+        if list(map(len, tokens)) != self.counts:
+            return None
+        return self.shape.floats(list(chain.from_iterable(tokens)))
+
+    @classmethod
+    def learn(cls, lines: list[bytes], taken: list[_Columns | None]) -> _SnmpPlan:
+        """The plan of a read cut into ``lines`` that took ``taken`` columns from
+        each pair of lines."""
+        names: list[str] = []
+        keys: list[int] = []
+        expect: list[bytes] = []
+        positions: list[int] = []
+        counts: list[int] = []
+        n = 0
+        for line, columns in zip(lines[1::2], taken):
+            numbers = line.split()
+            if numbers:
+                keys.append(n)
+                expect.append(numbers[0])
+            if columns is not None:
+                names += columns[1]
+                positions += [n + i for i in columns[2]]
+            counts.append(len(numbers))
+            n += len(numbers)
+        return cls(tuple(names), len(lines), lines[::2], counts, Shape(n, keys, expect, positions))
+
+
+class _SockstatPlan:
+    """/proc/net/sockstat as learnt from one read: how many tokens each line has,
+    its first token and keys (``shape``'s keys) and the values wanted, with their
+    scales."""
+
+    __slots__ = ("names", "counts", "shape", "scales")
+
+    def __init__(self, names: tuple[str, ...], counts: list[int], shape: Shape, scales: list[int]) -> None:
+        self.names = names
+        self.counts = counts
+        self.shape = shape
+        self.scales = scales
+
+    def values(self, lines: list[bytes]) -> list[float] | None:
+        """The wanted values of a read cut into ``lines``, scaled; ``None`` as for
+        ``_SnmpPlan.values``."""
+        tokens = list(map(bytes.split, lines))
+        if list(map(len, tokens)) != self.counts:
+            return None
+        got = self.shape.floats(list(chain.from_iterable(tokens)))
+        return None if got is None else list(map(mul, got, self.scales))
+
+    @classmethod
+    def learn(cls, lines: list[bytes], names: list[str], page_size: int) -> _SockstatPlan:
+        """The plan of a read cut into ``lines`` that gave ``names``."""
+        keys: list[int] = []
+        expect: list[bytes] = []
+        positions: list[int] = []
+        scales: list[int] = []
+        counts: list[int] = []
+        n = 0
+        for line in lines:
+            fields = line.split()
+            # the line's name and its keys: "TCP: inuse 11 orphan 0 ..."
+            for i in [0, *range(1, len(fields), 2)] if fields else []:
+                keys.append(n + i)
+                expect.append(fields[i])
+            for i in range(1, len(fields) - 1, 2):
+                spec = _SOCKSTAT.get((fields[0], fields[i]))
+                if spec is not None:
+                    positions.append(n + i + 1)
+                    scales.append(spec[1] or page_size)
+            counts.append(len(fields))
+            n += len(fields)
+        return cls(tuple(names), counts, Shape(n, keys, expect, positions), scales)
+
+
+def _wanted_columns(head: bytes) -> _Columns | None:
     """(column count, series, their columns) for a protocol's header line."""
     names = head.split()
     if not names or names[0] not in _PROTOCOLS:

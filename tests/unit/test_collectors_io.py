@@ -140,6 +140,33 @@ def test_netstat_mismatched_header_is_skipped(tmp_path: Path) -> None:
     assert NetstatCollector(str(tmp_path)).collect() == []
 
 
+@pytest.mark.parametrize("snmp, sockstat", [
+    (SNMP.replace("ActiveOpens PassiveOpens", "ActiveOpens NewColumn PassiveOpens").replace("358 321", "358 9 321"),
+     SOCKSTAT),  # a header changes: the columns after it move
+    (SNMP.replace("ActiveOpens PassiveOpens", "PassiveOpens ActiveOpens"), SOCKSTAT),  # columns swap, same count
+    (SNMP.replace("46251 34", "46251 lots"), SOCKSTAT.replace("tw 2", "tw x")),  # values stop being numbers
+    (SNMP.replace("Udp: 40 1 2 41 3 4 0", "Udp: 40 1 2 41 3 4"), SOCKSTAT),  # a value line too short
+    (SNMP.replace("UdpLite: InDatagrams NoPorts\nUdpLite: 0 0\n", ""), SOCKSTAT + "RAW: inuse 0\n"),  # lines go, come
+    ("IcmpMsg: InType3\nIcmpMsg: 1\n" + SNMP, SOCKSTAT.replace("orphan 1 ", "")),  # pairs shift, a key goes
+    (SNMP.replace("Tcp: 1 200", "Tcp: 1\n200"), SOCKSTAT.replace("inuse 11 orphan", "inuse 11\norphan")),  # lines split
+    (SNMP.replace("Tcp: 1 200", "Tcp:  1 200"), SOCKSTAT.replace("TCP: inuse", "TCP:\tinuse")),
+])
+def test_netstat_layout_that_changes_between_reads(tmp_path: Path, snmp: str, sockstat: str) -> None:
+    put(tmp_path, "net/snmp", SNMP)
+    put(tmp_path, "net/sockstat", SOCKSTAT)
+    netstat = NetstatCollector(str(tmp_path), page_size=4096)
+    netstat.collect()
+    put(tmp_path, "net/snmp", SNMP.replace("46251 34", "46252 35"))
+    assert as_dict(netstat.collect())["node_tcp_retransmitted_segments_total"] == 35
+    put(tmp_path, "net/snmp", snmp)
+    put(tmp_path, "net/sockstat", sockstat)
+    fresh = NetstatCollector(str(tmp_path), page_size=4096).collect()
+    assert netstat.collect() == fresh
+    put(tmp_path, "net/snmp", SNMP)
+    put(tmp_path, "net/sockstat", SOCKSTAT)
+    assert netstat.collect() == NetstatCollector(str(tmp_path), page_size=4096).collect()
+
+
 def statvfs_result(blocks=1000, bfree=400, bavail=300, files=100, ffree=60, flag=0, frsize=4096):
     return os.statvfs_result((4096, frsize, blocks, bfree, bavail, files, ffree, ffree, flag, 255))
 
