@@ -101,6 +101,34 @@ def test_network(tmp_path: Path) -> None:
     assert NetworkCollector(str(tmp_path / "nope")).collect() == []
 
 
+NETDEV_SPACED = NETDEV.replace("eth0:58732736", "eth0: 58732736")  # as kernels since 2.6 print it
+
+
+@pytest.mark.parametrize("changed", [
+    NETDEV_SPACED + "  ib1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n",  # an interface comes
+    NETDEV_SPACED.replace("  ib0: 10 20 0 0 0 0 0 0 30 40 0 0 0 0 0 0\n", ""),  # one goes
+    NETDEV_SPACED.replace("veth12ab:", "eth1:"),  # an excluded one is replaced by a kept one
+    NETDEV_SPACED.replace("ib0: 10 20", "ib0: 10 lots"),  # a value stops being a number
+    NETDEV_SPACED.replace("bad0: 1 2", "bad0: 1 2 3 4 5 6 7 8 9 10 11 12"),  # a short line grows
+    NETDEV_SPACED.replace("ib0: 10 20", "ib0: 10\n20"),  # a line splits
+    NETDEV,  # the first number glued to the colon (old kernels)
+])
+def test_network_interfaces_that_change_between_reads(tmp_path: Path, changed: str) -> None:
+    put(tmp_path, "net/dev", NETDEV_SPACED)
+    network = NetworkCollector(str(tmp_path))
+    network.collect()
+    put(tmp_path, "net/dev", NETDEV_SPACED.replace("ib0: 10 20", "ib0: 11 21"))
+    assert as_dict(network.collect())['node_network_receive_packets_total{device="ib0"}'] == 21
+    put(tmp_path, "net/dev", changed)
+    assert network.collect() == NetworkCollector(str(tmp_path)).collect()
+    put(tmp_path, "net/dev", NETDEV_SPACED)
+    assert network.collect() == NetworkCollector(str(tmp_path)).collect()
+    put(tmp_path, "net/dev", changed)
+    assert network.collect() == NetworkCollector(str(tmp_path)).collect()
+    put(tmp_path, "net/dev", changed.replace("1605", "1606"))  # a second read of that layout
+    assert network.collect() == NetworkCollector(str(tmp_path)).collect()
+
+
 SNMP = """Ip: Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors InDiscards InDelivers OutRequests OutDiscards ReasmFails
 Ip: 2 64 50504 1 0 2 50500 48984 3 4
 Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
