@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import time
+from itertools import chain, repeat
+from operator import mul, sub, truediv
 from typing import Callable
 
-from .base import ColumnCollector, Layout, ProcFile, series
+from .base import ColumnCollector, Layout, ProcFile, Shape, _getter, series
 
 #: Partitions (their I/O is already in the whole disk) and devices that carry no
 #: real storage traffic. A regex on names avoids a sysfs walk every collect.
@@ -32,6 +34,10 @@ _COLUMNS = (
     (10, "node_disk_io_time_weighted_seconds_total", 0.001),
 )
 _IO_MS = 9
+#: values a device adds: its counters, then its busy ratio
+_PER_DEVICE = len(_COLUMNS) + 1
+#: each device's scales in a plan (the last, io_ms again, gives way to the busy ratio)
+_SCALES = [scale for _, _, scale in _COLUMNS] + [1.0]
 
 _NAME_CACHE_MAX = 4096
 
@@ -41,6 +47,10 @@ class DiskIoCollector(ColumnCollector):
     names) plus ``node_disk_io_now`` and ``node_disk_busy_ratio{device=...}``: the
     share of wall time the device had I/O in flight since the previous collect
     (``None`` the first time), so a bounded mask can flag a saturated disk.
+
+    The file's layout is learnt from a read taken line by line (``_DiskPlan``);
+    later reads check it and pick, scale and compare their counters in a few
+    C-level calls.
     """
 
     name = "diskio"
@@ -58,7 +68,11 @@ class DiskIoCollector(ColumnCollector):
         self._exclude = re.compile(exclude)
         self._clock = clock
         self._names: dict[bytes, tuple[tuple[str, ...], str] | None] = {}
-        self._prev: dict[bytes, tuple[float, int]] = {}
+        # The previous read: its devices, its time and their io_ms counters.
+        self._prev_devs: tuple[bytes, ...] = ()
+        self._prev_now = 0.0
+        self._prev_io: list[int] = []
+        self._plan: _DiskPlan | None = None
         self._layout = Layout()
 
     def collect_columns(self) -> tuple[tuple[str, ...], list[float | None]]:
@@ -67,35 +81,83 @@ class DiskIoCollector(ColumnCollector):
         if not raw:
             return (), []
         now = self._clock()
+        lines = raw.split(b"\n")
+        plan = self._plan
+        if plan is not None and self._prev_devs is plan.devs:
+            got = self._by_plan(lines, now, plan)
+            if got is not None:
+                return plan.names, got
         names: list[str] = []
         values: list[float | None] = []
-        seen: dict[bytes, tuple[float, int]] = {}
-        for line in raw.split(b"\n"):
+        devs: list[bytes] = []
+        kept = self._by_lines(lines, now, names, values, devs)
+        series_names = self._layout(names)
+        self._plan = _DiskPlan.learn(lines, kept, series_names, devs) if kept is not None else None
+        self._prev_devs = self._plan.devs if self._plan is not None else tuple(devs)
+        return series_names, values
+
+    def _by_plan(self, lines: list[bytes], now: float, plan: _DiskPlan) -> list[float | None] | None:
+        """The read by the learnt layout; ``None`` when a device came or went or a
+        counter is not a number."""
+        counters = plan.counters(lines)
+        if counters is None:
+            return None
+        # Each device's counters end with io_ms a second time: its place in the
+        # values takes the busy ratio.
+        io = counters[_PER_DEVICE - 1::_PER_DEVICE]
+        values: list[float | None] = list(map(mul, counters, plan.scales))
+        values[_PER_DEVICE - 1::_PER_DEVICE] = self._busy_all(now, io)
+        self._prev_now, self._prev_io = now, io
+        return values
+
+    def _busy_all(self, now: float, io: list[int]) -> list[float | None]:
+        """The busy ratios of devices read in the previous read's order, from their
+        io_ms counters now."""
+        elapsed = now - self._prev_now
+        if elapsed <= 0:
+            return [None] * len(io)
+        deltas = list(map(sub, io, self._prev_io))
+        if deltas and min(deltas) < 0:
+            return [None if d < 0 else min(d / 1000.0 / elapsed, 1.0) for d in deltas]
+        return list(map(min, map(truediv, map(truediv, deltas, repeat(1000.0)), repeat(elapsed)), repeat(1.0)))
+
+    def _by_lines(
+        self, lines: list[bytes], now: float, names: list[str], values: list[float | None], devs: list[bytes]
+    ) -> list[bool] | None:
+        """Fill ``names``, ``values`` and the devices read line by line; returns
+        which lines gave values, or ``None`` when a line that might have given some
+        had a counter that is not a number (it may be one next time: learn again
+        then)."""
+        prev = dict(zip(self._prev_devs, self._prev_io))
+        io: list[int] = []
+        kept: list[bool] = []
+        numbers = True
+        for line in lines:
             fields = line.split()
-            if len(fields) < 14:
-                continue
-            dev = fields[2]
-            dev_names = self._names_of(dev)
-            if dev_names is None:
-                continue
-            try:
-                counters = [int(f) for f in fields[3:14]]
-            except ValueError:
+            dev_names = self._names_of(fields[2]) if len(fields) >= 14 else None
+            counters = None
+            if dev_names is not None:
+                try:
+                    counters = [int(f) for f in fields[3:14]]
+                except ValueError:
+                    numbers = False
+            kept.append(counters is not None)
+            if counters is None:
                 continue
             metrics, busy_name = dev_names
             names += metrics
             values += [counters[col] * scale for col, _, scale in _COLUMNS]
-            seen[dev] = (now, counters[_IO_MS])
             names.append(busy_name)
-            values.append(self._busy(dev, now, counters[_IO_MS]))
-        self._prev = seen
-        return self._layout(names), values
+            values.append(self._busy(prev.get(fields[2]), now, counters[_IO_MS]))
+            devs.append(fields[2])
+            io.append(counters[_IO_MS])
+        self._prev_now, self._prev_io = now, io
+        return kept if numbers else None
 
-    def _busy(self, dev: bytes, now: float, io_ms: int) -> float | None:
-        prev = self._prev.get(dev)
-        if prev is None or now <= prev[0] or io_ms < prev[1]:
+    def _busy(self, prev_io: int | None, now: float, io_ms: int) -> float | None:
+        if prev_io is None or now <= self._prev_now or io_ms < prev_io:
             return None
-        return min((io_ms - prev[1]) / 1000.0 / (now - prev[0]), 1.0)
+        return min((io_ms - prev_io) / 1000.0 / (now - self._prev_now), 1.0)
 
     def _names_of(self, dev: bytes) -> tuple[tuple[str, ...], str] | None:
         # Cached per device: formatting ~12 names per device every second would
@@ -111,3 +173,67 @@ class DiskIoCollector(ColumnCollector):
             entry = (metrics, series("node_disk_busy_ratio", device=name))
         self._names[dev] = entry
         return entry
+
+
+class _DiskPlan:
+    """/proc/diskstats as learnt from one read, line by line: the devices kept
+    (their names and where their counters sit among their tokens: ``shape``, io_ms
+    twice, see ``DiskIoCollector._by_plan``), the devices left out by name (the
+    start of their line up to the name, which alone decides that) and any other
+    line (whole). Loop and RAM devices can be most of the file: their lines are
+    not cut into tokens."""
+
+    __slots__ = ("names", "devs", "scales", "_lines", "_kept", "shape", "_excluded", "_starts", "_other", "_others")
+
+    def __init__(self, names: tuple[str, ...], lines: list[bytes], kept: list[bool]) -> None:
+        self.names = names
+        self._lines = len(lines)
+        kept_at: list[int] = []
+        excluded_at: list[int] = []
+        other_at: list[int] = []
+        starts: list[bytes] = []
+        for i, (line, taken) in enumerate(zip(lines, kept)):
+            head = line.split(None, 3)
+            if taken:
+                kept_at.append(i)
+            elif len(head) == 4 and len(line.split()) >= 14:
+                excluded_at.append(i)
+                starts.append(line[:len(line) - len(head[3])])
+            else:
+                other_at.append(i)
+        self._kept, self._excluded, self._other = _getter(kept_at), _getter(excluded_at), _getter(other_at)
+        self._starts = starts
+        self._others = self._other(lines)
+        tokens = [lines[i].split() for i in kept_at]
+        self.devs = tuple(fields[2] for fields in tokens)
+        self.scales = _SCALES * len(tokens)
+        keys: list[int] = []
+        positions: list[int] = []
+        n = 0
+        for fields in tokens:
+            keys.append(n + 2)
+            positions += [n + 3 + col for col, _, _ in _COLUMNS]
+            positions.append(n + 3 + _IO_MS)
+            n += len(fields)
+        self.shape = Shape(n, keys, self.devs, positions)
+
+    def counters(self, lines: list[bytes]) -> list[int] | None:
+        """The kept devices' counters (io_ms twice) of a read cut into ``lines``;
+        ``None`` when the layout is not the learnt one or a counter is not a number."""
+        if len(lines) != self._lines or self._other(lines) != self._others:
+            return None
+        if not all(map(bytes.startswith, self._excluded(lines), self._starts)):
+            return None
+        # Each kept line's device name is a key of the shape: a line with more or
+        # fewer tokens moves a name or changes the count.
+        tokens = chain.from_iterable(map(bytes.split, self._kept(lines)))
+        return self.shape.ints(list(tokens))
+
+    @classmethod
+    def learn(cls, lines: list[bytes], kept: list[bool], names: tuple[str, ...], devs: list[bytes]) -> _DiskPlan | None:
+        """The plan of a read cut into ``lines`` whose ``kept`` lines gave ``names``
+        for ``devs``; ``None`` when a device is there twice (the busy ratio pairs
+        a device with its previous counters by name)."""
+        if len(set(devs)) != len(devs):
+            return None
+        return cls(names, lines, kept)

@@ -73,6 +73,62 @@ def test_diskio_missing_file(tmp_path: Path) -> None:
     assert DiskIoCollector(str(tmp_path)).collect() == []
 
 
+def _without_busy(values: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: v for k, v in values.items() if not k.startswith("node_disk_busy_ratio")}
+
+
+@pytest.mark.parametrize("changed", [
+    DISKSTATS + " 259       2 nvme1n1 1 2 3 4 5 6 7 8 0 9 10\n",  # a device comes
+    DISKSTATS.replace(" 253       0 dm-0 1 2 3 4 5 6 7 8 0 9 10\n", ""),  # one goes
+    DISKSTATS.replace("loop0", "sdb"),  # a device left out is replaced by one kept
+    DISKSTATS.replace("nvme0n1p1", "nvme0n2"),  # as is a partition
+    DISKSTATS.replace("vda 100 10", "vda 100 lots"),  # a counter stops being a number
+    DISKSTATS.replace("vda 100 10", "vda 100 1.5"),
+    DISKSTATS.replace(" short line", " short line 1 2 3 4 5 6 7 8 9 10 11 12"),  # a short line grows
+    DISKSTATS.replace("sda 1 2 3 4 5 6 7 8 0 9 10", "sda 1 2 3 4 5 6 7 8 0 9"),  # one shrinks
+    DISKSTATS.replace("sda 1 2 3", "sda 1\n2 3"),  # a line splits
+])
+def test_diskio_devices_that_change_between_reads(tmp_path: Path, changed: str) -> None:
+    clock = Clock()
+    put(tmp_path, "diskstats", DISKSTATS)
+    disk = DiskIoCollector(str(tmp_path), clock=clock)
+    disk.collect()
+    clock.now += 1.0
+    put(tmp_path, "diskstats", DISKSTATS.replace("2 1500 2500", "2 1600 2500"))
+    assert as_dict(disk.collect())['node_disk_busy_ratio{device="vda"}'] == pytest.approx(0.1)
+    clock.now += 2.0
+    # 500 ms more of vda's io_ms in 2 s, where vda's line still gives values
+    put(tmp_path, "diskstats", changed.replace("2 1500 2500", "2 2100 2500"))
+    values = as_dict(disk.collect())
+    fresh = as_dict(DiskIoCollector(str(tmp_path), clock=clock).collect())
+    assert list(values) == list(fresh)
+    assert _without_busy(values) == _without_busy(fresh)
+    if 'node_disk_busy_ratio{device="vda"}' in values:
+        assert values['node_disk_busy_ratio{device="vda"}'] == pytest.approx(0.25)
+    if 'node_disk_busy_ratio{device="sda"}' in values:
+        assert values['node_disk_busy_ratio{device="sda"}'] == 0
+    clock.now += 1.0
+    put(tmp_path, "diskstats", DISKSTATS)
+    values = as_dict(disk.collect())
+    assert _without_busy(values) == _without_busy(as_dict(DiskIoCollector(str(tmp_path), clock=clock).collect()))
+    assert values['node_disk_busy_ratio{device="vda"}'] is None  # its io_ms went backwards
+
+
+def test_diskio_busy_ratio_when_the_clock_stands_or_a_counter_steps_back(tmp_path: Path) -> None:
+    clock = Clock()
+    put(tmp_path, "diskstats", DISKSTATS)
+    disk = DiskIoCollector(str(tmp_path), clock=clock)
+    disk.collect()
+    disk.collect()  # by the learnt layout from here on
+    put(tmp_path, "diskstats", DISKSTATS.replace("2 1500 2500", "2 1600 2500"))
+    assert as_dict(disk.collect())['node_disk_busy_ratio{device="vda"}'] is None  # no time passed
+    clock.now += 1.0
+    put(tmp_path, "diskstats", DISKSTATS.replace("2 1500 2500", "2 1400 2500").replace("0 9 10", "0 509 10"))
+    values = as_dict(disk.collect())
+    assert values['node_disk_busy_ratio{device="vda"}'] is None  # stepped back
+    assert values['node_disk_busy_ratio{device="sda"}'] == pytest.approx(0.5)
+
+
 NETDEV = """Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:   95198    1472    0    0    0     0          0         0    95198    1472    0    0    0     0       0          0
