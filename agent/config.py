@@ -74,6 +74,9 @@ class AgentConfig(ChildLink):
     spool_max_age: float = 3600.0
     #: on SIGTERM, wait this long for the root to acknowledge what was sent
     drain_timeout: float = 2.0
+    #: the parent may hold this agent's ACKs this many seconds and send them as one
+    #: (each ACK wakes the agent); 0 asks for every ACK at once
+    ack_every: float = 5.0
     max_frame_bytes: int = MAX_FRAME_BYTES
     log_level: str = "INFO"
     #: the mask set loaded at start (a set_masks CONTROL, kept in state_dir, wins)
@@ -98,6 +101,8 @@ class AgentConfig(ChildLink):
                     "plugin_interval", "plugin_timeout"):
             if getattr(self, key) <= 0:
                 return f"key '{key}': expected a positive number, got {getattr(self, key)!r}"
+        if not 0 <= self.ack_every < 3600:
+            return f"key 'ack_every': expected seconds from 0 to 3600, got {self.ack_every!r}"
         if isinstance(self.ratio_digits, bool) or not 0 <= self.ratio_digits <= 15:
             return f"key 'ratio_digits': expected an integer from 0 to 15, got {self.ratio_digits!r}"
         for src, value in self.intervals.items():

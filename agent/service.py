@@ -21,7 +21,7 @@ from clumon.agent.masks import Filter, MaskError, MaskSet
 from clumon.agent.sampler import Reading, Sampler, SeriesDictionary
 from clumon.agent.snapshot import SharedReads
 from clumon.proto import runtime
-from clumon.proto.frames import Control, Data, Event, Frame, Hello, Kind, Reply, Request
+from clumon.proto.frames import Control, Data, Event, Frame, Heartbeat, Hello, Kind, Reply, Request
 from clumon.proto.spool import Spool
 from clumon.proto.uplink import Uplink
 
@@ -294,7 +294,12 @@ class Agent:
         log.info("agent %s stopped (%d frames unacknowledged)", self.name, len(self.spool))
 
     async def _drain(self) -> None:
-        """Give the root a moment to acknowledge what was sent."""
+        """Give the root a moment to acknowledge what was sent.
+
+        A HEARTBEAT first: a parent holding this agent's ACKs (``ack_every``)
+        sends them at once, and the ones still to come too."""
+        if len(self.spool):
+            self.uplink.send_body(Heartbeat(self.uplink.root_incarnation))
         deadline = time.monotonic() + self.cfg.drain_timeout
         while len(self.spool) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -302,6 +307,8 @@ class Agent:
     def _static_facts(self) -> dict[str, Any]:
         inv = inventory(self.cfg.procfs)
         inv["software_version"] = VERSION
+        if self.cfg.ack_every > 0:
+            inv["ack_every"] = self.cfg.ack_every
         return inv
 
 

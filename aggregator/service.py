@@ -150,7 +150,7 @@ class Aggregator:
 
     def _send_acks(self) -> None:
         self._acks_scheduled = False  # first: an error below must not stop later ACKs
-        queue, send = self._acks, self.downlink.send
+        queue, send = self._acks, self.downlink.send_ack
         until = time.monotonic() + ACK_SLICE_S
         while queue:
             child, entries = queue.popleft()
@@ -251,7 +251,8 @@ class Aggregator:
         self.batcher.flush()
         while self._acks:  # what the root acknowledged reaches the children before we go
             child, entries = self._acks.popleft()
-            self.downlink.send(child, Ack(tuple(entries)))
+            self.downlink.send_ack(child, Ack(tuple(entries)))
+        self.downlink.flush_acks(everything=True)
         await asyncio.sleep(0.05)
         for t in tasks:
             t.cancel()

@@ -37,15 +37,16 @@ from pathlib import Path
 import zmq
 
 from clumon.proto import codec
-from clumon.proto.frames import Ack, AckEntry, Heartbeat, Kind, Request, make
+from clumon.proto.frames import Ack, AckEntry, Heartbeat, Kind, Request, make, seq_ranges
 
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 class Receiver(threading.Thread):
-    """A parent in miniature: counts bytes per child, acks stored frames, heartbeats
-    a child it sent nothing else for 5 s (as a real parent does), and asks children
-    for their figures (REQUEST stats)."""
+    """A parent in miniature: counts bytes per child, acks stored frames at the pace
+    the child's HELLO asks for (``ack_every``: held, then one ACK for all, as
+    proto/downlink does), heartbeats a child it sent nothing else for 5 s (as a real
+    parent does), and asks children for their figures (REQUEST stats)."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -59,6 +60,9 @@ class Receiver(threading.Thread):
         self.replies: dict[str, dict] = {}
         self._asks: list[tuple[str, str]] = []
         self._last_sent: dict[str, float] = {}
+        #: child -> its ack_every; child -> (when the held ACK goes, sender, incarnation, seqs)
+        self._ack_every: dict[str, float] = {}
+        self._held: dict[str, tuple[float, str, int, list[int]]] = {}
         self._lock = threading.Lock()
         self._halt = threading.Event()
 
@@ -73,12 +77,18 @@ class Receiver(threading.Thread):
                     self.bytes[who] = self.bytes.get(who, 0) + len(data)
                     self.frames[who] = self.frames.get(who, 0) + 1
                 frame = codec.decode(data)
+                if frame.kind is Kind.HELLO:
+                    self._ack_every[who] = float(frame.body.inventory.get("ack_every", 0.0))
                 if frame.stored:
-                    self._send(ident, Ack((AckEntry(frame.sender, frame.incarnation, ((frame.seq, frame.seq),)),)))
+                    self._ack(who, frame)
+                elif frame.kind is Kind.HEARTBEAT and who in self._held:
+                    self._flush(who)
                 elif frame.kind is Kind.REPLY:
                     self.replies[frame.body.id] = frame.body.result
                 last_hb.setdefault(who, 0.0)
             now = time.monotonic()
+            for who in [w for w, held in self._held.items() if now >= held[0]]:
+                self._flush(who)
             # as proto/downlink.py: a heartbeat only to a child sent nothing (an ACK
             # counts) for heartbeat_interval
             for who in last_hb:
@@ -91,9 +101,28 @@ class Receiver(threading.Thread):
         self.sock.close()
         self.ctx.term()
 
+    def _ack(self, who: str, frame) -> None:
+        every = self._ack_every.get(who, 0.0)
+        held = self._held.get(who)
+        if held is not None and (held[1], held[2]) == (frame.sender, frame.incarnation):
+            held[3].append(frame.seq)
+        elif every > 0:
+            if held is not None:
+                self._flush(who)
+            self._held[who] = (time.monotonic() + every, frame.sender, frame.incarnation, [frame.seq])
+        else:
+            self._send(who.encode(), Ack((AckEntry(frame.sender, frame.incarnation, ((frame.seq, frame.seq),)),)))
+
+    def _flush(self, who: str) -> None:
+        _, sender, incarnation, seqs = self._held.pop(who)
+        self._send(who.encode(), Ack((AckEntry(sender, incarnation, seq_ranges(seqs)),)))
+
     def _send(self, ident: bytes, body) -> None:
+        who = ident.decode()
+        if who in self._held and not isinstance(body, Ack):  # held ACKs go first, as proto/downlink does
+            self._flush(who)
         self.sock.send_multipart([ident, codec.encode(make("bench", self.incarnation, time.time(), body))])
-        self._last_sent[ident.decode()] = time.monotonic()
+        self._last_sent[who] = time.monotonic()
 
     def stats(self, who: str, timeout: float = 10.0) -> dict:
         rid = f"stats-{time.monotonic_ns()}"
@@ -215,6 +244,7 @@ def measure(label: str, warmup: float, duration: float, workdir: Path) -> dict:
             "values_collected": round((s1["values_collected"] - s0["values_collected"]) / wall, 1),
             "series": s1["series"],
             "timer_wakeups_per_s": round((s1.get("timer_fires", 0) - s0.get("timer_fires", 0)) / wall, 2),
+            "acks_in_per_s": round((s1.get("acks_in", 0) - s0.get("acks_in", 0)) / wall, 2),
             "values_sent_per_s": round((s1["values_passed"] - s0["values_passed"]) / wall, 1),
             "wire_bytes_per_s": round((b1[0] - b0[0]) / wall, 1),
             "wire_frames_per_s": round((b1[1] - b0[1]) / wall, 2),

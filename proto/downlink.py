@@ -17,7 +17,7 @@ from typing import Callable
 import zmq.asyncio
 
 from . import codec, transport
-from .frames import Body, Frame, Heartbeat, Kind, make
+from .frames import Ack, AckEntry, Body, Frame, Heartbeat, Kind, make, merge_ranges
 from .liveness import Liveness, Transition
 from .runtime import QuietLog
 
@@ -54,6 +54,8 @@ class Downlink:
         self._root_incarnation = root_incarnation
         self._quiet = QuietLog(log)
         self._last_sent: dict[str, float] = {}
+        #: child -> (when its held ACK entries go, the entries)
+        self._held: dict[str, tuple[float, list[AckEntry]]] = {}
         self.decode_errors: Counter[str] = Counter()
         self.frames_in = 0
         self.bytes_in = 0
@@ -86,8 +88,13 @@ class Downlink:
             self._reject(who, f"sender {frame.sender!r} does not match routing id")
             return
         transitions = self.liveness.heard(who, frame.incarnation)
+        child = self.liveness.children[who]
         if frame.kind is Kind.HELLO:
-            self.liveness.children[who].role = frame.body.role
+            child.role = frame.body.role
+            child.ack_every = _ack_every(frame.body.inventory)
+        child.prompt = frame.kind is Kind.HEARTBEAT
+        if child.prompt and who in self._held:
+            self._flush_acks(who)
         if transitions:
             self._greet(transitions)
             self._report(transitions)
@@ -126,7 +133,44 @@ class Downlink:
         data = codec.encode(make(self.name, self.incarnation, time.time(), body))
         return self.send_raw(child, data)
 
+    def send_ack(self, child: str, ack: Ack) -> None:
+        """Acknowledge stored frames to a direct child, at the pace it asked for.
+
+        A child whose HELLO says ``ack_every`` (an agent: each ACK is a wake-up of
+        an otherwise sleeping process) gets its ACK entries held and sent as one
+        ACK that many seconds after the first, or with anything else sent to it
+        (a heartbeat, at the latest after ``heartbeat_interval``), or at once
+        while its last frame was a HEARTBEAT (it is idle or draining at stop).
+        """
+        c = self.liveness.children.get(child)
+        if c is None or c.ack_every <= 0 or c.prompt:
+            self.send(child, ack)
+            return
+        held = self._held.get(child)
+        if held is None:
+            self._held[child] = (time.monotonic() + c.ack_every, list(ack.entries))
+        else:
+            held[1].extend(ack.entries)
+
+    def flush_acks(self, everything: bool = False) -> None:
+        """Send the held ACKs that are due (all of them with ``everything``, at stop)."""
+        if not self._held:
+            return
+        now = time.monotonic()
+        for child in [c for c, (due, _) in self._held.items() if everything or now >= due]:
+            self._flush_acks(child)
+
+    def _flush_acks(self, child: str) -> None:
+        _, entries = self._held.pop(child)
+        by_run: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for e in entries:
+            by_run.setdefault((e.node, e.incarnation), []).extend(e.ranges)
+        self.send(child, Ack(tuple(AckEntry(node, inc, merge_ranges(ranges))
+                                   for (node, inc), ranges in by_run.items())))
+
     def send_raw(self, child: str, data: bytes) -> bool:
+        if child in self._held:  # what waits goes first, with what is sent anyway
+            self._flush_acks(child)
         ok = self.conn.send([child.encode(), data])
         if ok:
             self._last_sent[child] = time.monotonic()
@@ -139,6 +183,7 @@ class Downlink:
         transitions = self.liveness.tick()
         if transitions:
             self._report(transitions)
+        self.flush_acks()
         now = time.monotonic()
         hb = None
         for name, child in self.liveness.children.items():
@@ -155,5 +200,14 @@ class Downlink:
         return c.role if c else None
 
     def close(self) -> None:
+        self.flush_acks(everything=True)
         self.conn.close()
+
+
+def _ack_every(inventory: object) -> float:
+    """A child's ``ack_every`` from its HELLO inventory: seconds >= 0, else 0."""
+    v = inventory.get("ack_every") if isinstance(inventory, dict) else None
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 3600:
+        return float(v)
+    return 0.0
 

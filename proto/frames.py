@@ -227,3 +227,14 @@ def seq_ranges(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
             out.append([s, s])
     return tuple((a, b) for a, b in out)
 
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Inclusive ranges merged where they overlap or touch: (5,5),(6,7),(9,9) -> (5,7),(9,9)."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return tuple((a, b) for a, b in out)

@@ -40,6 +40,11 @@ class Child:
     role: str = "agent"
     frames_in: int = 0
     extra: dict = field(default_factory=dict)
+    #: seconds the child lets its ACKs wait to go as one (its HELLO's ``ack_every``)
+    ack_every: float = 0.0
+    #: its last frame was a HEARTBEAT (idle or draining): ACKs go at once until it
+    #: sends a stored frame again
+    prompt: bool = False
 
 
 class Liveness:

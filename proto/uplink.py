@@ -83,6 +83,8 @@ class Uplink:
         self._probe: zmq.Socket | None = None
         self._probe_monitor: zmq.Socket | None = None
         self.decode_errors = 0
+        #: ACK frames from the parent (each one a wake-up: see ``ack_every``)
+        self.acks_in = 0
         self._receiving = False
 
     # --- sending ---------------------------------------------------------------
@@ -194,6 +196,7 @@ class Uplink:
 
     def _handle(self, frame: Frame) -> None:
         if frame.kind is Kind.ACK:
+            self.acks_in += 1
             others = []
             for entry in frame.body.entries:
                 if entry.node == self.name:
@@ -354,5 +357,6 @@ class Uplink:
             "spool_disk_errors": self.spool.disk_errors,
             "failovers": self.failovers,
             "decode_errors": self.decode_errors,
+            "acks_in": self.acks_in,
         }
 

@@ -95,7 +95,7 @@ class Root:
                 self.reads.reply(inner.body)
 
     def _send_ack(self, hop: str, ack: Ack) -> None:
-        self.downlink.send(hop, ack)
+        self.downlink.send_ack(hop, ack)
 
     def _ask_hello(self, hop: str, node: str) -> None:
         self.downlink.send(hop, Control("resend_hello", node, {}))

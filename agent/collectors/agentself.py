@@ -22,6 +22,7 @@ _LINK = (
     ("spool_disk_errors", "clumon_agent_spool_disk_errors_total"),
     ("failovers", "clumon_agent_failovers_total"),
     ("decode_errors", "clumon_agent_decode_errors_total"),
+    ("acks_in", "clumon_agent_acks_in_total"),
 )
 
 

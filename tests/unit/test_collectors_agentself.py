@@ -44,7 +44,7 @@ def test_missing_or_broken_sources_give_none_never_raise(tmp_path):
 
     proc = fake_proc(tmp_path, "4242 (x) S 1\n", "garbage\n")
     got = {s.name: s.value for s in AgentSelfCollector(broken, proc, "4242").collect()}
-    assert len(got) == 10 and all(v is None for v in got.values())
+    assert len(got) == 11 and all(v is None for v in got.values())
     got = {s.name: s.value for s in AgentSelfCollector(lambda: {"frames_out": True}, str(tmp_path / "none"), "1").collect()}
     assert all(v is None for v in got.values())
 
