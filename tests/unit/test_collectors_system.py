@@ -287,6 +287,50 @@ def test_pressure_absent_and_garbled(tmp_path: Path) -> None:
     }
 
 
+PSI_IO = ("some avg10=0.05 avg60=0.12 avg300=0.27 total=3751449\n"
+          "full avg10=25.00 avg60=0.12 avg300=0.25 total=3442450\n")
+
+
+@pytest.mark.parametrize("changed", [
+    PSI_IO.replace("total=3751449", "total=x"),  # a value stops being a number
+    PSI_IO.replace("avg10=25.00", "avg10=25.00.1"),
+    PSI_IO.replace("total=3442450\n", "total=\n3442450"),  # a number leaves its place
+    PSI_IO.replace("avg10=0.05 avg60", "avg10=0.0 5avg60"),
+    PSI_IO.replace("avg300=0.27 ", "avg300=0.27 avg600=0.30 "),  # a field comes
+    PSI_IO.replace("full", "some"),  # a kind changes
+    PSI_IO + "some total=9 avg10=1\n",  # a line comes
+    PSI_IO.replace("avg10=0.05 ", "avg10=0.05  "),
+    PSI_IO.rstrip("\n"),
+])
+def test_pressure_layout_that_changes_between_reads(tmp_path: Path, changed: str) -> None:
+    put(tmp_path, "pressure/io", PSI_IO)
+    pressure = PressureCollector(str(tmp_path))
+    pressure.collect()
+    put(tmp_path, "pressure/io", PSI_IO.replace("total=3751449", "total=3751450"))
+    assert as_dict(pressure.collect())["node_pressure_io_waiting_seconds_total"] == pytest.approx(3.75145)
+    put(tmp_path, "pressure/io", changed)
+    assert pressure.collect() == PressureCollector(str(tmp_path)).collect()
+    put(tmp_path, "pressure/io", PSI_IO)
+    assert pressure.collect() == PressureCollector(str(tmp_path)).collect()
+
+
+def test_pressure_number_that_moves_in_a_file_not_laid_out_as_usual(tmp_path: Path) -> None:
+    odd = "some avg10=0.05 avg60=0.12 avg300=0.27 total=3751449  \n"  # two spaces at the end
+    put(tmp_path, "pressure/memory", odd)
+    pressure = PressureCollector(str(tmp_path))
+    pressure.collect()
+    pressure.collect()
+    put(tmp_path, "pressure/memory", odd.replace("=3751449  ", "= 3751449 "))  # the same bytes but digits
+    values = as_dict(pressure.collect())
+    assert values["node_pressure_memory_waiting_seconds_total"] is None
+    assert pressure.collect() == PressureCollector(str(tmp_path)).collect()
+    put(tmp_path, "pressure/memory", odd.replace("  \n", "\t\n"))  # a tab at the end
+    pressure.collect()
+    pressure.collect()
+    put(tmp_path, "pressure/memory", odd.replace("=3751449  \n", "=\t3751449\n"))
+    assert pressure.collect() == PressureCollector(str(tmp_path)).collect()
+
+
 def test_filefd(tmp_path: Path) -> None:
     put(tmp_path, "sys/fs/file-nr", "837\t0\t2466183\n")
     assert as_dict(FileFdCollector(str(tmp_path)).collect()) == {
