@@ -183,7 +183,9 @@ class _DiskPlan:
     line (whole). Loop and RAM devices can be most of the file: their lines are
     not cut into tokens."""
 
-    __slots__ = ("names", "devs", "scales", "_lines", "_kept", "shape", "_excluded", "_starts", "_other", "_others")
+    __slots__ = (
+        "names", "devs", "scales", "shape", "_lines", "_kept", "_excluded", "_starts", "_other", "_others",
+    )
 
     def __init__(self, names: tuple[str, ...], lines: list[bytes], kept: list[bool]) -> None:
         self.names = names
@@ -207,15 +209,7 @@ class _DiskPlan:
         tokens = [lines[i].split() for i in kept_at]
         self.devs = tuple(fields[2] for fields in tokens)
         self.scales = _SCALES * len(tokens)
-        keys: list[int] = []
-        positions: list[int] = []
-        n = 0
-        for fields in tokens:
-            keys.append(n + 2)
-            positions += [n + 3 + col for col, _, _ in _COLUMNS]
-            positions.append(n + 3 + _IO_MS)
-            n += len(fields)
-        self.shape = Shape(n, keys, self.devs, positions)
+        self.shape = _kept_shape(tokens)
 
     def counters(self, lines: list[bytes]) -> list[int] | None:
         """The kept devices' counters (io_ms twice) of a read cut into ``lines``;
@@ -230,10 +224,26 @@ class _DiskPlan:
         return self.shape.ints(list(tokens))
 
     @classmethod
-    def learn(cls, lines: list[bytes], kept: list[bool], names: tuple[str, ...], devs: list[bytes]) -> _DiskPlan | None:
+    def learn(
+        cls, lines: list[bytes], kept: list[bool], names: tuple[str, ...], devs: list[bytes]
+    ) -> _DiskPlan | None:
         """The plan of a read cut into ``lines`` whose ``kept`` lines gave ``names``
         for ``devs``; ``None`` when a device is there twice (the busy ratio pairs
         a device with its previous counters by name)."""
         if len(set(devs)) != len(devs):
             return None
         return cls(names, lines, kept)
+
+
+def _kept_shape(lines: list[list[bytes]]) -> Shape:
+    """The shape of the kept lines' tokens (given line by line): their device
+    names as keys, their counters and io_ms again as values."""
+    keys: list[int] = []
+    positions: list[int] = []
+    n = 0
+    for fields in lines:
+        keys.append(n + 2)
+        positions += [n + 3 + col for col, _, _ in _COLUMNS]
+        positions.append(n + 3 + _IO_MS)
+        n += len(fields)
+    return Shape(n, keys, [fields[2] for fields in lines], positions)

@@ -108,7 +108,9 @@ class NetstatCollector(ColumnCollector):
         # A value that is not a number now may be one at the next read: learn again then.
         self._snmp_plan = None if None in values[start:] else _SnmpPlan.learn(lines, taken)
 
-    def _snmp_by_lines(self, lines: list[bytes], names: list[str], values: list[float | None]) -> list[_Columns | None]:
+    def _snmp_by_lines(
+        self, lines: list[bytes], names: list[str], values: list[float | None]
+    ) -> list[_Columns | None]:
         """Fill ``names`` and ``values`` line by line; returns the columns taken
         from each pair of lines (``None`` for a pair left out)."""
         taken: list[_Columns | None] = []
@@ -151,7 +153,8 @@ class NetstatCollector(ColumnCollector):
                     scale = spec[1] or self._page_size
                     names.append(spec[0])
                     values.append(None if value is None else value * scale)
-        self._sockstat_plan = None if None in values[start:] else _SockstatPlan.learn(lines, names[start:], self._page_size)
+        numbers = None not in values[start:]
+        self._sockstat_plan = _SockstatPlan.learn(lines, names[start:], self._page_size) if numbers else None
 
 
 class _SnmpPlan:
@@ -161,7 +164,9 @@ class _SnmpPlan:
 
     __slots__ = ("names", "lines", "headers", "counts", "shape")
 
-    def __init__(self, names: tuple[str, ...], lines: int, headers: list[bytes], counts: list[int], shape: Shape) -> None:
+    def __init__(
+        self, names: tuple[str, ...], lines: int, headers: list[bytes], counts: list[int], shape: Shape
+    ) -> None:
         self.names = names
         self.lines = lines
         self.headers = headers

@@ -77,7 +77,9 @@ class PressureCollector(ColumnCollector):
             self._from_file(at, raw, kinds, names, values)
         return self._layout(names), values
 
-    def _from_file(self, at: int, raw: bytes, kinds: dict[bytes, tuple[str, str]], names: list[str], values: list[float | None]) -> None:
+    def _from_file(
+        self, at: int, raw: bytes, kinds: dict[bytes, tuple[str, str]], names: list[str], values: list[float | None]
+    ) -> None:
         plan = self._plans[at]
         got = plan.values(raw) if plan is not None else None
         if got is not None:
