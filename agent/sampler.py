@@ -181,7 +181,7 @@ class Sampler:
     def read(self, sources: Sequence[Source]) -> Reading:
         """Read the given sources now (blocking: call from an executor)."""
         now_mono, now = self._clock(), time.time()
-        reading = Reading(ts=now, mono=now_mono, sources=tuple(s.collector.name for s in sources))
+        reading = Reading(ts=now, mono=now_mono, sources=tuple([s.collector.name for s in sources]))
         for src in sources:
             # keep the source's phase; a source more than an interval late (or never
             # read) starts a new phase instead of being read again at once
@@ -238,13 +238,17 @@ class Sampler:
                                         if n.partition("{")[0].endswith("_ratio"))
         # A NaN or an infinity anywhere makes the sum non-finite; only then is each
         # value looked at (a finite sum of ~1e308-sized values overflowing is the
-        # same slow path, with the same result).
-        if not isfinite(sum(filter(_not_none, values)) if None in values else sum(values)):
+        # same slow path, with the same result). A None makes sum() raise: rare.
+        try:
+            total = sum(values)
+        except TypeError:
+            total = sum(filter(_not_none, values))
+        if not isfinite(total):
             values = [v if v is None or isfinite(v) else None for v in values]
-        digits = self.ratio_digits
-        if digits:
+        if self.ratio_digits and src.ratio_positions:
             # Here, before change suppression sees it: a wobble in the 7th digit
             # of a ratio is noise, not a change worth sending.
+            digits = self.ratio_digits
             for i in src.ratio_positions:
                 v = values[i]
                 if v is not None:
