@@ -221,9 +221,11 @@ class Filter:
     def __init__(self, masks: MaskSet) -> None:
         self.masks = masks
         self._sent: dict[str, tuple[float | None, float]] = {}
-        self._layouts: dict[tuple[str, ...], _Columns] = {}
+        #: id of a layout's names tuple (held by its _Columns, so the id stays its
+        #: own) -> its columns
+        self._layouts: dict[int, _Columns] = {}
         #: name -> the layout holding its state (one at most)
-        self._owner: dict[str, tuple[str, ...]] = {}
+        self._owner: dict[str, int] = {}
         self.passed = 0
         self.masked = 0
         self.suppressed = 0
@@ -258,9 +260,12 @@ class Filter:
         layouts = self._layouts
         suppressed = 0
         for names, values in parts:
-            cols = layouts.get(names)
-            if cols is None:
-                cols = self._columns_for(tuple(names))
+            # by identity: a collector hands out the same names tuple read after read
+            # (hashing it would walk every name); another object with the same names
+            # takes their state over in _columns_for
+            cols = layouts.get(id(names))
+            if cols is None or cols.names is not names:
+                cols = self._columns_for(names if type(names) is tuple else tuple(names))
             if cols.bounded or cols.gaps or now - cols.oldest >= silence:
                 self._judge_each(cols, values, now, out_names, out_values)
                 continue
@@ -329,8 +334,8 @@ class Filter:
             self._release(list(self._owner))
             self._layouts.clear()
         self._release(names)
-        cols = self._layouts[names] = _Columns(names, self.masks, self._sent)
-        self._owner.update(dict.fromkeys(names, names))
+        cols = self._layouts[id(names)] = _Columns(names, self.masks, self._sent)
+        self._owner.update(dict.fromkeys(names, id(names)))
         return cols
 
     def _release(self, names: Iterable[str]) -> None:
@@ -341,8 +346,8 @@ class Filter:
             cols = layouts.pop(layout, None) if layout is not None else None
             if cols is not None:
                 cols.write_back(self._sent)
-                for other in layout:
-                    if owner.get(other) is layout:
+                for other in cols.names:
+                    if owner.get(other) == layout:
                         del owner[other]
 
     def forget(self, names: Iterable[str]) -> None:

@@ -9,6 +9,7 @@ source gains or loses series, and the agent then sends a new HELLO.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 import threading
 import time
@@ -137,6 +138,7 @@ class Sampler:
         self._clock = clock
         #: ``_ratio`` series are rounded to this many decimals (0: not rounded)
         self.ratio_digits = ratio_digits
+        self._ratio_scale = 10.0 ** ratio_digits
 
     @property
     def snapshot(self) -> dict[str, tuple[float | None, float]]:
@@ -164,7 +166,9 @@ class Sampler:
         return [s for s in self.sources if s.next_due <= now and not s.pushed]
 
     def next_due(self) -> float:
-        return min((s.next_due for s in self.sources if not s.pushed), default=self._clock() + 1.0)
+        # pushed sources are due at +inf: never the minimum
+        due = min(map(_NEXT_DUE, self.sources), default=math.inf)
+        return due if due != math.inf else self._clock() + 1.0
 
     def source(self, name: str) -> Source | None:
         for s in self.sources:
@@ -247,12 +251,16 @@ class Sampler:
             values = [v if v is None or isfinite(v) else None for v in values]
         if self.ratio_digits and src.ratio_positions:
             # Here, before change suppression sees it: a wobble in the 7th digit
-            # of a ratio is noise, not a change worth sending.
-            digits = self.ratio_digits
+            # of a ratio is noise, not a change worth sending. round(v * 10**d) /
+            # 10**d is the double nearest to the rounded decimal, as round(v, d) is
+            # (they differ only on exact ties), at half the cost and without the
+            # decimal conversion code that round(v, d) runs on a cold cache. Past 9
+            # digits v * 10**d itself rounds too coarsely: round(v, d) there.
+            scale, digits = self._ratio_scale, self.ratio_digits
             for i in src.ratio_positions:
                 v = values[i]
                 if v is not None:
-                    values[i] = round(v, digits)
+                    values[i] = round(v * scale) / scale if digits <= 9 else round(v, digits)
         src.last = (names, values, now)
         reading.parts.append((names, values))
 
@@ -281,6 +289,7 @@ class Sampler:
 
 
 _not_none = partial(operator.is_not, None)
+_NEXT_DUE = operator.attrgetter("next_due")
 
 
 def _columns(samples: Iterable[Sample]) -> tuple[tuple[str, ...], list[float | None]]:

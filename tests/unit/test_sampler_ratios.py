@@ -73,3 +73,18 @@ def test_the_default_and_bad_values_in_the_config():
     for bad in (-1, 16, 2.5, True, "5"):
         with pytest.raises(ConfigError, match="ratio_digits"):
             from_dict(AgentConfig, {"ratio_digits": bad})
+
+
+@pytest.mark.parametrize("digits", [1, 3, 5, 9, 12, 15])
+def test_ratios_round_as_round_does(digits):
+    """The agent's rounding gives round(v, digits) (the double nearest to the rounded
+    decimal) for ratios, however it computes it."""
+    import random
+
+    rng = random.Random(digits)
+    values = {f"node_x{i}_ratio": rng.random() for i in range(2000)}
+    values.update({"node_zero_ratio": 0.0, "node_one_ratio": 1.0, "node_tiny_ratio": 5e-324})
+    src = Fixed()
+    sampler = Sampler([src], 1.0, ratio_digits=digits)
+    got = read(sampler, src, values)
+    assert got == {k: round(v, digits) for k, v in values.items()}
