@@ -23,6 +23,7 @@ CASES = [
     ("agent", "interval = \"fast\"\n", ["interval", "expected float"]),
     ("agent", "parents = [\"tcp://nohost\"]\n", ["parents[0]", "endpoint"]),
     ("agent", "[intervals]\ncpu = -1\n", ["intervals.cpu", "positive"]),
+    ("agent", "ack_every = -5\n", ["ack_every", "from 0 to 3600"]),
     ("aggregator", "batch_max_frames = 1.5\n", ["batch_max_frames", "expected int"]),
     ("aggregator", "listen = \"localhost:7400\"\n", ["listen", "endpoint"]),
     ("aggregator", "down_after = 0\n", ["down_after", "positive"]),
