@@ -228,7 +228,6 @@ def seq_ranges(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in out)
 
 
-
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     """Inclusive ranges merged where they overlap or touch: (5,5),(6,7),(9,9) -> (5,7),(9,9)."""
     out: list[list[int]] = []

@@ -18,7 +18,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from clumon.proto import codec
-from clumon.proto.frames import Kind, seq_ranges
+from clumon.proto.frames import Kind, merge_ranges, seq_ranges
 
 from . import chunks
 from . import schema as S
@@ -68,17 +68,6 @@ class Ranges:
             [{"node": node, "incarnation": incarnation, "lo": lo, "hi": hi, "last_ts": last_ts} for lo, hi in merged],
         )
         self.by_key[(node, incarnation)] = list(merged)
-
-
-def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Union of inclusive ranges, overlapping or adjacent ones joined."""
-    out: list[list[int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(lo, hi) for lo, hi in out]
 
 
 def _points_of(frames, names: Names) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -248,19 +248,17 @@ class Shape:
 
     def ints(self, tokens: list[bytes]) -> list[int] | None:
         """The value tokens as ints; ``None`` when the layout changed or one is not a number."""
-        if len(tokens) != self.length or self._keys(tokens) != self._expect:
-            return None
-        try:
-            return list(map(int, self._values(tokens)))
-        except ValueError:
-            return None
+        return self._pick(tokens, int)
 
     def floats(self, tokens: list[bytes]) -> list[float] | None:
         """The value tokens as floats; ``None`` as for ``ints``."""
+        return self._pick(tokens, float)
+
+    def _pick(self, tokens: list[bytes], convert: Callable[[bytes], float]) -> list | None:
         if len(tokens) != self.length or self._keys(tokens) != self._expect:
             return None
         try:
-            return list(map(float, self._values(tokens)))
+            return list(map(convert, self._values(tokens)))
         except ValueError:
             return None
 

@@ -96,13 +96,8 @@ class NetstatCollector(ColumnCollector):
         if not raw:
             return
         lines = raw.split(b"\n")
-        plan = self._snmp_plan
-        if plan is not None:
-            got = plan.values(lines)
-            if got is not None:
-                names += plan.names
-                values += got
-                return
+        if _by_plan(self._snmp_plan, lines, names, values):
+            return
         start = len(values)
         taken = self._snmp_by_lines(lines, names, values)
         # A value that is not a number now may be one at the next read: learn again then.
@@ -133,13 +128,8 @@ class NetstatCollector(ColumnCollector):
         if not raw:
             return
         lines = raw.split(b"\n")
-        plan = self._sockstat_plan
-        if plan is not None:
-            got = plan.values(lines)
-            if got is not None:
-                names += plan.names
-                values += got
-                return
+        if _by_plan(self._sockstat_plan, lines, names, values):
+            return
         start = len(values)
         # "TCP: inuse 11 orphan 0 tw 2 alloc 14 mem 93"
         for line in lines:
@@ -155,6 +145,18 @@ class NetstatCollector(ColumnCollector):
                     values.append(None if value is None else value * scale)
         numbers = None not in values[start:]
         self._sockstat_plan = _SockstatPlan.learn(lines, names[start:], self._page_size) if numbers else None
+
+
+def _by_plan(plan: "_SnmpPlan | _SockstatPlan | None", lines: list[bytes], names: list[str],
+             values: list[float | None]) -> bool:
+    """Take a file's values by its learnt plan; False when there is none or the
+    file's layout changed (the caller reads it line by line and learns again)."""
+    got = plan.values(lines) if plan is not None else None
+    if got is None:
+        return False
+    names += plan.names
+    values += got
+    return True
 
 
 class _SnmpPlan:
