@@ -48,6 +48,14 @@ _STATE_NAMES = {label: series("node_processes", state=label) for label in (*dict
 #: cluster, so it is done once per uid, but a node sees only so many users.
 _USER_CACHE_MAX = 1024
 
+#: Kernel threads (kworkers, ksoftirqd, migration: 60 of 85 processes on a small VM,
+#: four or more per core on a big node) are read at every this-many-th scan, and in
+#: between counted as they were: a minute at the default 10 s. Their CPU share is
+#: then averaged over the scans since their last read; they hold no memory.
+KTHREAD_EVERY = 6
+#: PF_KTHREAD in the flags field of /proc/PID/stat
+_PF_KTHREAD = 0x00200000
+
 
 class ProcessesCollector:
     """``node_processes{state=...}``, ``node_processes_threads`` and the rank-indexed
@@ -84,6 +92,7 @@ class ProcessesCollector:
         self._prev: dict[str, _Proc] = {}
         self._fd_budget = fd_budget() if fds is None else fds
         self._prev_time: float | None = None
+        self._scans = 0
         self._top: dict[str, list[dict]] = {"cpu": [], "memory": []}
         self._names = {
             kind: [
@@ -103,7 +112,8 @@ class ProcessesCollector:
         except OSError:
             return []
         now = self._clock()
-        letters, threads, cpu, mem, seen = _scan(self._procfs, entries, self._prev, self._fd_budget)
+        self._scans += 1
+        letters, threads, cpu, mem, seen = _scan(self._procfs, entries, self._prev, self._fd_budget, self._scans)
         elapsed = None if self._prev_time is None else now - self._prev_time
         self._prev, self._prev_time = seen, now
 
@@ -193,7 +203,8 @@ def _user_name(uid: int) -> str | None:
 _Scan = tuple[dict[bytes, int], int, list[tuple[int, str, bytes]], list[tuple[int, str, bytes]],
               dict[str, "_Proc"]]
 
-#: What a scan keeps of a pid: [fd held open or -1, stat line, state, start, ticks, rss, threads]
+#: What a scan keeps of a pid: [fd held open or -1, stat line, state, start, ticks,
+#: rss, threads, the scan that read it (kernel threads: 0 - not one), its kthread flag]
 _Proc = list
 
 
@@ -241,7 +252,7 @@ def _read_new(path: str, keep: bool) -> tuple[int, bytes] | None:
     return fd, raw
 
 
-def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) -> _Scan:
+def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, scan: int = 0) -> _Scan:
     """Read /proc/PID/stat of every pid in ``entries``.
 
     This loop runs once per process, hundreds of times per scan, so it is one
@@ -251,9 +262,11 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) 
     open and close: half the kernel's work per process). A held file of a
     process that exited fails to read (ESRCH), also when its pid was reused, so
     the path is opened afresh. A line equal to the last scan's (an idle
-    process) is not parsed again.
+    process) is not parsed again. A kernel thread is read only at every
+    ``KTHREAD_EVERY``-th ``scan`` (``scan`` 0: every one).
     """
     o_close, read_line = os.close, _pread_line
+    kthreads_now = scan % KTHREAD_EVERY == 0
     letters: dict[bytes, int] = {}
     threads = 0
     cpu: list[tuple[int, str, bytes]] = []
@@ -263,6 +276,12 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) 
     for entry in entries:
         p = prev.get(entry)
         raw = None
+        if p is not None and p[8] and not kthreads_now:
+            # a kernel thread between its reads: counted as it was, no CPU candidate
+            seen[entry] = p
+            letters[p[2]] = letters.get(p[2], 0) + 1
+            threads += p[6]
+            continue
         if p is not None and p[0] >= 0:
             try:
                 raw = read_line(p[0])
@@ -283,6 +302,7 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) 
                 p[0] = fd
         if p is not None and raw == p[1]:
             # unchanged since the last scan: no CPU used, same state and memory
+            p[7] = scan
             seen[entry] = p
             letters[p[2]] = letters.get(p[2], 0) + 1
             threads += p[6]
@@ -296,6 +316,7 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) 
             start = int(fields[19])
             rss = int(fields[21])
             nthreads = int(fields[17])
+            kthread = bool(int(fields[6]) & _PF_KTHREAD)
         except (IndexError, ValueError):
             if p is None and fd >= 0:
                 o_close(fd)
@@ -308,13 +329,14 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int) 
         letters[state] = letters.get(state, 0) + 1
         # The start time tells a reused pid from the process that had it before.
         if p is not None and p[3] == start and ticks > p[4]:
-            cpu.append((ticks - p[4], entry, raw))
+            # per scan: a kernel thread's ticks may span several
+            cpu.append(((ticks - p[4]) / (scan - p[7]) if p[8] and scan > p[7] else ticks - p[4], entry, raw))
         if rss > 0:
             mem.append((rss, entry, raw))
         if p is None:
-            p = [fd, raw, state, start, ticks, rss, nthreads]
+            p = [fd, raw, state, start, ticks, rss, nthreads, scan, kthread]
         else:
-            p[1:] = raw, state, start, ticks, rss, nthreads
+            p[1:] = raw, state, start, ticks, rss, nthreads, scan, kthread
         seen[entry] = p
     for entry, p in prev.items():
         if p[0] >= 0 and entry not in seen:

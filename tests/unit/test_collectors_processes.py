@@ -19,9 +19,9 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ne
 
 
 def stat_line(pid: int, comm: str, state: str = "S", ticks: int = 0, threads: int = 1,
-              start: int = 100, rss: int = 0) -> str:
+              start: int = 100, rss: int = 0, flags: int = 4194304) -> str:
     utime, stime = ticks - ticks // 3, ticks // 3
-    return (f"{pid} ({comm}) {state} 1 {pid} {pid} 0 -1 4194304 10 0 0 0 {utime} {stime} "
+    return (f"{pid} ({comm}) {state} 1 {pid} {pid} 0 -1 {flags} 10 0 0 0 {utime} {stime} "
             f"0 0 20 0 {threads} 0 {start} 123456 {rss} 18446744073709551615 1 1 0 0 0 0 0\n")
 
 
@@ -211,3 +211,44 @@ def test_a_stat_line_longer_than_the_first_read_is_read_whole(tmp_path: Path, fd
     assert values['node_top_cpu_pid{rank="1"}'] == 7
     assert c.top_processes()["cpu"][0]["name"] == long_comm
     c.close()
+
+
+KTHREAD_FLAGS = 0x00208040  # PF_KTHREAD | PF_NOFREEZE | PF_FORKNOEXEC
+
+
+def test_kernel_threads_are_read_every_sixth_scan_and_their_cpu_averaged(tmp_path: Path) -> None:
+    """Kernel threads are most of the processes on a node; read once a minute, counted
+    as they were in between, their CPU share averaged over the scans it covers."""
+    from clumon.agent.collectors.processes import KTHREAD_EVERY
+
+    clock = Clock()
+    procs = ProcessesCollector(str(tmp_path), top_n=2, clock=clock, cores=2, user_of=str)
+
+    def scan(n: int, kstate: str = "I") -> dict:
+        make(tmp_path, {
+            100: dict(comm="job", state="R", ticks=100 * n, rss=50),
+            7: dict(comm="kworker/0:1", state=kstate, ticks=30 * n, flags=KTHREAD_FLAGS),
+        })
+        clock.now += 10.0
+        return as_dict(procs.collect())
+
+    first = scan(0)
+    assert first['node_processes{state="idle"}'] == 1
+    for n in range(1, KTHREAD_EVERY - 1):  # scans 2 .. 5: the kernel thread is not read
+        values = scan(n, kstate="R")
+        assert values['node_processes{state="running"}'] == 1, "the kernel thread as last read: idle"
+        assert values['node_processes{state="idle"}'] == 1
+        assert values['node_top_cpu_pid{rank="1"}'] == 100
+        assert values['node_top_cpu_pid{rank="2"}'] is None
+    values = scan(KTHREAD_EVERY - 1, kstate="R")  # scan 6: read again
+    assert values['node_processes{state="running"}'] == 2
+    # 30 ticks a scan of 10 s on 2 cores, whatever the five scans between its reads
+    assert values['node_top_cpu_pid{rank="2"}'] == 7
+    assert values['node_top_cpu_ratio{rank="2"}'] == pytest.approx(30 * TICK / 10 / 2)
+    assert values['node_top_cpu_ratio{rank="1"}'] == pytest.approx(100 * TICK / 10 / 2)
+    # a kernel thread that is gone is gone at once (listdir), read or not
+    import shutil
+    shutil.rmtree(tmp_path / "7")
+    clock.now += 10.0
+    values = as_dict(procs.collect())
+    assert values['node_processes{state="running"}'] == 1 and values['node_processes{state="idle"}'] == 0
