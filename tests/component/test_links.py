@@ -179,6 +179,41 @@ def test_stored_frames_arrive_and_acks_empty_the_spool():
     run(scenario)
 
 
+def test_acks_held_for_a_child_that_asks_go_as_one_and_before_anything_else():
+    """A child whose HELLO says ack_every gets one ACK for many frames, merged, and
+    any other frame for it (here a CONTROL; a heartbeat alike) takes it along first."""
+    async def scenario(ctx):
+        parent = Parent(ctx, ack=False)
+        parent.ticking.cancel()  # no heartbeats: only the hold and the CONTROL send ACKs
+        child = Child(ctx, [parent.endpoint], timers=False)  # nor from the child: it is not idle
+        hello = Hello(1, HELLO.series, {**HELLO.inventory, "ack_every": 30.0}, "agent")
+        child.up.send_stored(hello)
+        for i in range(5):
+            child.up.send_stored(data(i))
+        await until(lambda: parent.seqs() == {1, 2, 3, 4, 5, 6}, "six stored frames at the parent")
+        for _, f, _ in parent.frames:  # acknowledged one by one, as commits come
+            parent.down.send_ack(NAME, Ack((AckEntry(f.sender, f.incarnation, ((f.seq, f.seq),)),)))
+        await asyncio.sleep(0.3)
+        assert child.up.acks_in == 0 and len(child.spool) == 6, "held: ack_every is 30 s"
+        parent.down.send(NAME, Control("set_masks", NAME, {"reset": True}))
+        await until(lambda: any(f.kind is Kind.CONTROL for f in child.got), "the CONTROL")
+        assert child.up.acks_in == 1 and len(child.spool) == 0, "one ACK for all six, ahead of the CONTROL"
+        # a child whose last frame was a HEARTBEAT (idle, or draining at stop) is acked at once
+        child.up.send_body(Heartbeat(0))
+        child.up.send_stored(data(9))
+        await until(lambda: 7 in parent.seqs(), "frame 7")
+        await until(lambda: parent.down.liveness.children[NAME].prompt is False, "the frame counted")
+        parent.down.send_ack(NAME, Ack((AckEntry(NAME, child.incarnation, ((7, 7),)),)))
+        await asyncio.sleep(0.3)
+        assert child.up.acks_in == 1, "a stored frame came after the heartbeat: held again"
+        child.up.send_body(Heartbeat(0))
+        await until(lambda: child.up.acks_in == 2 and len(child.spool) == 0, "the held ACK, sent on the heartbeat")
+        await child.close()
+        await parent.close()
+
+    run(scenario)
+
+
 def test_acks_for_other_nodes_and_orders_reach_the_handler():
     """An aggregator's uplink hands on acks meant for its children and every order
     except resend_hello, which it answers itself with the same HELLO bytes."""
