@@ -14,7 +14,7 @@ starts them. cpu_pct is the default-mask agent's user+system time over wall time
 core), from /proc/PID/stat (in 10 ms steps: 0.008 % over 120 s), and
 cpu_pct_schedstat the same from the threads' run time in nanoseconds
 (/proc/PID/task/*/schedstat); timer_wakeups_per_s how often its schedule's timer
-fired; rss_mib its VmRSS at the end; collect_p50/p99_ms the
+fired; acks_in_per_s how many ACKs woke it (its parent holds them ``ack_every``); rss_mib its VmRSS at the end; collect_p50/p99_ms the
 agent's own timing of each read (all sources due at once) in the window;
 values_collected the values it read per second; wire_bytes_per_s the frame bytes it
 sent per second (msgpack frames as the parent receives them, without ZeroMQ/TCP
