@@ -49,10 +49,12 @@ _STATE_NAMES = {label: series("node_processes", state=label) for label in (*dict
 _USER_CACHE_MAX = 1024
 
 #: Kernel threads (kworkers, ksoftirqd, migration: 60 of 85 processes on a small VM,
-#: four or more per core on a big node) are read at every this-many-th scan, and in
-#: between counted as they were: a minute at the default 10 s. Their CPU share is
-#: then averaged over the scans since their last read; they hold no memory.
-KTHREAD_EVERY = 6
+#: four or more per core on a big node) are read again once this many seconds have
+#: passed since their last read (every 5th scan at the default 10 s), and in between
+#: counted as they were. Their CPU share is averaged over the time since their last
+#: read; they hold no memory. (A kernel thread's pid taken by a new process within
+#: that time shows the new process as of the next read: late, not lost.)
+KTHREAD_REREAD_S = 45.0
 #: PF_KTHREAD in the flags field of /proc/PID/stat
 _PF_KTHREAD = 0x00200000
 
@@ -92,7 +94,6 @@ class ProcessesCollector:
         self._prev: dict[str, _Proc] = {}
         self._fd_budget = fd_budget() if fds is None else fds
         self._prev_time: float | None = None
-        self._scans = 0
         self._top: dict[str, list[dict]] = {"cpu": [], "memory": []}
         self._names = {
             kind: [
@@ -112,9 +113,8 @@ class ProcessesCollector:
         except OSError:
             return []
         now = self._clock()
-        self._scans += 1
-        letters, threads, cpu, mem, seen = _scan(self._procfs, entries, self._prev, self._fd_budget, self._scans)
         elapsed = None if self._prev_time is None else now - self._prev_time
+        letters, threads, cpu, mem, seen = _scan(self._procfs, entries, self._prev, self._fd_budget, now, elapsed)
         self._prev, self._prev_time = seen, now
 
         counts = dict.fromkeys(_STATE_NAMES, 0)
@@ -204,7 +204,7 @@ _Scan = tuple[dict[bytes, int], int, list[tuple[int, str, bytes]], list[tuple[in
               dict[str, "_Proc"]]
 
 #: What a scan keeps of a pid: [fd held open or -1, stat line, state, start, ticks,
-#: rss, threads, the scan that read it (kernel threads: 0 - not one), its kthread flag]
+#: rss, threads, when it was read (the scan's clock), its kthread flag]
 _Proc = list
 
 
@@ -252,7 +252,8 @@ def _read_new(path: str, keep: bool) -> tuple[int, bytes] | None:
     return fd, raw
 
 
-def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, scan: int = 0) -> _Scan:
+def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, now: float = 0.0,
+          elapsed: float | None = None) -> _Scan:
     """Read /proc/PID/stat of every pid in ``entries``.
 
     This loop runs once per process, hundreds of times per scan, so it is one
@@ -262,11 +263,13 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, 
     open and close: half the kernel's work per process). A held file of a
     process that exited fails to read (ESRCH), also when its pid was reused, so
     the path is opened afresh. A line equal to the last scan's (an idle
-    process) is not parsed again. A kernel thread is read only at every
-    ``KTHREAD_EVERY``-th ``scan`` (``scan`` 0: every one).
+    process) is not parsed again. A kernel thread is read only when
+    ``KTHREAD_REREAD_S`` have passed since its last read (by ``now``), and its CPU
+    ticks since then are scaled to ``elapsed``, the time since the last scan, that
+    every other process's ticks span.
     """
     o_close, read_line = os.close, _pread_line
-    kthreads_now = scan % KTHREAD_EVERY == 0
+    not_before = now - KTHREAD_REREAD_S
     letters: dict[bytes, int] = {}
     threads = 0
     cpu: list[tuple[int, str, bytes]] = []
@@ -276,7 +279,7 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, 
     for entry in entries:
         p = prev.get(entry)
         raw = None
-        if p is not None and p[8] and not kthreads_now:
+        if p is not None and p[8] and p[7] > not_before:
             # a kernel thread between its reads: counted as it was, no CPU candidate
             seen[entry] = p
             letters[p[2]] = letters.get(p[2], 0) + 1
@@ -302,7 +305,7 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, 
                 p[0] = fd
         if p is not None and raw == p[1]:
             # unchanged since the last scan: no CPU used, same state and memory
-            p[7] = scan
+            p[7] = now
             seen[entry] = p
             letters[p[2]] = letters.get(p[2], 0) + 1
             threads += p[6]
@@ -329,14 +332,16 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, 
         letters[state] = letters.get(state, 0) + 1
         # The start time tells a reused pid from the process that had it before.
         if p is not None and p[3] == start and ticks > p[4]:
-            # per scan: a kernel thread's ticks may span several
-            cpu.append(((ticks - p[4]) / (scan - p[7]) if p[8] and scan > p[7] else ticks - p[4], entry, raw))
+            used = ticks - p[4]
+            if p[8] and elapsed and now - p[7] > elapsed:  # a kernel thread's ticks span several scans
+                used = used * elapsed / (now - p[7])
+            cpu.append((used, entry, raw))
         if rss > 0:
             mem.append((rss, entry, raw))
         if p is None:
-            p = [fd, raw, state, start, ticks, rss, nthreads, scan, kthread]
+            p = [fd, raw, state, start, ticks, rss, nthreads, now, kthread]
         else:
-            p[1:] = raw, state, start, ticks, rss, nthreads, scan, kthread
+            p[1:] = raw, state, start, ticks, rss, nthreads, now, kthread
         seen[entry] = p
     for entry, p in prev.items():
         if p[0] >= 0 and entry not in seen:

@@ -216,36 +216,46 @@ def test_a_stat_line_longer_than_the_first_read_is_read_whole(tmp_path: Path, fd
 KTHREAD_FLAGS = 0x00208040  # PF_KTHREAD | PF_NOFREEZE | PF_FORKNOEXEC
 
 
-def test_kernel_threads_are_read_every_sixth_scan_and_their_cpu_averaged(tmp_path: Path) -> None:
-    """Kernel threads are most of the processes on a node; read once a minute, counted
-    as they were in between, their CPU share averaged over the scans it covers."""
-    from clumon.agent.collectors.processes import KTHREAD_EVERY
+def test_kernel_threads_are_read_once_in_a_while_and_their_cpu_averaged(tmp_path: Path) -> None:
+    """Kernel threads are most of the processes on a node; read every 45 s or so,
+    counted as they were in between, their CPU share averaged over the time since
+    their last read, whatever the spacing of the scans (a sync read forces one)."""
+    from clumon.agent.collectors.processes import KTHREAD_REREAD_S
 
     clock = Clock()
     procs = ProcessesCollector(str(tmp_path), top_n=2, clock=clock, cores=2, user_of=str)
+    kticks = 0
 
-    def scan(n: int, kstate: str = "I") -> dict:
+    def scan(after: float, kstate: str = "I", job: int = 0) -> dict:
+        nonlocal kticks
+        kticks += round(3 * after)  # 3 ticks a second, all the time
         make(tmp_path, {
-            100: dict(comm="job", state="R", ticks=100 * n, rss=50),
-            7: dict(comm="kworker/0:1", state=kstate, ticks=30 * n, flags=KTHREAD_FLAGS),
+            100: dict(comm="job", state="R", ticks=job, rss=50),
+            7: dict(comm="kworker/0:1", state=kstate, ticks=kticks, flags=KTHREAD_FLAGS),
         })
-        clock.now += 10.0
+        clock.now += after
         return as_dict(procs.collect())
 
-    first = scan(0)
+    first = scan(10.0)
     assert first['node_processes{state="idle"}'] == 1
-    for n in range(1, KTHREAD_EVERY - 1):  # scans 2 .. 5: the kernel thread is not read
-        values = scan(n, kstate="R")
+    t = 0.0
+    while t + 10.0 < KTHREAD_REREAD_S:  # not read again yet
+        t += 10.0
+        values = scan(10.0, kstate="R", job=int(100 * t))
         assert values['node_processes{state="running"}'] == 1, "the kernel thread as last read: idle"
         assert values['node_processes{state="idle"}'] == 1
         assert values['node_top_cpu_pid{rank="1"}'] == 100
         assert values['node_top_cpu_pid{rank="2"}'] is None
-    values = scan(KTHREAD_EVERY - 1, kstate="R")  # scan 6: read again
+    # read again by a scan 0.5 s after the last one (a sync read): its share is over
+    # the whole time since its last read, scaled to this half second
+    values = scan(KTHREAD_REREAD_S - t - 0.4, kstate="R", job=int(100 * t))  # not yet
+    assert values['node_processes{state="running"}'] == 1
+    values = scan(0.5, kstate="R", job=int(100 * t) + 50)
     assert values['node_processes{state="running"}'] == 2
-    # 30 ticks a scan of 10 s on 2 cores, whatever the five scans between its reads
-    assert values['node_top_cpu_pid{rank="2"}'] == 7
-    assert values['node_top_cpu_ratio{rank="2"}'] == pytest.approx(30 * TICK / 10 / 2)
-    assert values['node_top_cpu_ratio{rank="1"}'] == pytest.approx(100 * TICK / 10 / 2)
+    assert values['node_top_cpu_pid{rank="2"}'] == 7 or values['node_top_cpu_pid{rank="1"}'] == 7
+    shares = {values[f'node_top_cpu_pid{{rank="{r}"}}']: values[f'node_top_cpu_ratio{{rank="{r}"}}'] for r in (1, 2)}
+    assert shares[7] == pytest.approx(3 * TICK / 2, rel=0.02)   # 3 ticks a second on 2 cores
+    assert shares[100] == pytest.approx(100 * TICK / 2, rel=0.02)  # 50 ticks in 0.5 s
     # a kernel thread that is gone is gone at once (listdir), read or not
     import shutil
     shutil.rmtree(tmp_path / "7")
