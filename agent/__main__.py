@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if "help" in args:
         print(USAGE)
         return 0
-    if os.environ.get(notls.REAL_SSL_ENV) != "1" and notls.install():
+    if _without_tls() and notls.install():
         _uvloop_or_restart(sys.argv[1:] if argv is None else argv)
 
     from clumon.agent.config import AgentConfig
@@ -92,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         return Agent(cfg, ctx).serve(stop)
 
     return runtime.run(start, cfg.log_level)
+
+
+def _without_tls() -> bool:
+    """Whether the agent runs with the stand-in ``ssl``: not when asked for the real
+    one, nor when entry-point collectors are installed (a plugin may speak HTTPS to
+    a BMC or a scheduler's REST API, and libraries such as urllib3 read ssl at import)."""
+    from clumon.agent.plugins import GROUP, group_declared
+
+    return os.environ.get(notls.REAL_SSL_ENV) != "1" and not group_declared(GROUP)
 
 
 def _uvloop_or_restart(argv: list[str]) -> None:

@@ -10,7 +10,9 @@ imported, and nothing works: making a TLS context raises ``TLSUnavailable``.
 
 Should a later uvloop want more of ``ssl`` at import, ``main()`` starts the agent
 again with the real module (``REAL_SSL_ENV``) rather than fail; a unit test imports
-uvloop and runs a loop under the stand-in, so CI finds such a uvloop first.
+uvloop and runs a loop under the stand-in, so CI finds such a uvloop first. An agent
+with entry-point collectors installed keeps the real module (a plugin may speak
+HTTPS), and so does one started with ``CLUMON_AGENT_REAL_SSL=1``.
 """
 
 from __future__ import annotations

@@ -76,3 +76,16 @@ def test_a_uvloop_that_wants_more_of_ssl_restarts_the_agent_with_the_real_module
     """, env=env, cwd=str(tmp_path))
     assert "restarting with the real ssl module" in out.stderr, out.stderr
     assert "restarted; real ssl: True ['--name', 'n1']" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_an_agent_with_entry_point_collectors_keeps_the_real_ssl(tmp_path):
+    """A plugin may speak HTTPS (a BMC, a scheduler's REST API), and urllib3 reads ssl
+    at import: with a clumon.collectors entry point installed, no stand-in."""
+    code = "from clumon.agent.__main__ import _without_tls; print(_without_tls())"
+    assert run(code).stdout.strip() == "True"
+    info = tmp_path / "gpu_collector-1.0.dist-info"
+    info.mkdir()
+    (info / "entry_points.txt").write_text("[clumon.collectors]\ngpu = gpu_collector:make\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    assert run(code, env=env).stdout.strip() == "False"
+    assert run(code, env={"CLUMON_AGENT_REAL_SSL": "1"}).stdout.strip() == "False"
