@@ -297,11 +297,15 @@ class Agent:
         """Give the root a moment to acknowledge what was sent.
 
         A HEARTBEAT first: a parent holding this agent's ACKs (``ack_every``)
-        sends them at once, and the ones still to come too."""
-        if len(self.spool):
-            self.uplink.send_body(Heartbeat(self.uplink.root_incarnation))
+        sends them at once, and the ones still to come too, until the agent sends
+        a stored frame again; so a frame sent meanwhile (a read that was in flight,
+        a REPLY) is followed by another HEARTBEAT."""
         deadline = time.monotonic() + self.cfg.drain_timeout
+        said = -1
         while len(self.spool) and time.monotonic() < deadline:
+            if self.uplink.frames_out != said:
+                self.uplink.send_body(Heartbeat(self.uplink.root_incarnation))
+                said = self.uplink.frames_out
             await asyncio.sleep(0.05)
 
     def _static_facts(self) -> dict[str, Any]:
