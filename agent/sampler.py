@@ -252,15 +252,17 @@ class Sampler:
         if self.ratio_digits and src.ratio_positions:
             # Here, before change suppression sees it: a wobble in the 7th digit
             # of a ratio is noise, not a change worth sending. round(v * 10**d) /
-            # 10**d is the double nearest to the rounded decimal, as round(v, d) is
-            # (they differ only on exact ties), at half the cost and without the
-            # decimal conversion code that round(v, d) runs on a cold cache. Past 9
-            # digits v * 10**d itself rounds too coarsely: round(v, d) there.
+            # 10**d is a double nearest to a d-digit decimal, as round(v, d) is (for
+            # a value within an ulp of a tie the two may pick the other neighbour),
+            # at half the cost and without the decimal conversion code that
+            # round(v, d) runs on a cold cache. Past 9 digits, or for a value no
+            # ratio has (v * 10**d could overflow), round(v, d).
             scale, digits = self._ratio_scale, self.ratio_digits
+            fast = digits <= 9
             for i in src.ratio_positions:
                 v = values[i]
                 if v is not None:
-                    values[i] = round(v * scale) / scale if digits <= 9 else round(v, digits)
+                    values[i] = round(v * scale) / scale if fast and -1e9 < v < 1e9 else round(v, digits)
         src.last = (names, values, now)
         reading.parts.append((names, values))
 

@@ -83,7 +83,8 @@ def test_ratios_round_as_round_does(digits):
 
     rng = random.Random(digits)
     values = {f"node_x{i}_ratio": rng.random() for i in range(2000)}
-    values.update({"node_zero_ratio": 0.0, "node_one_ratio": 1.0, "node_tiny_ratio": 5e-324})
+    values.update({"node_zero_ratio": 0.0, "node_one_ratio": 1.0, "node_tiny_ratio": 5e-324,
+                   "node_huge_ratio": 1.7e308, "node_big_ratio": -3e12})  # no ratio, but a plugin may say so
     src = Fixed()
     sampler = Sampler([src], 1.0, ratio_digits=digits)
     got = read(sampler, src, values)
