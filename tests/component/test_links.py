@@ -186,6 +186,7 @@ def test_acks_held_for_a_child_that_asks_go_as_one_and_before_anything_else():
         parent = Parent(ctx, ack=False)
         parent.ticking.cancel()  # no heartbeats: only the hold and the CONTROL send ACKs
         child = Child(ctx, [parent.endpoint], timers=False)  # nor from the child: it is not idle
+        await connected(child, parent)  # IMMEDIATE: a frame sent before the link is up goes nowhere
         hello = Hello(1, HELLO.series, {**HELLO.inventory, "ack_every": 30.0}, "agent")
         child.up.send_stored(hello)
         for i in range(5):
