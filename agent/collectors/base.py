@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
@@ -242,9 +243,9 @@ class Shape:
     def __init__(self, length: int, keys: Sequence[int], expect: Sequence[bytes], values: Sequence[int]) -> None:
         #: how many tokens the file had
         self.length = length
-        self._keys = _getter(keys)
+        self._keys = tuple_getter(keys)
         self._expect = tuple(expect)
-        self._values = _getter(values)
+        self._values = tuple_getter(values)
 
     def ints(self, tokens: list[bytes]) -> list[int] | None:
         """The value tokens as ints; ``None`` when the layout changed or one is not a number."""
@@ -263,7 +264,7 @@ class Shape:
             return None
 
 
-def _getter(positions: Sequence[int]) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
+def tuple_getter(positions: Sequence[int]) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
     """``itemgetter`` that always returns a tuple (for one position it returns the item)."""
     if len(positions) > 1:
         return itemgetter(*positions)
@@ -298,3 +299,13 @@ def learn_keyed(raw: bytes, wanted: Sequence[bytes], unit: bytes = b"") -> tuple
     present = tuple(k for k in wanted if k in at)
     shape = Shape(n, [at[k] for k in present], present, [at[k] + 1 for k in present]) if keep else None
     return shape, present, [numbers[k] for k in present]
+
+
+def tokens_by_line(lines: list[bytes], counts: list[int]) -> list[bytes] | None:
+    """The tokens of ``lines`` in one list, or ``None`` unless each line has as many
+    as ``counts`` says (as when its layout was learnt): a line that gained or lost a
+    token would shift every position after it."""
+    split = list(map(bytes.split, lines))
+    if list(map(len, split)) != counts:
+        return None
+    return list(chain.from_iterable(split))

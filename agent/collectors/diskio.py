@@ -8,7 +8,7 @@ from itertools import chain, repeat
 from operator import mul, sub, truediv
 from typing import Callable
 
-from .base import ColumnCollector, Layout, ProcFile, Shape, _getter, series
+from .base import ColumnCollector, Layout, ProcFile, Shape, tuple_getter, series
 
 #: Partitions (their I/O is already in the whole disk) and devices that carry no
 #: real storage traffic. A regex on names avoids a sysfs walk every collect.
@@ -203,7 +203,7 @@ class _DiskPlan:
                 starts.append(line[:len(line) - len(head[3])])
             else:
                 other_at.append(i)
-        self._kept, self._excluded, self._other = _getter(kept_at), _getter(excluded_at), _getter(other_at)
+        self._kept, self._excluded, self._other = tuple_getter(kept_at), tuple_getter(excluded_at), tuple_getter(other_at)
         self._starts = starts
         self._others = self._other(lines)
         tokens = [lines[i].split() for i in kept_at]

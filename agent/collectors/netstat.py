@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import os
-from itertools import chain
 from operator import mul
 
-from .base import ColumnCollector, Layout, ProcFile, Shape
+from .base import ColumnCollector, Layout, ProcFile, Shape, tokens_by_line
 
 #: (protocol line, column header) -> series. Retransmits, resets, discards,
 #: reassembly failures and UDP buffer errors are what show a struggling
@@ -180,10 +179,8 @@ class _SnmpPlan:
         is not the learnt one or a value is not a number."""
         if len(lines) != self.lines or lines[::2] != self.headers:
             return None
-        tokens = list(map(bytes.split, lines[1::2]))
-        if list(map(len, tokens)) != self.counts:
-            return None
-        return self.shape.floats(list(chain.from_iterable(tokens)))
+        tokens = tokens_by_line(lines[1::2], self.counts)
+        return None if tokens is None else self.shape.floats(tokens)
 
     @classmethod
     def learn(cls, lines: list[bytes], taken: list[_Columns | None]) -> _SnmpPlan:
@@ -224,10 +221,8 @@ class _SockstatPlan:
     def values(self, lines: list[bytes]) -> list[float] | None:
         """The wanted values of a read cut into ``lines``, scaled; ``None`` as for
         ``_SnmpPlan.values``."""
-        tokens = list(map(bytes.split, lines))
-        if list(map(len, tokens)) != self.counts:
-            return None
-        got = self.shape.floats(list(chain.from_iterable(tokens)))
+        tokens = tokens_by_line(lines, self.counts)
+        got = None if tokens is None else self.shape.floats(tokens)
         return None if got is None else list(map(mul, got, self.scales))
 
     @classmethod

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from itertools import chain
 
-from .base import ColumnCollector, Layout, ProcFile, Shape, series
+from .base import ColumnCollector, Layout, ProcFile, Shape, series, tokens_by_line
 
 #: Loopback and the per-container/VM interfaces that come and go with jobs:
 #: each would add series and a new dictionary version every time it appears.
@@ -122,10 +121,8 @@ class _DevPlan:
     def values(self, lines: list[bytes]) -> list[float] | None:
         """The counters of a read cut into ``lines`` (headers left out); ``None``
         when an interface came or went, or a value is not a number."""
-        tokens = list(map(bytes.split, lines))
-        if list(map(len, tokens)) != self.counts:
-            return None
-        return self.shape.floats(list(chain.from_iterable(tokens)))
+        tokens = tokens_by_line(lines, self.counts)
+        return None if tokens is None else self.shape.floats(tokens)
 
     @classmethod
     def learn(cls, lines: list[bytes], kept: list[bool], names: tuple[str, ...]) -> _DevPlan | None:
