@@ -80,13 +80,13 @@ import zstandard
 from clumon.proto import codec
 from clumon.proto.frames import Batch, Data, Hello, Kind, make
 from clumon.proto.tree import LatestCache, walk
-from clumon.root import rollup_sql
-from clumon.root import schema as S
-from clumon.root.history import HistoryConfig
+from clumon.root.storage import rollup_sql
+from clumon.root.storage import schema as S
+from clumon.root.storage import HistoryConfig
 from clumon.root.ingest import Ingest
 from clumon.root.registry import Registry
-from clumon.root.rollup import RollupRows
-from clumon.root.store import Store
+from clumon.root.storage.rollup import RollupRows
+from clumon.root.storage import Store
 
 DATA_DIR = Path(__file__).parent / "data"
 PG_URL_ENV = "CLUMON_TEST_PG_URL"
@@ -441,7 +441,7 @@ def write_history(store: Store, rec: Recording, nodes: int, seconds: int, t0: fl
                   prefix: str = "") -> int:
     """``seconds`` of ``nodes`` nodes' frames straight into the store; returns values."""
     gen = Perturbed(rec, nodes, seed)
-    from clumon.root.store import DictionaryRow, FrameRow, NodeRow
+    from clumon.root.storage import DictionaryRow, FrameRow, NodeRow
 
     inc = int(t0 * 1e9)
     names = [prefix + node_name(i) for i in range(nodes)]

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from clumon.proto import runtime, transport
     from clumon.root import lastrun
     from clumon.root.service import Root, history_config, prepare_database
-    from clumon.root.store import Store, StoreUnavailable
+    from clumon.root.storage import Store, StoreUnavailable
 
     try:
         prepare_database(cfg.database)

@@ -21,7 +21,7 @@ from clumon.proto.frames import Ack, AckEntry, Data, Event, Frame, Hello, Kind, 
 from clumon.proto.runtime import QuietLog
 from clumon.proto.tree import LatestCache
 from clumon.root.registry import Registry
-from clumon.root.store import DictionaryRow, EventRow, FrameRow, Store, StoreError, StoreUnavailable
+from clumon.root.storage import DictionaryRow, EventRow, FrameRow, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("clumon.root.ingest")
 

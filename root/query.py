@@ -17,7 +17,7 @@ from clumon.proto.liveness import STATES
 from clumon.proto.tree import LatestCache
 from clumon.root.overview import overview
 from clumon.root.registry import Registry
-from clumon.root.store import Store
+from clumon.root.storage import Store
 
 
 #: storage tiers a client may ask for

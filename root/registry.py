@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from clumon.proto.liveness import DOWN, SUSPECT, UNREACHABLE, UP
-from clumon.root.store import NodeRow
+from clumon.root.storage import NodeRow
 
 
 @dataclass(slots=True)

@@ -17,14 +17,14 @@ from clumon.proto.liveness import Transition
 from clumon.proto.tree import LatestCache, Routes, walk
 from clumon.root import health, http
 from clumon.root.config import RootConfig
-from clumon.root.history import HistoryConfig
+from clumon.root.storage import HistoryConfig
 from clumon.root.ingest import Ingest
 from clumon.root.masks import MaskOps
 from clumon.root.query import Queries
 from clumon.root.reads import Reads
 from clumon.root.registry import Registry
 from clumon.root.server import QueryServer
-from clumon.root.store import Store
+from clumon.root.storage import Store
 
 log = logging.getLogger("clumon.root")
 

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from clumon.proto import codec
 from clumon.proto.frames import Data, Hello, Kind, make
-from clumon.root.compaction import CHUNK_SECONDS
-from clumon.root.history import HistoryConfig
-from clumon.root.store import DictionaryRow, FrameRow, NodeRow, Store, StoreUnavailable
+from clumon.root.storage.compaction import CHUNK_SECONDS
+from clumon.root.storage import HistoryConfig
+from clumon.root.storage import DictionaryRow, FrameRow, NodeRow, Store, StoreUnavailable
 from db_fixtures import db_url, pg_schema_url  # noqa: F401
 
 INC = 1_700_000_000_000_000_000
@@ -151,8 +151,8 @@ def test_postgresql_frames_locked_after_the_chunks_are_written_loses_nothing(pg_
 
 PLANNER_OWNER = """
 import multiprocessing, os, sys
-from clumon.root.planner import Planner
-from clumon.root.store import Store
+from clumon.root.storage.planner import Planner
+from clumon.root.storage import Store
 if __name__ == "__main__":
     Store(sys.argv[1])  # the schema
     planner = Planner(sys.argv[1], 5.0)

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from clumon.proto import codec
 from clumon.proto.frames import Data, Hello, Kind, make
-from clumon.root import compaction
-from clumon.root import schema as S
-from clumon.root.history import HistoryConfig
-from clumon.root.rollup import TIERS
-from clumon.root.rollup_sql import RETENTION
-from clumon.root.store import DictionaryRow, FrameRow, NodeRow, Store
+from clumon.root.storage import compaction
+from clumon.root.storage import schema as S
+from clumon.root.storage import HistoryConfig
+from clumon.root.storage.rollup import TIERS
+from clumon.root.storage.rollup_sql import RETENTION
+from clumon.root.storage import DictionaryRow, FrameRow, NodeRow, Store
 from db_fixtures import pg_base_url, pg_schema_url, with_search_path  # noqa: F401
 
 INC = 1_700_000_000_000_000_000
@@ -312,8 +312,8 @@ def test_retention_removes_exactly_what_is_older_than_each_horizon(ages):
 
 
 def test_chunks_of_schema_version_2_survive_the_upgrade(url):
-    from clumon.root import chunks
-    from clumon.root.store import make_engine
+    from clumon.root.storage import chunks
+    from clumon.root.storage import make_engine
 
     engine = make_engine(url)
     assert S.upgrade(engine, S.MIGRATIONS[:2]) == 2

@@ -12,7 +12,7 @@ from clumon.proto.frames import Data, Hello, make
 from clumon.proto.tree import LatestCache
 from clumon.root.ingest import Ingest
 from clumon.root.registry import Registry
-from clumon.root.store import Store
+from clumon.root.storage import Store
 
 INC = 1_700_000_000_000_000_000
 

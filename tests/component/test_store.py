@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from clumon.proto.frames import Kind
-from clumon.root import schema as S
-from clumon.root.store import (
+from clumon.root.storage import schema as S
+from clumon.root.storage import (
     DictionaryRow,
     EventRow,
     FrameRow,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clumon.root import chunks
+from clumon.root.storage import chunks
 
 times = st.lists(st.integers(0, 10**6), min_size=1, max_size=300).map(
     lambda steps: 1.7e9 + np.cumsum(np.array(steps, dtype=np.int64)) / 1000.0
@@ -118,7 +118,7 @@ def test_random_bytes_never_raise_anything_but_chunk_error(junk):
 
 def test_negative_zero_comes_back_with_its_sign():
     import numpy as np
-    from clumon.root import chunks
+    from clumon.root.storage import chunks
     ts = np.array([1.0, 2.0, 3.0])
     values = np.array([0.0, -0.0, 1.5])
     _, back = chunks.decode(chunks.encode(ts, values))

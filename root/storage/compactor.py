@@ -43,7 +43,7 @@ from .engine import StoreError, Translate
 from .history import History, _Reuse
 from .planner import Planner
 
-log = logging.getLogger("clumon.root.compactor")
+log = logging.getLogger("clumon.root.storage.compactor")
 
 #: Nodes planned together and written in one transaction (amortises the wait
 #: for the writer's turn; ~2 M samples of a busy site's 30-minute windows).

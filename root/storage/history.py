@@ -55,7 +55,7 @@ class History:
         #: oldest frame time per node still in ``frames`` (a lower bound)
         self.raw_oldest: dict[str, float] = {}
         #: held by ``Store.write`` from ``new()`` to its commit and by the
-        #: compactor while it retires frames: see ``root/compactor.py``
+        #: compactor while it retires frames: see ``root/storage/compactor.py``
         self.frames_lock = threading.Lock()
         self.pending: list[RollupRows] = []
         self._slice_keys = 0

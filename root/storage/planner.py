@@ -28,7 +28,7 @@ from . import compaction
 from . import schema as S
 from .engine import StoreUnavailable, Translate, make_engine
 
-log = logging.getLogger("clumon.root.planner")
+log = logging.getLogger("clumon.root.storage.planner")
 
 # --- in the planning process -------------------------------------------------------
 

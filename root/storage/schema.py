@@ -192,7 +192,7 @@ chunks = sa.Table(
     sa.Column("first_ts", sa.Float(precision=53), nullable=False),
     sa.Column("last_ts", sa.Float(precision=53), nullable=False),
     sa.Column("points", sa.Integer, nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),  # root/chunks.py format
+    sa.Column("data", sa.LargeBinary, nullable=False),  # root/storage/chunks.py format
     sa.PrimaryKeyConstraint("key", "start", name="chunks_key_pk"),
     sa.Index("chunks_start", "start"),
 )

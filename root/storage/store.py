@@ -36,7 +36,7 @@ from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
 from .rows import dict_dict as _dict_dict, event_dict as _event_dict, frame_dict as _frame_dict
 from .rows import node_dict as _node_dict
 
-log = logging.getLogger("clumon.root.store")
+log = logging.getLogger("clumon.root.storage.store")
 
 __all__ = [
     "DictionaryRow", "EventRow", "FrameRow", "NodeRow", "StateRow", "Store", "StoreError", "StoreUnavailable",
@@ -114,7 +114,7 @@ class Store:
         self._ensure_schema()
         h = self.history
         h.learn(dictionaries, nodes)
-        # Until commit, the compactor may not retire frames (root/compactor.py).
+        # Until commit, the compactor may not retire frames (root/storage/compactor.py).
         with h.frames_lock, Translate(), self.engine.begin() as conn:
             fresh = h.new(frames)
             inserted = self._insert_frames(conn, fresh) if fresh else []
@@ -308,7 +308,7 @@ class Store:
         return {"frames_compacted": compacted, **{f"{k}_expired": v for k, v in expired.items()}}
 
     def _one_writer(self):
-        """On SQLite, writes take turns with the compactor's (root/compactor.py)."""
+        """On SQLite, writes take turns with the compactor's (root/storage/compactor.py)."""
         return self.history.frames_lock if self.compactor.one_writer else contextlib.nullcontext()
 
     def compact(self, now: float | None = None) -> int:
@@ -319,7 +319,7 @@ class Store:
     def start_compactor(self, every: float = 10.0) -> None:
         """Compact from a thread of its own from now on, beside ``write``
         (``maintain`` then leaves compaction to it), decoding and encoding in
-        a process of its own (root/planner.py); ``close`` stops both."""
+        a process of its own (root/storage/planner.py); ``close`` stops both."""
         self.compactor.start(every)
 
     def expire(self, now: float | None = None) -> dict[str, int]:

@@ -1,0 +1,16 @@
+"""The root's storage: one ``Store`` over SQLite or PostgreSQL, chosen by URL.
+
+The face the rest of the root, the tests and the benchmarks use; the modules
+behind it (engine, schema, history, rollups, compaction) are its own business.
+"""
+
+from .engine import StoreError, StoreUnavailable, make_engine
+from .history import HistoryConfig
+from .rollup import TIERS
+from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
+from .store import Store
+
+__all__ = [
+    "DictionaryRow", "EventRow", "FrameRow", "HistoryConfig", "NodeRow", "StateRow", "Store",
+    "StoreError", "StoreUnavailable", "TIERS", "make_engine",
+]
