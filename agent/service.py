@@ -19,7 +19,7 @@ from clumon.agent.collectors.agentself import AgentSelfCollector
 from clumon.agent.config import AgentConfig
 from clumon.agent.masks import Filter, MaskError, MaskSet
 from clumon.agent.sampler import Reading, Sampler, SeriesDictionary
-from clumon.agent.snapshot import SharedReads
+from clumon.agent.shared_reads import SharedReads
 from clumon.proto import runtime
 from clumon.proto.frames import Control, Data, Event, Frame, Heartbeat, Hello, Kind, Reply, Request
 from clumon.proto.spool import Spool

@@ -19,7 +19,7 @@ from typing import Callable
 import zmq.asyncio
 
 from clumon.aggregator.config import AggregatorConfig
-from clumon.aggregator.merge import Batcher
+from clumon.aggregator.batcher import Batcher
 from clumon.proto import codec, runtime
 from clumon.proto.downlink import Downlink
 from clumon.proto.frames import Ack, Control, Data, Event, Frame, Hello, Kind, Reply, Request

@@ -137,8 +137,8 @@ class ProcessesCollector:
         """Close the stat files held open between scans."""
         prev, self._prev = getattr(self, "_prev", {}), {}
         for p in prev.values():
-            if p[0] >= 0:
-                os.close(p[0])
+            if p.fd >= 0:
+                os.close(p.fd)
 
     def __del__(self) -> None:
         self.close()
@@ -203,9 +203,22 @@ def _user_name(uid: int) -> str | None:
 _Scan = tuple[dict[bytes, int], int, list[tuple[int, str, bytes]], list[tuple[int, str, bytes]],
               dict[str, "_Proc"]]
 
-#: What a scan keeps of a pid: [fd held open or -1, stat line, state, start, ticks,
-#: rss, threads, when it was read (the scan's clock), its kthread flag]
-_Proc = list
+class _Proc:
+    """What a scan keeps of a pid between scans."""
+
+    __slots__ = ("fd", "line", "state", "start", "ticks", "rss", "threads", "read_at", "kthread")
+
+    def __init__(self, fd: int, line: bytes, state: bytes, start: int, ticks: int, rss: int, threads: int,
+                 read_at: float, kthread: bool):
+        self.fd = fd  # held open between scans, or -1
+        self.line = line
+        self.state = state
+        self.start = start
+        self.ticks = ticks
+        self.rss = rss
+        self.threads = threads
+        self.read_at = read_at  # the scan's clock
+        self.kthread = kthread
 
 
 def fd_budget(reserve: int = 256, most: int = 8192) -> int:
@@ -275,22 +288,22 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, 
     cpu: list[tuple[int, str, bytes]] = []
     mem: list[tuple[int, str, bytes]] = []
     seen: dict[str, _Proc] = {}
-    held = sum(1 for p in prev.values() if p[0] >= 0)
+    held = sum(1 for p in prev.values() if p.fd >= 0)
     for entry in entries:
         p = prev.get(entry)
         raw = None
-        if p is not None and p[8] and p[7] > not_before:
+        if p is not None and p.kthread and p.read_at > not_before:
             # a kernel thread between its reads: counted as it was, no CPU candidate
             seen[entry] = p
-            letters[p[2]] = letters.get(p[2], 0) + 1
-            threads += p[6]
+            letters[p.state] = letters.get(p.state, 0) + 1
+            threads += p.threads
             continue
-        if p is not None and p[0] >= 0:
+        if p is not None and p.fd >= 0:
             try:
-                raw = read_line(p[0])
+                raw = read_line(p.fd)
             except OSError:  # exited, or the pid now belongs to another process
-                o_close(p[0])
-                p[0] = -1
+                o_close(p.fd)
+                p.fd = -1
                 held -= 1
         elif p is None and not entry.isdigit():
             continue
@@ -302,15 +315,15 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, 
             if fd >= 0:
                 held += 1
             if p is not None:
-                p[0] = fd
-        if p is not None and raw == p[1]:
+                p.fd = fd
+        if p is not None and raw == p.line:
             # unchanged since the last scan: no CPU used, same state and memory
-            p[7] = now
+            p.read_at = now
             seen[entry] = p
-            letters[p[2]] = letters.get(p[2], 0) + 1
-            threads += p[6]
-            if p[5] > 0:
-                mem.append((p[5], entry, raw))
+            letters[p.state] = letters.get(p.state, 0) + 1
+            threads += p.threads
+            if p.rss > 0:
+                mem.append((p.rss, entry, raw))
             continue
         # comm may itself contain ")" or spaces: the fields start after the last ")".
         fields = raw[raw.rfind(b")") + 2 :].split(None, 22)
@@ -331,21 +344,22 @@ def _scan(procfs: str, entries: list[str], prev: dict[str, _Proc], budget: int, 
         threads += nthreads
         letters[state] = letters.get(state, 0) + 1
         # The start time tells a reused pid from the process that had it before.
-        if p is not None and p[3] == start and ticks > p[4]:
-            used = ticks - p[4]
-            if p[8] and elapsed and now - p[7] > elapsed:  # a kernel thread's ticks span several scans
-                used = used * elapsed / (now - p[7])
+        if p is not None and p.start == start and ticks > p.ticks:
+            used = ticks - p.ticks
+            if p.kthread and elapsed and now - p.read_at > elapsed:  # a kernel thread's ticks span several scans
+                used = used * elapsed / (now - p.read_at)
             cpu.append((used, entry, raw))
         if rss > 0:
             mem.append((rss, entry, raw))
         if p is None:
-            p = [fd, raw, state, start, ticks, rss, nthreads, now, kthread]
+            p = _Proc(fd, raw, state, start, ticks, rss, nthreads, now, kthread)
         else:
-            p[1:] = raw, state, start, ticks, rss, nthreads, now, kthread
+            p.line, p.state, p.start, p.ticks, p.rss, p.threads, p.read_at, p.kthread = (
+                raw, state, start, ticks, rss, nthreads, now, kthread)
         seen[entry] = p
     for entry, p in prev.items():
-        if p[0] >= 0 and entry not in seen:
-            o_close(p[0])
+        if p.fd >= 0 and entry not in seen:
+            o_close(p.fd)
     return letters, threads, cpu, mem, seen
 
 

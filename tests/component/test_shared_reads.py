@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from clumon.agent.collectors import Sample
 from clumon.agent.sampler import Sampler
-from clumon.agent.snapshot import SharedReads
+from clumon.agent.shared_reads import SharedReads
 
 
 class Counting:

@@ -181,13 +181,13 @@ def test_a_real_process_that_exits_is_dropped_and_its_file_closed() -> None:
     procs = ProcessesCollector(fds=4096)
     try:
         procs.collect()
-        assert str(child.pid) in procs._prev and procs._prev[str(child.pid)][0] >= 0
+        assert str(child.pid) in procs._prev and procs._prev[str(child.pid)].fd >= 0
     finally:
         child.kill()
         child.wait()
     procs.collect()
     assert str(child.pid) not in procs._prev
-    assert all(p[0] >= 0 for p in procs._prev.values())
+    assert all(p.fd >= 0 for p in procs._prev.values())
     procs.close()
 
 

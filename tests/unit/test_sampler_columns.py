@@ -13,7 +13,7 @@ import pytest
 from clumon.agent.collectors import Sample
 from clumon.agent.collectors.base import Layout, as_samples
 from clumon.agent.sampler import Sampler
-from clumon.agent.snapshot import SharedReads
+from clumon.agent.shared_reads import SharedReads
 
 
 class Columns:
