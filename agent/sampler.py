@@ -70,6 +70,8 @@ class Reading:
     failures: list[tuple[str, str]] = field(default_factory=list)
     #: series names that went away when the dictionary changed
     gone: tuple[str, ...] = ()
+    #: read by the schedule (its values are stored), or off it by a sync read
+    scheduled: bool = True
 
     @property
     def values(self) -> dict[str, float | None]:
@@ -161,6 +163,10 @@ class Sampler:
             out.update(zip(names, values))
         return out
 
+    def monotonic(self) -> float:
+        """The schedule's clock."""
+        return self._clock()
+
     def due(self, now: float | None = None) -> list[Source]:
         now = self._clock() if now is None else now
         return [s for s in self.sources if s.next_due <= now and not s.pushed]
@@ -182,15 +188,21 @@ class Sampler:
         self.sources.append(src)
         return src
 
-    def read(self, sources: Sequence[Source]) -> Reading:
-        """Read the given sources now (blocking: call from an executor)."""
+    def read(self, sources: Sequence[Source], scheduled: bool = True) -> Reading:
+        """Read the given sources now (blocking: call from an executor).
+
+        A read off the schedule (``scheduled=False``: a sync read between two
+        ticks) keeps every source's phase.
+        """
         now_mono, now = self._clock(), time.time()
-        reading = Reading(ts=now, mono=now_mono, sources=tuple([s.collector.name for s in sources]))
+        reading = Reading(ts=now, mono=now_mono, sources=tuple([s.collector.name for s in sources]),
+                          scheduled=scheduled)
         for src in sources:
-            # keep the source's phase; a source more than an interval late (or never
-            # read) starts a new phase instead of being read again at once
-            nd = src.next_due + src.interval
-            src.next_due = nd if nd > now_mono else now_mono + src.interval
+            if scheduled:
+                # keep the source's phase; a source more than an interval late (or
+                # never read) starts a new phase instead of being read again at once
+                nd = src.next_due + src.interval
+                src.next_due = nd if nd > now_mono else now_mono + src.interval
             src.reads += 1
             try:
                 columns = getattr(src.collector, "collect_columns", None)

@@ -188,18 +188,22 @@ class Agent:
         """Send what a reading changed: a new HELLO, failures, and the values that pass."""
         if reading.gone:
             self.filter.forget(reading.gone)
+        for source, message in reading.failures:
+            self.uplink.send_stored(Event("source_failed", self.name, message, {"source": source}))
+        if not reading.scheduled:
+            # a sync read between ticks answered its asker; only the schedule's reads
+            # are stored (a new dictionary goes up with the next one's HELLO)
+            return
         parts = reading.parts
         # one dictionary for the whole frame: the collecting thread may put a new one
         # in place meanwhile (its own publish then sends that one's HELLO)
         d = self.sampler.dictionary
         if reading.dictionary_changed or self.uplink.dict_version != d.version:
             self.uplink.send_stored(self._hello(d))
-            # receivers keep values per dictionary version: give them every value
-            # that passes again, not only what this reading changed
+            # every series passes afresh at its source's next read (a receiver keeps
+            # the newest value of each by name across dictionaries); values read
+            # before now are not sent again: they would be stored twice
             self.filter.resend_all()
-            parts = [src.last[:2] for src in self.sampler.sources]
-        for source, message in reading.failures:
-            self.uplink.send_stored(Event("source_failed", self.name, message, {"source": source}))
         # the read's own time: a 30 s source whose reads took 80 ms and then 10 ms
         # is still 30 s apart for max_silence
         names, values = self.filter.apply_columns(parts, reading.mono)

@@ -6,6 +6,11 @@ never block (``on_loop``), in the one collecting thread for the others. A source
 while the read is in flight waits for that read. A sync read with ``max_age``
 takes a source's snapshot when it is young enough and reads the others now, so
 N sync reads that arrive together cost one read of /proc.
+
+A sync read of a source that is not due yet is a read off the schedule: it
+answers the asker and updates the snapshot, but keeps the source's phase and
+stores nothing, so the database holds one sample a tick whatever the clients do.
+A source that is due when a sync read comes is read for both.
 """
 
 from __future__ import annotations
@@ -51,9 +56,9 @@ class SharedReads:
         """Whether a read is in flight (the sampler's phases are being moved)."""
         return bool(self._inflight)
 
-    def _timed_read(self, sources: Sequence[Source]) -> Reading:
+    def _timed_read(self, sources: Sequence[Source], scheduled: bool = True) -> Reading:
         t0 = time.perf_counter()
-        reading = self.sampler.read(sources)
+        reading = self.sampler.read(sources, scheduled)
         self.durations.append(time.perf_counter() - t0)
         return reading
 
@@ -75,18 +80,30 @@ class SharedReads:
         """
         mine = [s for s in sources if id(s) not in self._inflight]
         self.shared += len(sources) - len(mine)
+        if inline:
+            here = [s for s in mine if s.on_loop]
+            if here:
+                self._read_inline(here)
+            there = [s for s in mine if not s.on_loop]
+            return self._start_reads(there, True) if there else []
+        due_by = self.sampler.monotonic()
+        due = [s for s in mine if s.next_due <= due_by]
+        off = [s for s in mine if s.next_due > due_by]  # before a read moves next_due
+        return self._start_reads(due, True) + self._start_reads(off, False)
+
+    def _start_reads(self, sources: Sequence[Source], scheduled: bool) -> list[Future]:
+        """Futures reading ``sources``: on the loop those that never block (in a
+        callback of this iteration), in the collecting thread the others."""
         loop = asyncio.get_running_loop()
         started = []
-        here = [s for s in mine if s.on_loop]
-        if here and inline:
-            self._read_inline(here)
-        elif here:
+        here = [s for s in sources if s.on_loop]
+        if here:
             fut: Future = Future()
-            loop.call_soon(self._read_here, fut, here)
+            loop.call_soon(self._read_here, fut, here, scheduled)
             started.append(self._track(fut, here))
-        there = [s for s in mine if not s.on_loop]
+        there = [s for s in sources if not s.on_loop]
         if there:
-            fut = self._executor.submit(self._timed_read, there)
+            fut = self._executor.submit(self._timed_read, there, scheduled)
             fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finish, f, there))
             started.append(self._track(fut, there))
         return started
@@ -109,11 +126,11 @@ class SharedReads:
         except Exception as exc:
             log.error("reading or publishing %s failed", [s.collector.name for s in sources], exc_info=exc)
 
-    def _read_here(self, fut: Future, sources: Sequence[Source]) -> None:
+    def _read_here(self, fut: Future, sources: Sequence[Source], scheduled: bool) -> None:
         """On the loop: read sources that never block, then publish as for the thread's reads."""
         if fut.set_running_or_notify_cancel():
             try:
-                fut.set_result(self._timed_read(sources))
+                fut.set_result(self._timed_read(sources, scheduled))
             except Exception as exc:  # published as a failed read, as the thread's would be
                 fut.set_exception(exc)
         self._finish(fut, sources)

@@ -83,6 +83,23 @@ class NodeValues:
     updated: float = 0.0
 
 
+def _new_values(incarnation: int, dict_version: int, names: tuple[str, ...],
+                before: NodeValues | None) -> NodeValues:
+    """Empty values for a dictionary; a new dictionary of the same incarnation keeps
+    the newest value of each series it still names (the agent sends a series again
+    only when it changes, not because a mount came or went)."""
+    n = len(names)
+    nv = NodeValues(incarnation, dict_version, names, np.full(n, math.nan), np.zeros(n))
+    if before is not None:
+        where = {name: i for i, name in enumerate(before.names)}
+        for i, name in enumerate(names):
+            j = where.get(name)
+            if j is not None:
+                nv.values[i], nv.stamps[i] = before.values[j], before.stamps[j]
+        nv.updated = before.updated
+    return nv
+
+
 class LatestCache:
     """Dictionaries and the newest value of every series, per node."""
 
@@ -106,9 +123,8 @@ class LatestCache:
             return False
         nv = self.nodes.get(frame.sender)
         if nv is None or nv.incarnation != frame.incarnation or nv.dict_version != body.dict_version:
-            n = len(names)
-            nv = NodeValues(frame.incarnation, body.dict_version, names,
-                            np.full(n, math.nan), np.zeros(n))
+            nv = _new_values(frame.incarnation, body.dict_version, names,
+                             nv if nv is not None and nv.incarnation == frame.incarnation else None)
             self.nodes[frame.sender] = nv
         values = body.value_array()
         if body.index is None:

@@ -51,7 +51,10 @@ def test_n_concurrent_sync_reads_cause_one_read_of_each_source():
     (before, answers) = asyncio.run(main())
     executor.shutdown()
     assert (cpu.calls, mem.calls) == (before[0] + 1, before[1] + 1)
-    assert len(published) == 2, "the shared read is sent up once"
+    assert len(published) == 2, "the shared read is handed on once"
+    # the sweep is the schedule's; the sync read between ticks keeps the phase and is not stored
+    assert [r.scheduled for r in published] == [True, False]
+    assert all(s.next_due > time.monotonic() + 0.5 for s in reads.sampler.sources)
     assert all(a["live"] and a["cached"] == 0 for a in answers)
     assert {tuple(a["values"]) for a in answers} == {("node_cpu_a", "node_cpu_b", "node_memory_x")}
     assert cpu.threads == {"collect_0"}, "reads happen off the loop, in the collecting thread"
@@ -204,3 +207,20 @@ def test_a_publish_that_fails_does_not_stop_the_schedule(caplog):
     executor.shutdown()
     assert cpu.calls == 2 and len(published) == 2 and published[1].values == {"node_cpu_a": 2.0}
     assert "No space left on device" in caplog.text
+
+
+def test_a_sync_read_of_a_due_source_is_the_schedules_read():
+    cpu = Counting("cpu", ["node_cpu_a"], pause=0)
+    reads, published, executor = make(cpu)
+
+    async def main():
+        await reads.read(reads.sampler.sources)
+        src = reads.sampler.sources[0]
+        src.next_due = time.monotonic() - 0.01  # the tick is due now
+        await reads.answer([], 0.0)
+        return src.next_due
+
+    next_due = asyncio.run(main())
+    executor.shutdown()
+    assert cpu.calls == 2 and [r.scheduled for r in published] == [True, True]
+    assert next_due > time.monotonic() + 0.5, "the phase moved on as a scheduled read moves it"

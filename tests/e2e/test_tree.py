@@ -56,8 +56,9 @@ def test_four_agents_through_two_aggregators_reach_sqlite(tree, tmp_path):
         own = wait_for(lambda: (v := c.call("latest", node="node-1")["values"]).get("clumon_agent_frames_out_total") and v,
                        what="the agent's own health series")
         assert own["clumon_agent_resident_bytes"][0] > 1 << 20
-        series = c.call("series", node="node-1", series="node_load1", since=300)
-        assert len(series["points"]) >= 2
+        # a point a tick (the HELLO at start sends no value twice): wait for the second
+        series = wait_for(lambda: (r := c.call("series", node="node-1", series="node_load1", since=300))
+                          and len(r["points"]) >= 2 and r, what="two stored points of node_load1")
         assert all(isinstance(p[1], float) for p in series["points"])
 
     codes = tree.stop_all()
