@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clumon.agent.masks import MAX_SILENCE, MIN_CHANGE, MIN_CHANGE_ABS, MaskError, MaskSet, parse_rule
+from clumon.proto.maskrules import MAX_SILENCE, MIN_CHANGE, MIN_CHANGE_ABS, MaskError, MaskSet, parse_rule
 from clumon.proto.codec import MAX_FRAME_BYTES
 from clumon.proto.config import ChildLink, Endpoint
 

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from clumon.agent.masks import MaskError, MaskSet
+from clumon.proto.maskrules import MaskError, MaskSet
 from clumon.proto import statefile
 
 log = logging.getLogger("clumon.agent.masks")

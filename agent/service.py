@@ -17,13 +17,14 @@ from clumon.agent import __version__, maskstate
 from clumon.agent.collectors import Sample, default_collectors, inventory
 from clumon.agent.collectors.agentself import AgentSelfCollector
 from clumon.agent.config import AgentConfig
-from clumon.agent.masks import Filter, MaskError, MaskSet
+from clumon.agent.masks import Filter
 from clumon.agent.sampler import Reading, Sampler, SeriesDictionary
 from clumon.agent.shared_reads import SharedReads
 from clumon.proto import runtime
 from clumon.proto.frames import Control, Data, Event, Frame, Heartbeat, Hello, Kind, Reply, Request
 from clumon.proto.spool import Spool
 from clumon.proto.uplink import Uplink
+from clumon.proto.maskrules import MaskError, MaskSet
 
 log = logging.getLogger("clumon.agent")
 

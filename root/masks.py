@@ -23,6 +23,7 @@ from typing import Any
 
 from clumon.proto import statefile
 from clumon.proto.liveness import DOWN, UNREACHABLE
+from clumon.proto.maskrules import MaskError, MaskSet
 from clumon.root.query import Handler, QueryError, arg
 from clumon.root.registry import Registry
 
@@ -152,8 +153,6 @@ class MaskOps:
 
 def _control(args: dict) -> dict[str, Any]:
     """The CONTROL ``set_masks`` arguments, validated as the agent will."""
-    from clumon.agent.masks import MaskError, MaskSet
-
     if arg(args, "reset", bool, False):
         return {"reset": True}
     rules = arg(args, "masks", list, [])

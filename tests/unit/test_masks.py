@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clumon.agent.config import AgentConfig
-from clumon.agent.masks import Filter, MaskError, MaskSet, Rule, parse_rule
+from clumon.agent.masks import Filter
+from clumon.proto.maskrules import MaskError, MaskSet, Rule, parse_rule
 from clumon.proto.config import ConfigError, from_dict
 
 

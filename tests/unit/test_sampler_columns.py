@@ -133,7 +133,8 @@ def test_data_columns_come_in_dictionary_order_without_unknown_or_repeated_names
 
 
 def test_the_filter_on_columns_masks_and_suppresses_across_the_parts_of_a_reading():
-    from clumon.agent.masks import Filter, MaskSet
+    from clumon.agent.masks import Filter
+    from clumon.proto.maskrules import MaskSet
 
     f = Filter(MaskSet.from_texts(["10 b B 0 10", "20 c drop"], max_silence=30.0))
     reads = [

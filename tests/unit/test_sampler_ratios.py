@@ -7,7 +7,8 @@ import pytest
 
 from clumon.agent.collectors import Sample
 from clumon.agent.config import AgentConfig
-from clumon.agent.masks import Filter, MaskSet
+from clumon.agent.masks import Filter
+from clumon.proto.maskrules import MaskSet
 from clumon.agent.sampler import Sampler
 from clumon.proto.config import ConfigError, from_dict
 
