@@ -2,8 +2,10 @@
 
 Requests are msgpack maps ``{op, args}``; replies are ``{ok: true, result}`` or
 ``{ok: false, error: {code, message}}``. Clients may use REQ (an empty delimiter
-frame) or DEALER; the reply goes back in the same envelope. Ops that change
-anything are accepted only from loopback until authentication lands.
+frame) or DEALER; the reply goes back in the same envelope. Each op is run
+through the op table with the caller's role: until keys and roles are configured,
+a loopback caller is ``admin`` and any other ``reader``, so ops that change
+anything are accepted only from loopback.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import zmq
 
 from clumon.proto import codec
 from clumon.proto.transport import Conn
-from clumon.root.query import Queries, QueryError
+from clumon.root.ops import ADMIN, READER, OpTable, QueryError
 
 log = logging.getLogger("clumon.root.server")
 
@@ -28,21 +30,23 @@ def error(code: str, message: str) -> dict:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-def _loopback(peer: str | None) -> bool:
+def caller_role(peer: str | None) -> str:
+    """The role of a caller by its address, until keys and roles are configured:
+    loopback (and ipc/inproc, local by construction) is ``admin``, any other ``reader``."""
     if not peer:
-        return True  # ipc/inproc: local by construction
+        return ADMIN
     try:
-        return ipaddress.ip_address(peer).is_loopback
+        return ADMIN if ipaddress.ip_address(peer).is_loopback else READER
     except ValueError:
-        return False
+        return READER
 
 
 class QueryServer:
     """Receives requests, runs each as a task, replies with a fixed shape."""
 
-    def __init__(self, conn: Conn, queries: Queries, timeout: float):
+    def __init__(self, conn: Conn, ops: OpTable, timeout: float):
         self.conn = conn
-        self.queries = queries
+        self.ops = ops
         self.timeout = timeout
         self.requests = 0
         self.errors = 0
@@ -92,14 +96,12 @@ class QueryServer:
 
     async def _run(self, req: dict, peer: str | None) -> dict:
         op, args = req.get("op"), req.get("args", {})
-        if op in self.queries.mutating and not _loopback(peer):
-            return error("forbidden", f"op {op!r} is accepted only from loopback")
         timeout = req.get("timeout", self.timeout)
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
             return error("bad_args", f"timeout: expected seconds in (0, 3600], got {timeout!r}")
         try:
             async with asyncio.timeout(timeout):  # in this task: no task of its own, unlike wait_for
-                result = await self.queries.dispatch(op, args)
+                result = await self.ops.call(op, args, caller_role(peer))
         except QueryError as exc:
             return error(exc.code, exc.message)
         except TimeoutError:

@@ -19,9 +19,13 @@ from clumon.root import health, http
 from clumon.root.config import RootConfig
 from clumon.root.storage import HistoryConfig
 from clumon.root.ingest import Ingest
-from clumon.root.masks import MaskOps
-from clumon.root.query import Queries
-from clumon.root.reads import Reads
+from clumon.root.downward import Downward
+from clumon.root.ops import OpTable
+from clumon.root.ops.admin import AdminOps
+from clumon.root.ops.live import LiveOps
+from clumon.root.ops.masks import MaskOps
+from clumon.root.ops.reads import ReadOps
+from clumon.root.ops.stored import StoredOps
 from clumon.root.registry import Registry
 from clumon.root.server import QueryServer
 from clumon.root.storage import Store
@@ -69,12 +73,13 @@ class Root:
         self.ingest = Ingest(store, self.registry, self.cache, self._send_ack, self._ask_hello,
                              self.name, self.incarnation, cfg.commit_interval, cfg.commit_max_frames,
                              cfg.max_pending_frames, cfg.max_waiting_frames)
-        self.reads = Reads(self.registry, self.routes, self.downlink.send, self.name)
-        self.queries = Queries(self.registry, self.cache, store, self.health, self.forget, self.reads.read)
-        self.masks = MaskOps(self.reads, cfg.state_dir, retry_every=cfg.heartbeat_interval)
-        self.queries.ops.update(self.masks.ops())
+        self.downward = Downward(self.registry, self.routes, self.downlink.send, self.name)
+        self.masks = MaskOps(self.downward, cfg.state_dir, retry_every=cfg.heartbeat_interval)
+        self.ops = OpTable([*LiveOps(self.registry, self.cache, store).ops(), *StoredOps(self.registry, store).ops(),
+                            *ReadOps(self.downward).ops(), *self.masks.ops(),
+                            *AdminOps(self.health, self.forget).ops()])
         self.query_conn = transport.router(ctx, cfg.query)
-        self.server = QueryServer(self.query_conn, self.queries, cfg.request_timeout)
+        self.server = QueryServer(self.query_conn, self.ops, cfg.request_timeout)
         self.inner_errors = 0
         self.metrics: http.MetricsServer | None = None
 
@@ -92,7 +97,7 @@ class Root:
             if inner.stored:
                 self.ingest.accept(hop, path, inner, raw)
             elif inner.kind is Kind.REPLY:
-                self.reads.reply(inner.body)
+                self.downward.reply(inner.body)
 
     def _send_ack(self, hop: str, ack: Ack) -> None:
         self.downlink.send_ack(hop, ack)

@@ -6,11 +6,10 @@ behind it (engine, schema, history, rollups, compaction) are its own business.
 
 from .engine import StoreError, StoreUnavailable, make_engine
 from .history import HistoryConfig
-from .rollup import TIERS
 from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
 from .store import Store
 
 __all__ = [
     "DictionaryRow", "EventRow", "FrameRow", "HistoryConfig", "NodeRow", "StateRow", "Store",
-    "StoreError", "StoreUnavailable", "TIERS", "make_engine",
+    "StoreError", "StoreUnavailable", "make_engine",
 ]

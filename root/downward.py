@@ -1,8 +1,10 @@
-"""Sync reads through the tree: a REQUEST down to each target agent, REPLYs back up.
+"""Everything the root sends down the tree on a client's behalf: a REQUEST to each
+target agent (sync reads, masks in force) with its REPLYs gathered back by request
+id, and CONTROL orders (``set_masks``) on each node's route.
 
-The answer marks each node's values live or cached and lists the nodes that are
-down, unknown or timed out. Identical requests that arrive while one is in
-flight share its answer.
+A read's answer marks each node's values live or cached and lists the nodes that
+are down, unknown or timed out. Identical reads that arrive while one is in flight
+share its answer.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from typing import Any, Callable
 
 from clumon.proto.frames import Control, Reply, Request
 from clumon.proto.tree import Routes
-from clumon.root.query import QueryError, arg
 from clumon.root.registry import Registry
 
 Send = Callable[[str, Request], bool]
 
 
-class Reads:
-    """Fan a read out to target nodes and gather their replies by request id."""
+class Downward:
+    """Fan requests out to target nodes and gather their replies by request id."""
 
     def __init__(self, registry: Registry, routes: Routes, send: Send, name: str):
         self.registry = registry
@@ -62,13 +63,8 @@ class Reads:
                     unknown.append(part)
         return found, unknown
 
-    async def read(self, args: dict) -> dict:
-        targets = arg(args, "targets", list)
-        if not targets or not all(isinstance(t, str) for t in targets):
-            raise QueryError("bad_args", "argument 'targets': expected a non-empty list of names or globs")
-        series = arg(args, "series", list, [])
-        max_age = float(arg(args, "max_age", (int, float), 0.0, check=lambda v: v >= 0))
-        timeout = float(arg(args, "timeout", (int, float), 3.0, check=lambda v: 0 < v <= 60))
+    async def read(self, targets: list[str], series: list[str], max_age: float, timeout: float) -> dict:
+        """A fresh read of ``targets``; a read identical to one in flight shares its answer."""
         key = (tuple(targets), tuple(series), max_age)
         shared = self._inflight.get(key)
         if shared is not None:
@@ -76,7 +72,7 @@ class Reads:
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            result = await self._read(targets, series, max_age, timeout)
+            result = await self.ask("read", targets, {"series": series, "max_age": max_age}, timeout)
             fut.set_result(result)
             return result
         except BaseException as exc:
@@ -85,9 +81,6 @@ class Reads:
             raise
         finally:
             self._inflight.pop(key, None)
-
-    async def _read(self, targets: list[str], series: list[str], max_age: float, timeout: float) -> dict:
-        return await self.ask("read", targets, {"series": series, "max_age": max_age}, timeout)
 
     def control(self, node: str, op: str, args: dict) -> bool:
         """Send a CONTROL towards ``node`` on its route; False when there is none."""

@@ -15,16 +15,16 @@ while half of it is rebooting gets the whole rack masked.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from clumon.proto import statefile
 from clumon.proto.liveness import DOWN, UNREACHABLE
 from clumon.proto.maskrules import MaskError, MaskSet
-from clumon.root.query import Handler, QueryError, arg
+from clumon.root.downward import Downward
+from clumon.root.ops.base import OPERATOR, Op, QueryError, arg
+from clumon.root.pending_masks import PendingMasks
 from clumon.root.registry import Registry
 
 log = logging.getLogger("clumon.root.masks")
@@ -33,64 +33,23 @@ log = logging.getLogger("clumon.root.masks")
 AWAY = (DOWN, UNREACHABLE)
 
 
-class PendingMasks:
-    """Mask changes not yet confirmed by their agent: node -> {control, set_at},
-    written atomically to ``path`` after every change (``None``: memory only)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.items: dict[str, dict[str, Any]] = {}
-        if path is not None and path.exists():
-            try:
-                loaded = json.loads(path.read_text())
-                self.items = {n: v for n, v in loaded.items()
-                              if isinstance(v, dict) and isinstance(v.get("control"), dict)}
-            except (OSError, ValueError, AttributeError) as exc:
-                log.error("pending masks in %s could not be read (%s): starting without them", path, exc)
-
-    def put(self, nodes: list[str], control: dict, at: float) -> None:
-        for n in nodes:
-            self.items[n] = {"control": control, "set_at": at}
-        self._save()
-
-    def drop(self, nodes: list[str], only_set_at: float | None = None) -> None:
-        """Forget the changes of ``nodes`` (only those made at ``only_set_at``, so
-        a confirmation of an older change never drops a newer one)."""
-        gone = [n for n in nodes if n in self.items
-                and (only_set_at is None or self.items[n]["set_at"] == only_set_at)]
-        for n in gone:
-            del self.items[n]
-        if gone:
-            self._save()
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        try:
-            # on the loop, so no fsync: set_mask is rare and the file small; a
-            # killed root leaves the old file or the new one, never half of either
-            statefile.write_json(self.path, self.items, fsync=False)
-        except OSError as exc:
-            log.error("pending masks could not be written to %s (%s): kept in memory only", self.path, exc)
-
-
 class MaskOps:
-    """The ``masks`` and ``set_mask`` ops over a ``root.reads.Reads``, and the
+    """The ``masks`` and ``set_mask`` ops over the root's ``Downward``, and the
     delivery of pending changes (``deliver_pending``, a task of the root)."""
 
-    def __init__(self, reads: Any, state_dir: Path | None, retry_every: float = 5.0):
-        self.reads = reads
+    def __init__(self, downward: Downward, state_dir: Path | None, retry_every: float = 5.0):
+        self.downward = downward
         self.pending = PendingMasks(state_dir / "pending_masks.json" if state_dir is not None else None)
         self.retry_every = retry_every
         self._delivering: dict[str, asyncio.Task] = {}
 
-    def ops(self) -> dict[str, Handler]:
-        return {"masks": self.masks, "set_mask": self.set_mask}
+    def ops(self) -> list[Op]:
+        return [Op("masks", self.masks), Op("set_mask", self.set_mask, role=OPERATOR, mutating=True)]
 
     async def masks(self, args: dict) -> dict:
         node = arg(args, "node", str)
         timeout = float(arg(args, "timeout", (int, float), 3.0, check=lambda v: 0 < v <= 60))
-        got = await self.reads.ask("masks", [node], {}, timeout)
+        got = await self.downward.ask("masks", [node], {}, timeout)
         if node in got["nodes"]:
             return {"node": node, **got["nodes"][node], "pending": self.pending.items.get(node)}
         waiting = " (a mask change waits for it)" if node in self.pending.items else ""
@@ -104,8 +63,8 @@ class MaskOps:
         target = arg(args, "target", str)
         control = _control(args)
         timeout = float(arg(args, "timeout", (int, float), 5.0, check=lambda v: 0 < v <= 60))
-        nodes, unknown = self.reads.resolve([target])
-        nodes = agents_under(self.reads.registry, nodes)
+        nodes, unknown = self.downward.resolve([target])
+        nodes = agents_under(self.downward.registry, nodes)
         if not nodes:
             raise QueryError("unknown_node", f"no agent matches {target!r}")
         at = time.time()
@@ -118,17 +77,17 @@ class MaskOps:
                 "unknown": unknown, "pending": sorted(n for n in nodes if n in self.pending.items)}
 
     async def _send(self, nodes: list[str], control: dict, timeout: float) -> dict:
-        registry: Registry = self.reads.registry
+        registry: Registry = self.downward.registry
         sent = [n for n in nodes if n in registry.nodes and registry.nodes[n].state not in AWAY
-                and self.reads.control(n, "set_masks", control)]
-        got = await self.reads.ask("masks", sent, {}, timeout) if sent else {"nodes": {}, "timed_out": []}
+                and self.downward.control(n, "set_masks", control)]
+        got = await self.downward.ask("masks", sent, {}, timeout) if sent else {"nodes": {}, "timed_out": []}
         return {**got, "sent": sent}
 
     async def deliver_pending(self, stop: asyncio.Event | None = None) -> None:
         """Every ``retry_every`` seconds, send each pending change whose agent is up."""
         while stop is None or not stop.is_set():
             await asyncio.sleep(self.retry_every)
-            registry: Registry = self.reads.registry
+            registry: Registry = self.downward.registry
             for node in list(self.pending.items):
                 known = registry.nodes.get(node)
                 if known is None:  # forgotten: nobody to deliver to
