@@ -77,13 +77,20 @@ class Ingest:
         self._quiet = QuietLog(log)
         self.db_ok = True
         self.db_error = ""
-        # figures for `health`
+        # figures for `health`: frames of children (HELLO, DATA, EVENT, inside
+        # BATCHes too) taken for storage = stored + pending + rejected; the root's
+        # own frames (its health series and events) are counted apart
+        self.frames_accepted = 0
         self.frames_stored = 0
+        self.own_frames_stored = 0
         self.samples_in = 0
         self.frames_refused = 0
         self.frames_rejected = 0
+        self.commit_errors = 0
         self.commits = 0
         self.last_commit_ms = 0.0
+        #: sender -> (frames rejected since the last event about it, when that was)
+        self._rejected_report: dict[str, tuple[int, float]] = {}
         self._rate: deque[tuple[float, int, int]] = deque(maxlen=120)
 
     # --- frames in ---------------------------------------------------------------------
@@ -126,6 +133,8 @@ class Ingest:
         if event:
             self.own_event("state", *event)
         self._keys.add(key)
+        if hop != OWN:
+            self.frames_accepted += 1
         self._pending.append(Pending(hop, FrameRow(frame.sender, frame.incarnation, frame.seq, frame.ts,
                                                    int(kind), dict_version, raw)))
         if kind is Kind.HELLO:
@@ -158,9 +167,13 @@ class Ingest:
         for item in held:
             self.accept(*item)
 
+    def _next_own_seq(self) -> int:
+        self._own_seq += 1
+        return self._own_seq
+
     def own_event(self, type_: str, subject: str, old: str | None, new: str, attrs: dict) -> None:
         """An event the root itself observed (its children's liveness, subtrees lost)."""
-        self._own_seq += 1
+        self._next_own_seq()
         message = f"{subject}: {old or 'new'} -> {new}"
         if type_ == "unreachable":
             message = f"{subject} is down: {attrs.get('count', 0)} nodes behind it are unreachable"
@@ -181,11 +194,18 @@ class Ingest:
         return len(self._pending)
 
     async def run(self) -> None:
-        """Commit what is pending every ``commit_interval``; back off while the DB is away."""
+        """Commit what is pending every ``commit_interval``; back off while the DB is
+        away. Whatever a commit raises is logged, counted and survived: this task
+        ending would leave the root heartbeating while it stores nothing."""
         backoff = self.commit_interval
         while True:
             await asyncio.sleep(backoff)
-            ok = await self.commit_once()
+            try:
+                ok = await self.commit_once()
+            except Exception as exc:
+                self.commit_errors += 1
+                self._quiet.warn("commit", "commit failed (frames kept, not acknowledged): %r", exc)
+                ok = False
             backoff = self.commit_interval if ok else min(max(backoff * 2, 0.25), 5.0)
 
     async def commit_once(self) -> bool:
@@ -201,42 +221,56 @@ class Ingest:
             await asyncio.get_running_loop().run_in_executor(
                 self._writer, self.store.write, [p.row for p in batch], dicts, events, nodes)
         except StoreUnavailable as exc:
-            self._pending[:0] = batch
-            self._dicts[:0] = dicts
-            self._events[:0] = events
-            self.registry.put_back(nodes)
-            if self.db_ok:
-                log.error("database unavailable: %s; holding frames and acks until it returns", exc)
-            self.db_ok, self.db_error = False, str(exc)
-            self._quiet.warn("db", "database still unavailable (%d frames held): %s", len(self._pending), exc)
+            self._hold(batch, dicts, events, nodes, exc)
             return False
-        except StoreError as exc:
-            # The database refused the data itself: the same batch would fail forever.
-            # Store what it will take, frame by frame, and count what it refuses.
-            log.error("database refused a batch of %d frames: %s; retrying them one by one", len(batch), exc)
+        except Exception as exc:
+            # The database refused the data itself (StoreError), or writing it
+            # raised (a bug, a value no driver takes): the same batch would fail
+            # forever. Store what will go, frame by frame; what will not is
+            # rejected, reported and never acknowledged.
+            if not isinstance(exc, StoreError):
+                self.commit_errors += 1
+                log.error("writing a batch of %d frames failed", len(batch), exc_info=exc)
+            else:
+                log.error("database refused a batch of %d frames: %s; retrying them one by one", len(batch), exc)
             try:
                 batch = await self._salvage(batch, dicts, events, nodes)
-            except StoreUnavailable:
-                self._pending[:0] = batch
-                self.registry.put_back(nodes)
+            except StoreUnavailable as exc:
+                self._hold(batch, dicts, events, nodes, exc)
                 return False
         if not self.db_ok:
             log.warning("database is back: storing %d held frames", len(batch) + len(self._pending))
         self.db_ok, self.db_error = True, ""
         self.commits += 1
         self.last_commit_ms = (time.perf_counter() - t0) * 1000
+        own = 0
         for p in batch:
             self._keys.discard((p.row.node, p.row.incarnation, p.row.seq))
-        self.frames_stored += len(batch)
+            own += p.hop == OWN
+        self.frames_stored += len(batch) - own
+        self.own_frames_stored += own
         self._rate.append((time.monotonic(), self.frames_stored, self.samples_in))
         self._acknowledge(batch)
         return True
 
+    def _hold(self, batch: list[Pending], dicts, events, nodes, exc: Exception) -> None:
+        """The database is away: keep everything for the next try, ACKs held back."""
+        self._pending[:0] = batch
+        self._dicts[:0] = dicts
+        self._events[:0] = events
+        self.registry.put_back(nodes)
+        if self.db_ok:
+            log.error("database unavailable: %s; holding frames and acks until it returns", exc)
+        self.db_ok, self.db_error = False, str(exc)
+        self._quiet.warn("db", "database still unavailable (%d frames held): %s", len(self._pending), exc)
+
     async def _salvage(self, batch: list[Pending], dicts, events, nodes) -> list[Pending]:
         """Write a refused batch piece by piece; returns the frames that were stored.
 
-        Frames the database refuses are dropped and acknowledged (their senders
-        would resend them forever), counted in ``frames_rejected`` and logged.
+        A frame the database refuses is dropped here and NOT acknowledged: its
+        sender keeps it (and replays it after a reconnect), so it is reported, never
+        lost in silence. Each is counted in ``frames_rejected`` and reported as an
+        EVENT ``frames_rejected`` (at most once a minute per sender).
         """
         loop = asyncio.get_running_loop()
         stored = []
@@ -245,20 +279,35 @@ class Ingest:
                 await loop.run_in_executor(self._writer, self.store.write, [p.row], [], [], [])
                 stored.append(p)
             except StoreUnavailable:
-                raise
-            except StoreError as exc:
-                self.frames_rejected += 1
-                self._quiet.warn("rejected", "database rejected frame %s/%d/%d: %s",
-                                 p.row.node, p.row.incarnation, p.row.seq, exc)
-                stored.append(p)  # acknowledged: keeping it would block its sender
+                raise  # the caller holds the whole batch (writes are idempotent)
+            except Exception as exc:
+                self._reject(p, exc)
         try:
             await loop.run_in_executor(self._writer, self.store.write, [], dicts, events, nodes)
         except StoreUnavailable:
             raise
-        except StoreError as exc:
+        except Exception as exc:
             log.error("database rejected %d dictionaries, %d events, %d node rows: %s",
                       len(dicts), len(events), len(nodes), exc)
         return stored
+
+    def _reject(self, p: Pending, exc: Exception) -> None:
+        """Count and report a frame the database will not take; it is not acknowledged."""
+        self.frames_rejected += 1
+        self._keys.discard((p.row.node, p.row.incarnation, p.row.seq))
+        self._quiet.warn("rejected", "database rejected frame %s/%d/%d (not acknowledged): %s",
+                         p.row.node, p.row.incarnation, p.row.seq, exc)
+        count, last = self._rejected_report.get(p.row.node, (0, 0.0))
+        now = time.monotonic()
+        if now - last < 60.0:
+            self._rejected_report[p.row.node] = (count + 1, last)
+            return
+        self._rejected_report[p.row.node] = (0, now)
+        self._events.append(EventRow(
+            time.time(), p.row.node, "frames_rejected",
+            f"{p.row.node}: the database rejected {count + 1} frame(s), not acknowledged (kept by the sender)",
+            {"count": count + 1, "incarnation": p.row.incarnation, "seq": p.row.seq, "error": str(exc)[:500]},
+            self.root_name, self.root_incarnation, self._next_own_seq()))
 
     async def run_upkeep(self, every: float) -> None:
         """Rollup flushes, compaction and retention, on the writer thread between commits."""

@@ -58,7 +58,7 @@ class History:
         #: compactor while it retires frames: see ``root/storage/compactor.py``
         self.frames_lock = threading.Lock()
         self.pending: list[RollupRows] = []
-        self._slice_keys = 0
+        self._slice_keys = self._slice_rows = 0
         self.last_flush = {"1m": time.time(), "coarse": time.time()}
         self._minutes_due = False  # closed minutes wait to be drained, one per due()
         self._coarse_due: list[str] = []  # coarse tiers to drain, one per due()
@@ -132,7 +132,7 @@ class History:
         new keys first and counted in ``max_rows`` (a new site makes a million
         at once: 5,000 nodes x 210 series). Returns the rollup rows taken; call
         ``slice_committed`` with it after commit."""
-        self._slice_keys = 0
+        self._slice_keys = self._slice_rows = 0
         if not self.pending:
             return 0
         self._slice_keys = min(len(self.rollups.new_keys), max_rows)
@@ -144,7 +144,15 @@ class History:
             part = r.head(max_rows - self._slice_keys - taken)
             rows.append(part)
             taken += len(part)
+        self._slice_rows = taken
         rollup_sql.write_rows(conn, rows, copy_threshold)
+        return taken
+
+    def discard_slice(self) -> int:
+        """Forget the rows and keys of a ``write_slice`` the database refused (so
+        they do not fail every later write); returns the rows dropped."""
+        taken, self._slice_rows = self._slice_rows, 0
+        self.slice_committed(taken)
         return taken
 
     def slice_committed(self, taken: int) -> None:

@@ -26,12 +26,34 @@ TIER_WIDTH = dict(TIERS)
 SCOPES = ("node", "aggregator", "cluster")
 
 
+#: A rollup sum saturates at +-this (its error term then 0): finite values such as
+#: 1e308 twice would overflow to inf, which SQL stores as NULL (or NaN) and then
+#: refuses, and every later write carrying rollups would fail with it.
+SUM_LIMIT = 1e308
+
+
 def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Knuth's error-free addition: a + b == s + e exactly."""
-    s = a + b
-    bp = s - a
-    e = (a - (s - bp)) + (b - bp)
+    """Knuth's error-free addition: a + b == s + e exactly, but that a sum past
+    +-``SUM_LIMIT`` saturates there (with e = 0)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = a + b
+        bp = s - a
+        e = (a - (s - bp)) + (b - bp)
+    over = np.abs(s) > SUM_LIMIT  # inf included; a and b are finite, so s is never NaN
+    if over.any():
+        s = np.where(over, np.copysign(SUM_LIMIT, s), s)
+        e = np.where(over, 0.0, e)
     return s, e
+
+
+def _exact_sum(parts: list[float]) -> tuple[float, float]:
+    """(sum, its rounding error) of ``parts`` by ``math.fsum``, saturating at
+    +-``SUM_LIMIT`` (fsum itself raises on an intermediate overflow)."""
+    scaled = math.fsum(p * 2.0**-64 for p in parts)  # cannot overflow: tells a saturated sum
+    if abs(scaled) > SUM_LIMIT * 2.0**-64:
+        return math.copysign(SUM_LIMIT, scaled), 0.0
+    total = math.fsum(parts)
+    return total, math.fsum(parts + [-total])
 
 
 @dataclass(slots=True)
@@ -275,11 +297,9 @@ class Rollups:
         bounds = cuts.tolist() + [len(sorted_members)]
         g_hi, g_lo = [], []
         for a, b in zip(bounds[:-1], bounds[1:]):
-            parts = hi[a:b] + lo[a:b]
-            total = math.fsum(parts)
-            parts.append(-total)
+            total, err = _exact_sum(hi[a:b] + lo[a:b])
             g_hi.append(total)
-            g_lo.append(math.fsum(parts))
+            g_lo.append(err)
         keys = np.concatenate((k, gk)).astype(np.int64)
         s, e = _two_sum(np.concatenate((acc.hi[k], g_hi)), np.concatenate((acc.lo[k], g_lo)))
         return RollupRows(

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from . import schema as S
 from .pgcopy import copy_rows
-from .rollup import TIER_WIDTH, TIERS, RollupRows
+from .rollup import SUM_LIMIT, TIER_WIDTH, TIERS, RollupRows
 
 DAY = 86400.0
 #: Default retention per tier, seconds ("raw" = chunks and frames).
@@ -34,11 +34,17 @@ def _merge_clause(table: str) -> str:
     total = f"({t}.sum + {x}.sum)"
     bp = f"({total} - {t}.sum)"
     err = f"(({t}.sum - ({total} - {bp})) + ({x}.sum - {bp}))"
+    # A sum past +-SUM_LIMIT saturates there, tested before adding: SQLite would
+    # make inf (and a NaN error term, stored as NULL), PostgreSQL raise on overflow.
+    lim = repr(SUM_LIMIT)
+    up = f"({t}.sum > 0 AND {x}.sum > {lim} - {t}.sum)"
+    down = f"({t}.sum < 0 AND {x}.sum < -{lim} - {t}.sum)"
     return (
         f"ON CONFLICT (key, bucket) DO UPDATE SET "
         f'"min" = CASE WHEN {x}."min" < {t}."min" THEN {x}."min" ELSE {t}."min" END, '
         f'"max" = CASE WHEN {x}."max" > {t}."max" THEN {x}."max" ELSE {t}."max" END, '
-        f'"sum" = {total}, "sum_c" = {t}.sum_c + {x}.sum_c + {err}, '
+        f'"sum" = CASE WHEN {up} THEN {lim} WHEN {down} THEN -{lim} ELSE {total} END, '
+        f'"sum_c" = CASE WHEN {up} OR {down} THEN 0 ELSE {t}.sum_c + {x}.sum_c + {err} END, '
         f'"count" = {t}."count" + {x}."count"'
     )
 

@@ -162,6 +162,30 @@ def test_sums_merged_across_flushes_stay_exact_under_cancellation(url):
     store.close()
 
 
+def test_sums_past_the_double_range_saturate_in_memory_and_in_sql(url):
+    """1e308 twice overflowed a sum to inf (NULL in SQLite, an error in PostgreSQL)
+    and every later write carrying rollups failed; sums now saturate at +-1e308."""
+    store = open_store(url)
+    values = (1e308, 1e308, 1e308, 1.0, -1e308, -1e308, -1e308)
+    for seq, v in enumerate(values, start=1):
+        store.write([data("n1", seq, T0 + seq, [v, -v], [0, 1])], [], [], [])
+        if seq != 2:
+            store.flush()  # merged into the row already in SQL: the SQL side saturates too
+    store.write([data("n1", 8, T0 + 8, [1e308, 1e308], [0, 1])], [], [], [])
+    store.flush()
+    got = stored_rollups(store)
+    for tier, width in TIERS:
+        b = int(T0 // width * width)
+        for pos in (0, 1):
+            mn, mx, total, n = got[(tier, "node", "n1", SERIES[pos], b)]
+            assert n == 8 and mn == -1e308 and mx == 1e308, (tier, pos)
+            assert math.isfinite(total) and abs(total) <= 1e308, (tier, pos, total)
+    assert store.rollup_rows_rejected == 0
+    store.write([data("n1", 9, T0 + 9, [2.0, 2.0], [0, 1])], [], [], [])  # later writes go on
+    store.flush()
+    store.close()
+
+
 def test_nan_values_are_missing_not_rolled_up(url):
     store = open_store(url)
     store.write([data("n1", 1, T0 + 1, [1.0, None, 3.0]), data("n1", 2, T0 + 2, [None, None, 5.0])], [], [], [])

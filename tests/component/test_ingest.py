@@ -81,3 +81,40 @@ def test_data_waits_for_its_dictionary(tmp_path):
     assert stored(tmp_path, "n2") == [1, 2]
     assert ing.cache.latest("n2")["a"][0] == 2.0
     store.close()
+
+
+def test_a_commit_that_raises_is_survived_and_nothing_is_acked_unstored(tmp_path):
+    """Any exception out of a write (a bug, a value no driver takes) is logged and
+    counted; the commit task goes on, and what was not stored is not acknowledged."""
+
+    class Flaky(Store):
+        failures = 2
+
+        def write(self, frames=(), *rest):
+            if self.failures and len(frames) > 1:
+                self.failures -= 1
+                raise RecursionError("maximum recursion depth exceeded (a test's bug)")
+            return super().write(frames, *rest)
+
+    store = Flaky(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    acks = []
+    ing = Ingest(store, Registry(), LatestCache(), lambda hop, ack: acks.append((hop, ack)),
+                 lambda hop, node: None, "root", 1, commit_interval=0.01)
+    ing.accept("agg-1", ("agg-1",), *hello("n1"))
+    for f, raw in frames("n1", 5):
+        ing.accept("agg-1", ("agg-1",), f, raw)
+
+    async def main():
+        task = asyncio.create_task(ing.run())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if acked(acks) >= set(range(1, 7)):
+                break
+        assert not task.done(), "the commit task ended"
+        task.cancel()
+
+    asyncio.run(main())
+    assert acked(acks) == set(range(1, 7)) and stored(tmp_path, "n1") == list(range(1, 7))
+    assert ing.commit_errors >= 1 and ing.frames_rejected == 0
+    ing.close()
+    store.close()

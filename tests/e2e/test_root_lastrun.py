@@ -15,7 +15,7 @@ def _incomplete(query: str) -> list[dict]:
 
 def _own_frames_stored(query: str) -> bool:
     with Client(query) as c:
-        return c.call("health")["frames_stored"] >= 2
+        return c.call("health")["own_frames_stored"] >= 2
 
 
 def test_kill9_is_reported_at_the_next_start_and_a_clean_stop_is_not(tree, tmp_path):
