@@ -13,7 +13,8 @@ from typing import Any, Awaitable, Callable
 
 import zmq.asyncio
 
-from clumon.agent import __version__, maskstate
+from clumon.agent import maskstate
+from clumon.proto import __version__
 from clumon.agent.collectors import Sample, default_collectors, inventory
 from clumon.agent.collectors.agentself import AgentSelfCollector
 from clumon.agent.config import AgentConfig

@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from clumon.aggregator.config import AggregatorConfig
 from clumon.aggregator.batcher import Batcher
+from clumon.proto import __version__
 from clumon.proto import codec, runtime
 from clumon.proto.downlink import Downlink
 from clumon.proto.frames import Ack, Control, Data, Event, Frame, Hello, Kind, Reply, Request
@@ -238,7 +239,7 @@ class Aggregator:
     async def serve(self, stop: asyncio.Event) -> None:
         runtime.quiet_gc()
         await asyncio.sleep(random.uniform(0, self.cfg.jitter))
-        self.uplink.send_stored(Hello(1, HEALTH_SERIES, {"host": self.name, "software_version": "0.1.0"}, "aggregator"))
+        self.uplink.send_stored(Hello(1, HEALTH_SERIES, {"host": self.name, "software_version": __version__}, "aggregator"))
         tasks = [
             asyncio.create_task(self.downlink.receive(), name="children"),
             asyncio.create_task(self.uplink.receive(), name="parent"),

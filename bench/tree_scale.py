@@ -54,9 +54,9 @@ import threading
 import time
 from pathlib import Path
 
-from clumon.agent.simulate import hist_percentile, hist_sub
+from clumon.cli.simulate import hist_percentile, hist_sub
 from clumon.proto.runtime import READY_PREFIX
-from clumon.root.client import Client, ClientError
+from clumon.cli.client import Client, ClientError
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -200,7 +200,7 @@ def run_size(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, wor
         for a, ap in enumerate(agg_ports):  # one simulator per aggregator, its share of the nodes
             lo, hi = nodes * a // n_aggs, nodes * (a + 1) // n_aggs
             ap = agg_ports[-1] if chain else ap  # a chain: every agent under the deepest aggregator
-            sim = Proc(f"sim-{a + 1}", [py, "-m", "clumon.root.cli", "simulate", "--agents", str(hi - lo),
+            sim = Proc(f"sim-{a + 1}", [py, "-m", "clumon.cli", "simulate", "--agents", str(hi - lo),
                                         "--first", str(lo), "--series", str(args.series),
                                         "--interval", str(args.interval), "--processes", str(args.processes),
                                         "--ramp", str(args.ramp), "--stats-interval", "1", "--histogram",

@@ -17,6 +17,8 @@ DOWN = "down"
 RESTARTED = "restarted"
 UNREACHABLE = "unreachable"
 STATES = (UP, SUSPECT, DOWN, RESTARTED, UNREACHABLE)
+#: states in which a node cannot be reached
+AWAY = (DOWN, UNREACHABLE)
 
 
 @dataclass(frozen=True, slots=True)

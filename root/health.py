@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from clumon.proto import __version__
 from clumon.proto.frames import Data, Hello
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +36,7 @@ SERIES = {
 
 
 def hello(root: "Root") -> Hello:
-    return Hello(1, tuple(SERIES), {"host": root.name, "software_version": "0.1.0"}, "root")
+    return Hello(1, tuple(SERIES), {"host": root.name, "software_version": __version__}, "root")
 
 
 def sample(root: "Root") -> Data:

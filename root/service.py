@@ -75,9 +75,10 @@ class Root:
                              cfg.max_pending_frames, cfg.max_waiting_frames)
         self.downward = Downward(self.registry, self.routes, self.downlink.send, self.name)
         self.masks = MaskOps(self.downward, cfg.state_dir, retry_every=cfg.heartbeat_interval)
-        self.ops = OpTable([*LiveOps(self.registry, self.cache, store).ops(), *StoredOps(self.registry, store).ops(),
+        self.ops = OpTable([*LiveOps(self.registry, self.cache, store).ops(),
+                            *StoredOps(self.registry, store, self.cache).ops(),
                             *ReadOps(self.downward).ops(), *self.masks.ops(),
-                            *AdminOps(self.health, self.forget).ops()])
+                            *AdminOps(self.health, self.forget, self.registry).ops()])
         self.query_conn = transport.router(ctx, cfg.query)
         self.server = QueryServer(self.query_conn, self.ops, cfg.request_timeout)
         self.inner_errors = 0

@@ -14,7 +14,7 @@ from typing import Callable
 
 
 
-from clumon.root.demo import Daemon
+from clumon.cli.demo import Daemon
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 
-from clumon.agent import __version__
+from clumon.proto import __version__
 
 from .base import read_bytes
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clumon.proto.liveness import DOWN, UNREACHABLE
+from clumon.proto.liveness import AWAY
 from clumon.proto.maskrules import MaskError, MaskSet
 from clumon.root.downward import Downward
 from clumon.root.ops.base import OPERATOR, Op, QueryError, arg
@@ -29,8 +29,6 @@ from clumon.root.registry import Registry
 
 log = logging.getLogger("clumon.root.masks")
 
-#: states in which an agent cannot be reached
-AWAY = (DOWN, UNREACHABLE)
 
 
 class MaskOps:

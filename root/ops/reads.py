@@ -22,4 +22,14 @@ class ReadOps:
         series = arg(args, "series", list, [])
         max_age = float(arg(args, "max_age", (int, float), 0.0, check=lambda v: v >= 0))
         timeout = float(arg(args, "timeout", (int, float), 3.0, check=lambda v: 0 < v <= 60))
+        found, unknown = self.downward.resolve(targets)
+        nodes = self.downward.registry.nodes
+        others = [n for n in found if nodes[n].role != "agent"]
+        if others:
+            n = others[0]
+            raise QueryError("not_an_agent", f"{n} is {'the root' if nodes[n].role == 'root' else 'an aggregator'}, "
+                                             f"not an agent: read the nodes under it with '{n}/*' or name them")
+        if not found:
+            raise QueryError("unknown_node", f"no node matches {', '.join(repr(u) for u in unknown)}; "
+                                             "see clumon nodes")
         return await self.downward.read(targets, series, max_age, timeout)

@@ -6,7 +6,9 @@ Each read of the database runs in an executor, never on the loop.
 from __future__ import annotations
 
 import asyncio
+import difflib
 
+from clumon.proto.tree import LatestCache
 from clumon.root.config import TIERS
 from clumon.root.ops.base import Op, QueryError, arg, time_arg
 from clumon.root.registry import Registry
@@ -24,9 +26,10 @@ async def recent_events(store: Store, node: str | None, kind: str | None, since:
 class StoredOps:
     """``series``, ``summary`` and ``events`` over the store."""
 
-    def __init__(self, registry: Registry, store: Store):
+    def __init__(self, registry: Registry, store: Store, cache: LatestCache | None = None):
         self.registry = registry
         self.store = store
+        self.cache = cache
 
     def ops(self) -> list[Op]:
         return [Op("series", self.series), Op("summary", self.summary), Op("events", self.events)]
@@ -44,7 +47,19 @@ class StoredOps:
             raise QueryError("unknown_node", f"no node named {node!r}")
         loop = asyncio.get_running_loop()
         got = await loop.run_in_executor(None, lambda: self.store.series(node, name, since, until, step, tier))
+        if not got.get("points"):
+            self._check_known(node, name)
         return {"node": node, "series": name, "since": since, "until": until, **got}
+
+    def _check_known(self, node: str, name: str) -> None:
+        """An empty answer for a series the node never had is a misspelt name: say so."""
+        if self.cache is None:
+            return
+        names = {n for (who, _, _), series in list(self.cache.dictionaries.items()) if who == node for n in series}
+        if names and name not in names:
+            near = difflib.get_close_matches(name, names, n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else f"; see clumon latest {node}"
+            raise QueryError("unknown_series", f"{node} has no series {name!r}{hint}")
 
     async def summary(self, args: dict) -> dict:
         """One series across the cluster, or per aggregator, from the rollups."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from harness import unacked_at_exit, wait_for
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 FIGURES = ("clumon_agent_frames_out_total", "clumon_agent_acks_in_total")
 

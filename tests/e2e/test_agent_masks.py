@@ -13,13 +13,13 @@ from pathlib import Path
 from harness import wait_for
 
 from clumon.proto import codec
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 LOAD = {"node_load1", "node_load5", "node_load15"}
 
 
 def cli(query: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint", query, *args],
+    return subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint", query, *args],
                           capture_output=True, text=True, timeout=30)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness import wait_for
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 PLUGIN_MODULE = '''
 import os, time

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness import wait_for
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 
 def test_two_aggregator_tiers_paths_reads_and_nearest_cache(tree):

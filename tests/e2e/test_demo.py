@@ -11,7 +11,7 @@ import time
 
 from harness import wait_for
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 
 def _free_block(n: int = 20) -> int:
@@ -47,12 +47,12 @@ def _free_block(n: int = 20) -> int:
 
 def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
     base = _free_block()
-    demo = subprocess.Popen([sys.executable, "-m", "clumon.root.cli", "demo", "--dir", str(tmp_path / "demo"),
+    demo = subprocess.Popen([sys.executable, "-m", "clumon.cli", "demo", "--dir", str(tmp_path / "demo"),
                              "--base-port", str(base)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "COLUMNS": "200"})
     try:
         def nodes():
-            out = subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint",
+            out = subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint",
                                   f"tcp://127.0.0.1:{base + 1}", "--json", "nodes"],
                                  capture_output=True, text=True, timeout=30)
             got = {n["name"]: n for n in json.loads(out.stdout)} if out.returncode == 0 else {}
@@ -66,7 +66,7 @@ def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
         with Client(f"tcp://127.0.0.1:{base + 1}") as c:
             wait_for(lambda: c.call("series", node="node-1", series="node_load1", since=300)["points"],
                      timeout=30, what="a stored node_load1 point of node-1")
-        out = subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint", f"tcp://127.0.0.1:{base + 1}",
+        out = subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint", f"tcp://127.0.0.1:{base + 1}",
                               "series", "node-1", "node_load1", "--since", "5m"], capture_output=True, text=True,
                              env={**os.environ, "COLUMNS": "200"})  # a narrow table would wrap its title
         assert out.returncode == 0 and "node_load1 on node-1" in out.stdout, out.stdout + out.stderr

@@ -13,7 +13,7 @@ import time
 import pytest
 from harness import assert_complete, kill9, restart, unacked_at_exit, wait_for
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -16,7 +16,7 @@ from harness import wait_for
 
 from clumon.proto import codec
 from clumon.proto.frames import Data, Event, Heartbeat, Hello, make
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 
 def templates(sender: str) -> list[bytes]:

@@ -11,7 +11,7 @@ import pytest
 from harness import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 
 def scrape(port: int) -> dict[str, list]:

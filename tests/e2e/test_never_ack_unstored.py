@@ -18,7 +18,7 @@ from harness import wait_for
 
 from clumon.proto import codec
 from clumon.proto.frames import Data, Hello, Kind, make
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 
 class Child:

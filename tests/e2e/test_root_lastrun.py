@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from harness import kill9, restart, wait_for
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 
 def _incomplete(query: str) -> list[dict]:

@@ -12,7 +12,7 @@ import threading
 from harness import wait_for
 
 from clumon.proto.runtime import READY_PREFIX
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 AGENTS = 50
 SERIES = 20
@@ -58,7 +58,7 @@ class Simulator:
 def test_fifty_simulated_agents_are_up_stored_once_and_readable(tree, tmp_path):
     root = tree.root()
     agg = tree.aggregator("agg-1", [root.port])
-    sim = Simulator([sys.executable, "-m", "clumon.root.cli", "simulate", "--agents", str(AGENTS),
+    sim = Simulator([sys.executable, "-m", "clumon.cli", "simulate", "--agents", str(AGENTS),
                      "--series", str(SERIES), "--interval", "0.5", "--duration", "10", "--processes", "2",
                      "--stats-interval", "1", "--parent", f"tcp://127.0.0.1:{agg.port}"])
     try:

@@ -11,7 +11,7 @@ import time
 
 from harness import wait_for
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 SERIES = ('node_cpu_ratio{mode="user"}', "node_load1", "node_memory_available_bytes")
 

@@ -13,7 +13,7 @@ from harness import wait_for
 
 
 def clumon(query: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint", query, *args],
+    return subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint", query, *args],
                           capture_output=True, text=True, timeout=30, env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"})
 
 
@@ -48,7 +48,7 @@ def test_top_runs_full_screen_in_a_terminal(tree):
     tree.agent("node-1", [agg.port])
     wait_for(lambda: "node-1" in clumon(root.query, "top", "--once").stdout, what="node-1 in top")
     session = f"clumon-top-{time.time_ns()}"
-    cmd = f"{sys.executable} -m clumon.root.cli --endpoint {root.query} top --interval 0.5"
+    cmd = f"{sys.executable} -m clumon.cli --endpoint {root.query} top --interval 0.5"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "50", cmd], check=True)
     try:
         screen = wait_for(lambda: (s := subprocess.run(["tmux", "capture-pane", "-p", "-t", session],

@@ -9,14 +9,14 @@ import sys
 
 from harness import wait_for
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 #: no change suppression: every DATA frame carries every series (these tests count points)
 UNSUPPRESSED = {"max_silence": 0.0}
 
 
 def cli(query: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clumon.root.cli", "--endpoint", query, *args],
+    return subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint", query, *args],
                           capture_output=True, text=True, timeout=30)
 
 
@@ -167,8 +167,12 @@ def test_forget_drops_a_decommissioned_node_from_the_live_view(tree):
     agent = tree.agent("node-1", [agg.port])
     tree.agent("node-2", [agg.port])
     wait_for(lambda: {"node-1", "node-2"} <= set(nodes_json(root.query)), what="both nodes")
-    assert agent.stop() == 0  # decommissioned
-    out = cli(root.query, "forget", "node-1")
+    # a node that is up is not forgotten: its next frame would bring it back
+    refused = cli(root.query, "forget", "node-2")
+    assert refused.returncode == 1 and "node_alive" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert "node-2" in nodes_json(root.query)
+    assert agent.stop() == 0  # decommissioned: forgotten before its parent has even noticed (--force)
+    out = cli(root.query, "forget", "node-1", "--force")
     assert out.returncode == 0, out.stderr
     assert "node-1" not in nodes_json(root.query)
     with Client(root.query) as c:

@@ -65,7 +65,7 @@ def test_the_roots_table_has_every_op_once_with_a_role(tmp_path):
     registry = Registry()
     down = Downward(registry, Routes(), lambda hop, req: False, "root")
     ops = [*LiveOps(registry, LatestCache(), None).ops(), *StoredOps(registry, None).ops(),
-           *ReadOps(down).ops(), *MaskOps(down, tmp_path).ops(), *AdminOps(dict, lambda n: False).ops()]
+           *ReadOps(down).ops(), *MaskOps(down, tmp_path).ops(), *AdminOps(dict, lambda n: False, registry).ops()]
     table = OpTable(ops)
     assert table.names() == sorted(["nodes", "tree", "latest", "overview", "series", "summary", "events",
                                     "read", "masks", "set_mask", "health", "forget"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 import msgpack
@@ -42,12 +43,15 @@ class Client:
         timeout = self.timeout if timeout is None else timeout
         rid = next(self._ids)
         args = {k: v for k, v in args.items() if v is not None}
+        # the root's own deadline comes first, so a slow op still gets its error reply
+        server_timeout = max(timeout * 0.9, timeout - 1.0)
         self._sock.send_multipart([b"", msgpack.packb({"id": rid, "op": op, "args": args,
-                                                        "timeout": timeout}, use_bin_type=True)])
-        deadline_ms = int((timeout + 1.0) * 1000)
+                                                        "timeout": server_timeout}, use_bin_type=True)])
+        deadline = time.monotonic() + timeout
         while True:
-            if not self._sock.poll(deadline_ms):
-                raise ClientError("timeout", f"no reply from {self.endpoint} within {timeout + 1.0:.1f}s")
+            if not self._sock.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+                raise ClientError("timeout", f"no reply from {self.endpoint} within {timeout:g} s: is clumon-root "
+                                             "running there? (check --endpoint or CLUMON_ENDPOINT)")
             parts = self._sock.recv_multipart()
             reply = msgpack.unpackb(parts[-1], raw=False)
             if isinstance(reply, dict) and reply.get("id", rid) != rid:

@@ -274,7 +274,7 @@ def worker_main(cfg: SimConfig, worker: int, reports: mp.Queue) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     from clumon.proto import runtime
 
-    from clumon.agent.simworker import Worker
+    from clumon.cli.simworker import Worker
 
     runtime.install_uvloop()
     first, count = cfg.share(worker)

@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from clumon.root.client import Client, ClientError
+from clumon.cli.client import Client, ClientError
 
 STATE_STYLE = {"up": "green", "suspect": "yellow", "down": "red", "unreachable": "magenta", "restarted": "cyan"}
 

@@ -19,7 +19,8 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from clumon.agent.simulate import LatencyHistogram, SimConfig, series_names
+from clumon.cli.simulate import LatencyHistogram, SimConfig, series_names
+from clumon.proto import __version__
 from clumon.proto import transport
 from clumon.proto.frames import Data, Frame, Hello, Kind, Reply, Request
 from clumon.proto.runtime import QuietLog
@@ -28,7 +29,7 @@ from clumon.proto.uplink import LinkTimings, Uplink
 
 log = logging.getLogger("clumon.simulate")
 
-VERSION = "0.1.0"
+VERSION = __version__
 #: the scheduler never sleeps less than this: agents that came due meanwhile go together
 MIN_SLEEP = 0.02
 #: uplink timers run in this many slices per period, so no tick touches every agent
