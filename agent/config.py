@@ -64,12 +64,6 @@ class AgentConfig(ChildLink):
     collectors: tuple[str, ...] = ()
     per_cpu: bool = False
     procfs: str = "/proc"
-    heartbeat_interval: float = 5.0
-    failover_after: float = 15.0
-    resend_after: float = 30.0
-    #: the first HELLO and reconnects wait up to this long, so a restarted
-    #: parent sees no storm
-    jitter: float = 1.0
     spool_max_bytes: int = 256 * 1024 * 1024
     spool_max_age: float = 3600.0
     #: on SIGTERM, wait this long for the root to acknowledge what was sent

@@ -173,7 +173,8 @@ class Agent:
             "values_collected": self.reads.values_collected,
             "values_passed": f.passed, "values_masked": f.masked, "values_suppressed": f.suppressed,
             "reads": len(durations), "reads_shared": self.reads.shared, "timer_fires": self.timer_fires,
-            "collect_p50_ms": _pct(durations, 50) * 1e3, "collect_p99_ms": _pct(durations, 99) * 1e3,
+            "collect_p50_ms": runtime.percentile(durations, 50) * 1e3,
+            "collect_p99_ms": runtime.percentile(durations, 99) * 1e3,
             "sources": {s.collector.name: {"interval": s.interval, "reads": s.reads, "errors": s.errors,
                                            "failure": s.failure, "series": len(s.names)}
                         for s in self.sampler.sources},
@@ -336,10 +337,3 @@ class _Pushed:
 
     def collect(self) -> list[Sample]:  # never called: the sampler does not schedule pushed sources
         return []
-
-
-def _pct(ordered: list[float], q: float) -> float:
-    """q-th percentile by nearest rank of an ascending list (0 when empty)."""
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]

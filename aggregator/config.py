@@ -26,11 +26,8 @@ class AggregatorConfig(ChildLink):
     batch_max_delay: float = 0.05
     #: seconds between the aggregator's own health samples
     health_interval: float = 10.0
-    heartbeat_interval: float = 5.0
+    #: a child silent this long is down
     down_after: float = 30.0
-    failover_after: float = 15.0
-    resend_after: float = 30.0
-    jitter: float = 1.0
     spool_max_bytes: int = 64 * 1024 * 1024
     spool_max_age: float = 3600.0
     max_frame_bytes: int = MAX_FRAME_BYTES

@@ -38,6 +38,7 @@ import zmq
 
 from clumon.proto import codec
 from clumon.proto.frames import Ack, AckEntry, Heartbeat, Kind, Request, make, seq_ranges
+from clumon.proto.runtime import percentile
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -204,11 +205,6 @@ def processes_present() -> int:
     return sum(1 for d in os.listdir("/proc") if d.isdigit())
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else 0.0
-
-
 def measure(label: str, warmup: float, duration: float, workdir: Path) -> dict:
     rx = Receiver()
     rx.start()
@@ -240,7 +236,7 @@ def measure(label: str, warmup: float, duration: float, workdir: Path) -> dict:
             "cpu_pct_by_thread": {k: round((v - th0.get(k, 0.0)) / wall * 100, 3) for k, v in th1.items()},
             "rss_mib": round(status_mib(masked.pid, "VmRSS"), 1),
             "rss_peak_mib": round(status_mib(masked.pid, "VmHWM"), 1),
-            "collect_p50_ms": round(pct(durations, 50), 3), "collect_p99_ms": round(pct(durations, 99), 3),
+            "collect_p50_ms": round(percentile(durations, 50), 3), "collect_p99_ms": round(percentile(durations, 99), 3),
             "values_collected": round((s1["values_collected"] - s0["values_collected"]) / wall, 1),
             "series": s1["series"],
             "timer_wakeups_per_s": round((s1.get("timer_fires", 0) - s0.get("timer_fires", 0)) / wall, 2),

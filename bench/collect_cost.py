@@ -24,12 +24,7 @@ import subprocess
 import time
 
 from clumon.agent.collectors import default_collectors
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) by nearest rank; values need not be sorted."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+from clumon.proto.runtime import percentile
 
 
 def measure(collectors: list, rounds: int, pause: float) -> dict:

@@ -44,96 +44,29 @@ import os
 import platform
 import random
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from clumon.cli.simulate import hist_percentile, hist_sub
-from clumon.proto.runtime import READY_PREFIX
+from clumon.cli.daemon import Daemon, free_port
+from clumon.proto.runtime import percentile
 from clumon.cli.client import Client, ClientError
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start(label: str, argv: list[str], workdir: Path) -> Daemon:
+    return Daemon(label, argv, workdir / f"{label}.log").start()
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (0..100)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
-class Proc:
-    """A process we started: its stdout lines (readiness, stats) kept in memory."""
-
-    def __init__(self, label: str, argv: list[str], workdir: Path):
-        self.label = label
-        self.log = open(workdir / f"{label}.log", "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, env=env,
-                                     start_new_session=True)
-        self.lines: list[str] = []
-        self.ready: dict | None = None
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if line.startswith(READY_PREFIX):
-                self.ready = json.loads(line[len(READY_PREFIX):])
-            else:
-                self.lines.append(line)
-
-    def wait_ready(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while self.ready is None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.label} not ready (exit {self.proc.poll()}); see {self.log.name}")
-            time.sleep(0.05)
-        return self.ready
-
-    def stats(self) -> dict | None:
-        """The newest JSON stats line (the simulator's)."""
-        for line in reversed(self.lines):
-            if line.startswith("{"):
-                return json.loads(line)
-        return None
-
-    def pids(self) -> list[int]:
-        """This process and its children (the simulator's workers)."""
-        out = [self.proc.pid]
-        try:
-            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
-                with open(f"/proc/{self.proc.pid}/task/{tid}/children") as fh:
-                    out.extend(int(p) for p in fh.read().split())
-        except OSError:
-            pass
-        return out
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._thread.join(5)
-        self.log.close()
-        return self.proc.returncode
+def ready(d: Daemon, timeout: float) -> dict:
+    """Its readiness line, or an error naming its log."""
+    if not d.wait_ready(timeout):
+        raise RuntimeError(f"{d.label} not ready (exit {d.proc.poll()}); see {d.log_path}")
+    return d.ready
 
 
 def cpu_ticks(pid: int) -> int:
@@ -177,30 +110,30 @@ def run_size(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, wor
     py = sys.executable
     db = workdir / "clumon.db"
     port, qport = free_port(), free_port()
-    started: list[Proc] = []
+    started: list[Daemon] = []
     try:
-        root = Proc("root", [py, "-m", "clumon.root", "--listen", f"tcp://127.0.0.1:{port}",
+        root = start("root", [py, "-m", "clumon.root", "--listen", f"tcp://127.0.0.1:{port}",
                              "--query", f"tcp://127.0.0.1:{qport}", "--metrics", "",
                              "--database", f"sqlite:///{db}", "--state-dir", str(workdir / "root")], workdir)
         started.append(root)
-        root.wait_ready(60)
+        ready(root, 60)
         aggs, agg_ports = [], []
         for a in range(1, n_aggs + 1):
             ap = free_port()
             parent = agg_ports[-1] if chain and agg_ports else port  # a chain: each under the one before
-            agg = Proc(f"agg-{a}", [py, "-m", "clumon.aggregator", "--name", f"agg-{a}",
+            agg = start(f"agg-{a}", [py, "-m", "clumon.aggregator", "--name", f"agg-{a}",
                                     "--listen", f"tcp://127.0.0.1:{ap}", "--parent", f"tcp://127.0.0.1:{parent}",
                                     "--state-dir", str(workdir / f"agg-{a}")], workdir)
             started.append(agg)
             aggs.append(agg)
             agg_ports.append(ap)
         for agg in aggs:
-            agg.wait_ready(60)
+            ready(agg, 60)
         sims = []
         for a, ap in enumerate(agg_ports):  # one simulator per aggregator, its share of the nodes
             lo, hi = nodes * a // n_aggs, nodes * (a + 1) // n_aggs
             ap = agg_ports[-1] if chain else ap  # a chain: every agent under the deepest aggregator
-            sim = Proc(f"sim-{a + 1}", [py, "-m", "clumon.cli", "simulate", "--agents", str(hi - lo),
+            sim = start(f"sim-{a + 1}", [py, "-m", "clumon.cli", "simulate", "--agents", str(hi - lo),
                                         "--first", str(lo), "--series", str(args.series),
                                         "--interval", str(args.interval), "--processes", str(args.processes),
                                         "--ramp", str(args.ramp), "--stats-interval", "1", "--histogram",
@@ -208,7 +141,7 @@ def run_size(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, wor
             started.append(sim)
             sims.append(sim)
         for sim in sims:
-            sim.wait_ready(120)
+            ready(sim, 120)
         client = Client(f"tcp://127.0.0.1:{qport}", timeout=10.0)
         wait_all_up(client, nodes, timeout=max(60.0, nodes / 50))
         time.sleep(args.warmup)
@@ -233,11 +166,11 @@ def run_size(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, wor
     return result
 
 
-def _final(sim: Proc) -> dict:
+def _final(sim: Daemon) -> dict:
     for line in reversed(sim.lines):
         if line.startswith("{") and json.loads(line).get("final"):
             return json.loads(line)
-    raise RuntimeError(f"{sim.label} printed no final stats; see {sim.log.name}")
+    raise RuntimeError(f"{sim.label} printed no final stats; see {sim.log_path}")
 
 
 def wait_all_up(client: Client, nodes: int, timeout: float) -> None:
@@ -254,7 +187,7 @@ def wait_all_up(client: Client, nodes: int, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def measure(root: Proc, aggs: list[Proc], sims: list[Proc], client: Client, nodes: int,
+def measure(root: Daemon, aggs: list[Daemon], sims: list[Daemon], client: Client, nodes: int,
             args: argparse.Namespace) -> dict:
     sim_pids = [p for s in sims for p in s.pids()]
     h0 = client.call("health")
@@ -307,10 +240,10 @@ def measure(root: Proc, aggs: list[Proc], sims: list[Proc], client: Client, node
         "e2e_over_1s": sum(c for ms, c in hist.items() if ms >= 1000),
         "e2e_frames": sum(hist.values()),
         "sim_late_rounds": sum(b.get("late_sends", 0) - a.get("late_sends", 0) for a, b in zip(s0, s1)),
-        "read_p50_ms": _round(percentile(reads[0.0], 50)),
-        "read_p99_ms": _round(percentile(reads[0.0], 99)),
-        "read_cached_p50_ms": _round(percentile(reads[3600.0], 50)),
-        "read_cached_p99_ms": _round(percentile(reads[3600.0], 99)),
+        "read_p50_ms": _round(percentile(reads[0.0], 50, None)),
+        "read_p99_ms": _round(percentile(reads[0.0], 99, None)),
+        "read_cached_p50_ms": _round(percentile(reads[3600.0], 50, None)),
+        "read_cached_p99_ms": _round(percentile(reads[3600.0], 99, None)),
         "reads": len(reads[0.0]) + len(reads[3600.0]),
         "read_errors": errors,
         "cpu_pct_root": pct(c1["root"] - c0["root"], dt),

@@ -2,55 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
-from clumon.proto.runtime import READY_PREFIX
-
-
-@dataclass
-class Daemon:
-    """A daemon started as a child process, with its readiness line once seen."""
-
-    label: str
-    argv: list[str]
-    log_path: Path
-    proc: subprocess.Popen | None = None
-    ready: dict | None = None
-    _event: threading.Event = field(default_factory=threading.Event)
-
-    def start(self, env: dict[str, str]) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=log, env=env)
-        threading.Thread(target=self._watch, args=(self.proc.stdout,), daemon=True).start()
-
-    def _watch(self, stream: IO[bytes]) -> None:
-        for line in iter(stream.readline, b""):
-            text = line.decode("utf-8", "replace").strip()
-            if text.startswith(READY_PREFIX):
-                self.ready = json.loads(text[len(READY_PREFIX):])
-                self._event.set()
-
-    def wait_ready(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+from clumon.cli.daemon import Daemon
 
 
 def plan(workdir: Path, base_port: int, aggregators: int, agents: int, interval: float) -> list[Daemon]:

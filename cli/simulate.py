@@ -39,14 +39,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from clumon.proto.config import ChildLink
+
 log = logging.getLogger("clumon.simulate")
 
 #: ack latency histogram: 1 ms buckets up to this many ms, the last one open-ended
 HIST_MAX_MS = 60_000
 
 
-@dataclass(frozen=True, slots=True)
-class SimConfig:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig(ChildLink):
     """Settings of one simulation (from the ``clumon simulate`` command line)."""
 
     agents: int
@@ -65,9 +67,6 @@ class SimConfig:
     histogram: bool = False
     #: on stop, wait this long for the root to acknowledge what was sent
     drain_timeout: float = 10.0
-    heartbeat_interval: float = 5.0
-    failover_after: float = 15.0
-    resend_after: float = 30.0
     spool_max_bytes: int = 16 * 1024 * 1024
     #: fraction of series that are counters (``_total``); the rest are gauges
     counter_share: float = 0.25

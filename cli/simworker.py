@@ -25,7 +25,7 @@ from clumon.proto import transport
 from clumon.proto.frames import Data, Frame, Hello, Kind, Reply, Request
 from clumon.proto.runtime import QuietLog
 from clumon.proto.spool import Spool
-from clumon.proto.uplink import LinkTimings, Uplink
+from clumon.proto.uplink import Uplink
 
 log = logging.getLogger("clumon.simulate")
 
@@ -186,7 +186,7 @@ class Worker:
     # --- agents ------------------------------------------------------------------------
 
     def _create(self, a: int, b: int) -> None:
-        timings = LinkTimings(self.cfg.heartbeat_interval, self.cfg.failover_after, self.cfg.resend_after, 1.0)
+        timings = self.cfg.timings
         loop = asyncio.get_running_loop()
         for j in range(a, b):
             name = f"{self.cfg.prefix}{self.first + j}"

@@ -9,6 +9,7 @@ expected; ``main()`` prints it on one line and exits 2.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import tomllib
 import types
 import typing
@@ -144,17 +145,27 @@ def load(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = 
     return _build(cls, data, "", where)
 
 
+@dataclass(frozen=True, slots=True)
 class ChildLink:
-    """What the configs of children (agent, aggregator) share: the node name and
-    the link timings. Their dataclasses inherit it; it holds no fields itself."""
+    """What the configs of children (agent, aggregator, simulator) share: the
+    timings of the link to their parent, declared once. Their dataclasses
+    inherit it."""
 
-    __slots__ = ()
+    #: a side that has sent nothing for this long sends a HEARTBEAT
+    heartbeat_interval: float = 5.0
+    #: fail over to the next parent when the current one was silent this long
+    failover_after: float = 15.0
+    #: frames not acknowledged after this long are sent again
+    resend_after: float = 30.0
+    #: the first HELLO and reconnects wait up to this long, so a restarted
+    #: parent sees no storm
+    jitter: float = 1.0
 
     @property
     def node_name(self) -> str:
         """The configured name, or the host name when it is empty."""
         import socket
-        return self.name or socket.gethostname()
+        return getattr(self, "name", "") or socket.gethostname()
 
     @property
     def timings(self):

@@ -136,3 +136,12 @@ class QuietLog:
         if len(self._last) > 10000:  # bounded: forget the oldest keys
             for k in sorted(self._last, key=self._last.__getitem__)[:5000]:
                 del self._last[k]
+
+
+def percentile(values, q: float, empty: float | None = 0.0) -> float | None:
+    """The q-th percentile (0..100) by nearest rank; ``values`` need not be sorted
+    (``empty`` when there are none)."""
+    if not values:
+        return empty
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]

@@ -7,20 +7,11 @@ SIGKILL after a grace period), so no test leaves a daemon running.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Callable
 
-
-
-from clumon.cli.demo import Daemon
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from clumon.cli.daemon import Daemon, free_port  # noqa: F401  (free_port: for the tests)
 
 
 def write_toml(path: Path, values: dict) -> Path:

@@ -2,67 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 
-from harness import wait_for
+from harness import Daemon, wait_for
 
-from clumon.proto.runtime import READY_PREFIX
 from clumon.cli.client import Client
 
 AGENTS = 50
 SERIES = 20
 
 
-class Simulator:
-    """``clumon simulate`` as a child process, its stdout lines collected."""
-
-    def __init__(self, argv: list[str]):
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def ready(self) -> dict | None:
-        for line in self.lines:
-            if line.startswith(READY_PREFIX):
-                return json.loads(line[len(READY_PREFIX):])
-        return None
-
-    def final(self) -> dict | None:
-        for line in self.lines:
-            if line.startswith("{") and json.loads(line).get("final"):
-                return json.loads(line)
-        return None
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(5)
-        return self.proc.returncode
-
-
 def test_fifty_simulated_agents_are_up_stored_once_and_readable(tree, tmp_path):
     root = tree.root()
     agg = tree.aggregator("agg-1", [root.port])
-    sim = Simulator([sys.executable, "-m", "clumon.cli", "simulate", "--agents", str(AGENTS),
-                     "--series", str(SERIES), "--interval", "0.5", "--duration", "10", "--processes", "2",
-                     "--stats-interval", "1", "--parent", f"tcp://127.0.0.1:{agg.port}"])
+    sim = Daemon("sim", [sys.executable, "-m", "clumon.cli", "simulate", "--agents", str(AGENTS),
+                         "--series", str(SERIES), "--interval", "0.5", "--duration", "10", "--processes", "2",
+                         "--stats-interval", "1", "--parent", f"tcp://127.0.0.1:{agg.port}"],
+                 tmp_path / "sim.log").start()
     try:
-        info = wait_for(sim.ready, timeout=60, what="simulator ready")
+        assert sim.wait_ready(60), (tmp_path / "sim.log").read_text()[-2000:]
+        info = sim.ready
         assert info["agents"] == AGENTS
 
         with Client(root.query) as c:
@@ -85,11 +45,11 @@ def test_fifty_simulated_agents_are_up_stored_once_and_readable(tree, tmp_path):
 
         # the simulator stops by itself after --duration, once everything is acknowledged
         assert wait_for(lambda: sim.proc.poll() is not None, timeout=90, what="simulator exits") is not None
-        assert sim.stop() == 0
-        final = sim.final()
-        assert final is not None, sim.lines[-5:]
+        assert sim.stop(60) == 0
+        final = sim.stats()
+        assert final is not None and final.get("final"), list(sim.lines)[-5:]
     finally:
-        sim.stop()
+        sim.stop(60)
 
     assert final["spool_frames"] == 0 and final["spool_dropped"] == 0, final
     assert final["frames_acked"] == final["frames_sent"] > AGENTS * 10
