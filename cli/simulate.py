@@ -157,7 +157,7 @@ def raise_fd_limit() -> int:
 
 def _combine(parts: dict[int, dict], histogram: bool) -> dict[str, Any]:
     keys = ("agents", "frames_sent", "frames_acked", "spool_frames", "spool_bytes", "spool_dropped",
-            "frames_out", "bytes_out", "replies", "failovers", "late_sends", "receive_failures")
+            "frames_out", "bytes_out", "replies", "failovers", "late_sends")
     out: dict[str, Any] = {k: sum(p.get(k, 0) for p in parts.values()) for k in keys}
     hist: dict[int, int] = {}
     for p in parts.values():

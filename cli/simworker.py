@@ -23,7 +23,6 @@ from clumon.cli.simulate import LatencyHistogram, SimConfig, series_names
 from clumon.proto import __version__
 from clumon.proto import transport
 from clumon.proto.frames import Data, Frame, Hello, Kind, Reply, Request
-from clumon.proto.runtime import QuietLog
 from clumon.proto.spool import Spool
 from clumon.proto.uplink import Uplink
 
@@ -70,84 +69,6 @@ class TimedSpool(Spool):
         return super().ack_ranges(ranges, *args, **kwargs)
 
 
-class Readers:
-    """Reads every agent's socket from one loop callback per socket.
-
-    ``Uplink.receive`` awaits a future per message through zmq.asyncio, which costs
-    more than the rest of a simulated agent together. Here each socket's FD gets a
-    plain loop reader that drains the socket without blocking and hands each
-    message to the uplink, as ``Uplink.receive`` would. ZeroMQ's FD is
-    edge-triggered and a send can swallow an edge, so the worker also calls
-    ``drain`` after it sends and on every timer tick.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._loop = loop
-        self._watched: dict[int, tuple[transport.Conn, int]] = {}
-        self._quiet = QuietLog(log)
-        self.failures = 0
-
-    @staticmethod
-    def supported(up: Uplink) -> bool:
-        """Whether this Uplink exposes what the reader needs (else use ``up.receive``)."""
-        return isinstance(getattr(up, "_conn", None), transport.Conn) and callable(getattr(up, "_accept", None))
-
-    def watch(self, j: int, up: Uplink) -> None:
-        """Read the uplink's current socket (again after a failover replaced it)."""
-        conn = up._conn
-        old = self._watched.get(j)
-        if old is not None:
-            if old[0] is conn:
-                return
-            self._forget_fd(old[1])
-        fd = conn.raw.getsockopt(zmq.FD)
-        self._watched[j] = (conn, fd)
-        self._loop.add_reader(fd, self.drain, j, up)
-        self.drain(j, up)
-
-    def _forget_fd(self, fd: int) -> None:
-        try:
-            self._loop.remove_reader(fd)
-        except (OSError, ValueError):
-            pass
-
-    def drain(self, j: int, up: Uplink) -> None:
-        """Hand every queued message of agent j's socket to its uplink."""
-        conn = up._conn
-        watched = self._watched.get(j)
-        if watched is None or watched[0] is not conn:
-            return  # failed over: the next tick watches the new socket
-        raw = conn.raw
-        while True:
-            try:
-                parts = raw.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except zmq.ZMQError:
-                return  # closed under us (failover): the next tick watches the new socket
-            try:
-                up._accept(parts)
-            except Exception:  # a handler bug must not stop this agent's reading
-                self.failures += 1
-                self._quiet.warn("accept", "handling a frame for %s failed", up.name, exc_info=True)
-            if up._conn is not conn:
-                return
-
-    def drain_if_ready(self, j: int, up: Uplink) -> None:
-        """``drain`` only when a message waits (after a send: cheaper than a failed recv)."""
-        try:
-            ready = up._conn.raw.getsockopt(zmq.EVENTS) & zmq.POLLIN
-        except zmq.ZMQError:
-            return
-        if ready:
-            self.drain(j, up)
-
-    def close(self) -> None:
-        for _, fd in self._watched.values():
-            self._forget_fd(fd)
-        self._watched.clear()
-
-
 class Worker:
     """``count`` simulated agents, global indexes ``first`` .. ``first + count - 1``."""
 
@@ -176,39 +97,21 @@ class Worker:
         self.hist = LatencyHistogram()
         self.incarnation0 = time.time_ns()
         self.replies = 0
-        self.receive_failures = 0
         self.late_rounds = 0
         self.dict_version = 1
         self._ctx: zmq.asyncio.Context | None = None
-        self._readers: Readers | None = None
-        self._tasks: list[asyncio.Task] = []
 
     # --- agents ------------------------------------------------------------------------
 
     def _create(self, a: int, b: int) -> None:
         timings = self.cfg.timings
-        loop = asyncio.get_running_loop()
         for j in range(a, b):
             name = f"{self.cfg.prefix}{self.first + j}"
             spool = TimedSpool(self.hist, self.cfg.spool_max_bytes)
             up = Uplink(self._ctx, name, self.incarnation0 + j, tuple(self.cfg.parents), timings, spool,
                         lambda frame, j=j: self._on_frame(j, frame))
             self.uplinks.append(up)
-            if Readers.supported(up):
-                self._readers.watch(j, up)
-            else:  # an Uplink without the hooks: its own (dearer) receive task
-                task = loop.create_task(up.receive(), name=f"receive-{name}")
-                task.add_done_callback(self._receive_ended)
-                self._tasks.append(task)
-
-    def _receive_ended(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.receive_failures += 1
-            log.error("%s stopped receiving", task.get_name(), exc_info=task.exception())
-
-    def _drain(self, j: int) -> None:
-        if self._readers is not None:
-            self._readers.drain_if_ready(j, self.uplinks[j])
+            up.start_receiving()  # a loop reader per socket (Conn.watch), no task per agent
 
     def _hello(self, name: str) -> Hello:
         inventory = {"host": name, "cores": 64, "memory_bytes": 256 * 2**30, "kernel": "simulated",
@@ -232,7 +135,6 @@ class Worker:
             if up.dict_version != dv:
                 up.send_stored(self._hello(up.name))
             up.send_stored(Data(dv, values[j].tobytes()))
-            self._drain(j)
 
     # --- frames from above -------------------------------------------------------------
 
@@ -295,9 +197,6 @@ class Worker:
             for j in range(k, len(self.uplinks), TICK_SLICES):
                 up = self.uplinks[j]
                 up.tick()
-                if self._readers is not None:
-                    self._readers.watch(j, up)  # a failover replaced the socket
-                    self._readers.drain(j, up)
             k = (k + 1) % TICK_SLICES
 
     async def _report_stats(self) -> None:
@@ -318,7 +217,6 @@ class Worker:
             "bytes_out": sum(u.bytes_out for u in ups),
             "failovers": sum(u.failovers for u in ups),
             "replies": self.replies,
-            "receive_failures": self.receive_failures + (self._readers.failures if self._readers else 0),
             "late_sends": self.late_rounds,
             "hist": self.hist.sparse(),
         }
@@ -327,7 +225,6 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._ctx = transport.make_context()
-        self._readers = Readers(asyncio.get_running_loop())
         ramp = self.cfg.ramp if self.cfg.ramp is not None else self.cfg.interval
         start = time.monotonic()
         creating = asyncio.create_task(self._pass(start, ramp, self._create))
@@ -344,10 +241,9 @@ class Worker:
             sending.cancel()
         await self._wait_for_acks()
         self._report("final", self.stats())
-        for t in loops + self._tasks:
+        for t in loops:
             t.cancel()
-        await asyncio.gather(*loops, *self._tasks, stopped, return_exceptions=True)
-        self._readers.close()
+        await asyncio.gather(*loops, stopped, return_exceptions=True)
         for up in self.uplinks:
             up.close()
         self._ctx.destroy(linger=0)

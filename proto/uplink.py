@@ -224,12 +224,17 @@ class Uplink:
         no future per frame, which is most of what an agent's loop does per ACK.
         A failover watches the new socket (``_switch``).
         """
-        self._receiving = True
-        self._conn.watch(self._accept)
+        self.start_receiving()
         try:
             await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
             self._receiving = False
+
+    def start_receiving(self) -> None:
+        """Handle frames from whichever parent is current in a reader callback of
+        its socket, from now until ``close`` (no task: a simulator runs thousands)."""
+        self._receiving = True
+        self._conn.watch(self._accept)
 
     def _accept(self, parts: list[bytes]) -> None:
         if len(parts) != 1:
