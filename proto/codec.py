@@ -38,6 +38,8 @@ from .frames import (
 
 #: Default upper bound on one frame; larger input is refused before unpacking.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: levels of maps and arrays a free-form value (inventory, attrs, args, results) may have
+MAX_NESTING = 16
 MAX_NAME_LEN = 255
 MAX_BATCH_DEPTH = 8
 
@@ -174,13 +176,18 @@ def _plain(v: Any, what: str) -> Any:
     types with string map keys at every depth: an extension type or a msgpack
     Timestamp would pass here and then break the root's JSON columns."""
     items = [v]
+    depth = 0
     while True:  # one level of nesting at a time: msgpack nests deeper than Python recurses
+        depth += 1
         types = set(map(type, items))  # every item of this level, in one pass in C
         bad = types - _PLAIN_SCALARS - _CONTAINERS
         if bad:
             raise DecodeError(f"{what}: {next(iter(bad)).__name__} is not a plain msgpack value")
         if not types & _CONTAINERS:
             return v
+        if depth >= MAX_NESTING:
+            # nothing we send nests this deep; the root's JSON columns would recurse on it
+            raise DecodeError(f"{what}: nested deeper than {MAX_NESTING} levels")
         level = items if types <= _CONTAINERS else [x for x in items if type(x) in _CONTAINERS]
         maps = [x for x in level if type(x) is dict] if dict in types else ()
         if maps and not set(map(type, chain.from_iterable(maps))) <= _STR_ONLY:

@@ -45,7 +45,7 @@ class Downlink:
     ):
         self.name = name
         self.incarnation = incarnation
-        self.conn = transport.router(ctx, bind)
+        self.conn = transport.router(ctx, bind, max_bytes=max_frame_bytes)
         self.liveness = Liveness(heartbeat_interval, down_after)
         self._on_frame = on_frame
         self._on_transitions = on_transitions

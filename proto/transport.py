@@ -46,7 +46,14 @@ def make_context(max_sockets: int = MAX_SOCKETS) -> zmq.asyncio.Context:
     return ctx
 
 
-def _common(sock: zmq.Socket, hwm: int) -> None:
+#: no message on a tree link is larger than a frame may be (the codec's own limit)
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _common(sock: zmq.Socket, hwm: int, max_bytes: int) -> None:
+    # A peer that sends a larger message is disconnected by ZeroMQ before the
+    # message is ever buffered whole: memory is bounded before any check of ours.
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     sock.setsockopt(zmq.LINGER, LINGER_MS)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
@@ -157,24 +164,25 @@ class Conn:
         self.aio.close()
 
 
-def router(ctx: zmq.asyncio.Context, bind: str, hwm: int = DEFAULT_HWM) -> Conn:
+def router(ctx: zmq.asyncio.Context, bind: str, hwm: int = DEFAULT_HWM, max_bytes: int = DEFAULT_MAX_BYTES) -> Conn:
     """A parent's socket for its children (or the root's query socket).
 
     ROUTER_HANDOVER lets a rebooted child take over its routing id;
     ROUTER_MANDATORY makes a send to a vanished child fail instead of vanishing.
     """
     sock = ctx.socket(zmq.ROUTER)
-    _common(sock, hwm)
+    _common(sock, hwm, max_bytes)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.bind(bind)
     return Conn(sock)
 
 
-def dealer(ctx: zmq.asyncio.Context, identity: str, connect: str | None = None, hwm: int = DEFAULT_HWM) -> Conn:
+def dealer(ctx: zmq.asyncio.Context, identity: str, connect: str | None = None, hwm: int = DEFAULT_HWM,
+           max_bytes: int = DEFAULT_MAX_BYTES) -> Conn:
     """A child's socket to its parent; its routing id is the child's name."""
     sock = ctx.socket(zmq.DEALER)
-    _common(sock, hwm)
+    _common(sock, hwm, max_bytes)
     sock.setsockopt(zmq.IDENTITY, identity.encode())
     # Each child waits its own random interval before reconnecting, so a restarted
     # parent is not hit by every child in the same millisecond.

@@ -64,7 +64,7 @@ class Uplink:
         self._clock = clock
         self._ctx = ctx
         self._current = 0
-        self._conn = transport.dealer(ctx, name, parents[0])
+        self._conn = transport.dealer(ctx, name, parents[0], max_bytes=max_frame_bytes)
         self._seq = 0
         self._hello_frame: bytes | None = None
         self._hello_seq = 0
@@ -334,7 +334,7 @@ class Uplink:
         self._close_probe()
         self._current = index
         self._conn.close()
-        self._conn = transport.dealer(self._ctx, self.name, self.parent)
+        self._conn = transport.dealer(self._ctx, self.name, self.parent, max_bytes=self._max_frame_bytes)
         if self._receiving:
             self._conn.watch(self._accept)
         self.parent_incarnation = 0  # the first frame from the new parent triggers a replay

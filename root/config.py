@@ -35,6 +35,8 @@ class RootConfig:
     max_pending_frames: int = 500_000
     #: DATA frames held while their dictionary is unknown
     max_waiting_frames: int = 100_000
+    #: ... and at most this many bytes of them
+    max_waiting_bytes: int = 64 * 1024 * 1024
     #: seconds between the root's own health samples (stored like a node's series)
     health_interval: float = 10.0
     #: seconds between storage upkeep runs (rollup flush, compaction, retention)

@@ -53,6 +53,7 @@ class Ingest:
         commit_max_frames: int = 20000,
         max_pending: int = 500_000,
         max_waiting: int = 100_000,
+        max_waiting_bytes: int = 64 * 1024 * 1024,
     ):
         self.store = store
         self.registry = registry
@@ -65,12 +66,14 @@ class Ingest:
         self.commit_max_frames = commit_max_frames
         self.max_pending = max_pending
         self.max_waiting = max_waiting
+        self.max_waiting_bytes = max_waiting_bytes
         self._pending: list[Pending] = []
         self._keys: set[tuple[str, int, int]] = set()
         self._dicts: list[DictionaryRow] = []
         self._events: list[EventRow] = []
         self._waiting: dict[tuple[str, int, int], list[tuple[str, tuple[str, ...], Frame, bytes]]] = defaultdict(list)
         self._n_waiting = 0
+        self._waiting_bytes = 0
         self._own_seq = 0
         self._own_frames_seq = 0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sql-writer")
@@ -153,17 +156,22 @@ class Ingest:
 
     def _wait_for_hello(self, hop: str, path: tuple[str, ...], frame: Frame, raw: bytes) -> None:
         key = (frame.sender, frame.incarnation, frame.body.dict_version)
-        if self._n_waiting >= self.max_waiting:
+        if self._n_waiting >= self.max_waiting or self._waiting_bytes + len(raw) > self.max_waiting_bytes:
+            # not acknowledged: its sender keeps it and replays it with its HELLO
             self.frames_refused += 1
+            self._quiet.warn("waiting", "%d frames (%d bytes) wait for dictionaries: refusing more",
+                             self._n_waiting, self._waiting_bytes)
             return
         if not self._waiting[key]:
             self._ask_hello(hop, frame.sender)
         self._waiting[key].append((hop, path, frame, raw))
         self._n_waiting += 1
+        self._waiting_bytes += len(raw)
 
     def _release_waiting(self, hello: Frame) -> None:
         held = self._waiting.pop((hello.sender, hello.incarnation, hello.body.dict_version), [])
         self._n_waiting -= len(held)
+        self._waiting_bytes -= sum(len(item[3]) for item in held)
         for item in held:
             self.accept(*item)
 

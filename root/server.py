@@ -24,6 +24,9 @@ from clumon.root.ops import ADMIN, READER, OpTable, QueryError
 log = logging.getLogger("clumon.root.server")
 
 MAX_REQUEST_BYTES = 1024 * 1024
+#: replies queued per client: one that never reads its replies has the extra ones
+#: dropped (ROUTER drops on a full queue), so it cannot grow the root's memory
+QUERY_HWM = 1000
 
 
 def error(code: str, message: str) -> dict:

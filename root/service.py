@@ -27,7 +27,7 @@ from clumon.root.ops.masks import MaskOps
 from clumon.root.ops.reads import ReadOps
 from clumon.root.ops.stored import StoredOps
 from clumon.root.registry import Registry
-from clumon.root.server import QueryServer
+from clumon.root.server import MAX_REQUEST_BYTES, QUERY_HWM, QueryServer
 from clumon.root.storage import Store
 
 log = logging.getLogger("clumon.root")
@@ -72,14 +72,14 @@ class Root:
                                  cfg.max_frame_bytes, lambda: self.incarnation)
         self.ingest = Ingest(store, self.registry, self.cache, self._send_ack, self._ask_hello,
                              self.name, self.incarnation, cfg.commit_interval, cfg.commit_max_frames,
-                             cfg.max_pending_frames, cfg.max_waiting_frames)
+                             cfg.max_pending_frames, cfg.max_waiting_frames, cfg.max_waiting_bytes)
         self.downward = Downward(self.registry, self.routes, self.downlink.send, self.name)
         self.masks = MaskOps(self.downward, cfg.state_dir, retry_every=cfg.heartbeat_interval)
         self.ops = OpTable([*LiveOps(self.registry, self.cache, store).ops(),
                             *StoredOps(self.registry, store, self.cache).ops(),
                             *ReadOps(self.downward).ops(), *self.masks.ops(),
                             *AdminOps(self.health, self.forget, self.registry).ops()])
-        self.query_conn = transport.router(ctx, cfg.query)
+        self.query_conn = transport.router(ctx, cfg.query, hwm=QUERY_HWM, max_bytes=MAX_REQUEST_BYTES)
         self.server = QueryServer(self.query_conn, self.ops, cfg.request_timeout)
         self.inner_errors = 0
         self.metrics: http.MetricsServer | None = None

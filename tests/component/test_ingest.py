@@ -118,3 +118,18 @@ def test_a_commit_that_raises_is_survived_and_nothing_is_acked_unstored(tmp_path
     assert ing.commit_errors >= 1 and ing.frames_rejected == 0
     ing.close()
     store.close()
+
+
+def test_frames_waiting_for_a_dictionary_are_bounded_in_bytes(tmp_path):
+    ing, store, acks, asked = make_ingest(tmp_path, max_waiting_bytes=300)
+    batch = frames("n1", 20)  # DATA before any HELLO: they wait for it
+    size = len(batch[0][1])
+    for f, raw in batch:
+        ing.accept("agg-1", ("agg-1",), f, raw)
+    kept = 300 // size
+    assert ing.frames_refused == 20 - kept and asked == [("agg-1", "n1")]
+    ing.accept("agg-1", ("agg-1",), *hello("n1"))
+    asyncio.run(ing.commit_once())
+    assert acked(acks) == set(range(1, 2 + kept)), "what was refused is not acknowledged"
+    ing.close()
+    store.close()

@@ -93,3 +93,35 @@ def test_a_watched_socket_with_a_backlog_lets_other_callbacks_run():
             ctx.destroy(linger=0)
 
     asyncio.run(scenario())
+
+
+def test_a_message_above_max_bytes_is_refused_before_it_is_buffered():
+    """MAXMSGSIZE on every socket the factory makes: an oversized message never
+    reaches the receiver (ZeroMQ drops that peer's connection), others go on."""
+
+    async def scenario() -> None:
+        ctx = transport.make_context()
+        parent = transport.router(ctx, "tcp://127.0.0.1:0", max_bytes=1000)
+        assert parent.raw.getsockopt(__import__("zmq").MAXMSGSIZE) == 1000
+        big = transport.dealer(ctx, "big", f"tcp://127.0.0.1:{parent.port()}")
+        good = transport.dealer(ctx, "good", f"tcp://127.0.0.1:{parent.port()}")
+        try:
+            for _ in range(200):
+                if big.send([b"x" * 5000]) and good.send([b"small"]):
+                    break
+                await asyncio.sleep(0.01)
+            got = []
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline and len(got) < 3:
+                if await parent.aio.poll(100):
+                    got.append(await parent.aio.recv_multipart())
+                good.send([b"again"])
+            idents = {g[0] for g in got}
+            assert idents == {b"good"}, got
+            assert all(len(g[-1]) < 1000 for g in got)
+        finally:
+            for c in (big, good, parent):
+                c.close()
+            ctx.destroy(linger=0)
+
+    asyncio.run(scenario())

@@ -422,3 +422,34 @@ def test_ack_bodies_checked_in_bulk_decode_as_entry_by_entry(entries):
     bulk = outcome(lambda: codec._dec_ack(entries))
     one_by_one = outcome(lambda: Ack(tuple(codec._dec_ack_entry(e) for e in entries)))
     assert bulk == one_by_one
+
+
+# --- finite extremes and deep nesting --------------------------------------------
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 1.7976931348623157e308, 5e-324, -5e-324, -0.0, 2.2250738585072014e-308])
+def test_finite_extremes_round_trip_exactly(value):
+    frame = make("n1", 1, 1.0, Data.from_values(1, [value, value]), 2)
+    back = codec.decode(codec.encode(frame))
+    assert [math.copysign(1, v) for v in back.body.value_array().tolist()] == [math.copysign(1, value)] * 2
+    assert back.body.value_array().tolist() == [value, value]
+    event = codec.decode(codec.encode(make("n1", 1, 1.0, Event("x", "n1", "m", {"v": value}), 3)))
+    assert event.body.attrs["v"] == value
+
+
+def test_nesting_is_bounded_for_every_free_form_value():
+    """A HELLO whose inventory nested ~500 levels killed the root's commit task
+    (RecursionError in its JSON columns): deeper than MAX_NESTING is a DecodeError."""
+    def wire(kind: int, body: list) -> bytes:  # built by hand, deeper than msgpack.packb nests
+        hole = msgpack.packb("HOLE")
+        data = msgpack.packb([PROTOCOL_VERSION, kind, "n1", 1, 1.0, 1, body], use_bin_type=True)
+        return data.replace(hole, b"\x91" * depth + msgpack.packb("leaf")) if hole in data else data
+
+    depth = codec.MAX_NESTING - 3
+    assert codec.decode(wire(int(Kind.HELLO), [1, ["a"], {"x": "HOLE"}, "agent"]))
+    assert codec.decode(wire(int(Kind.EVENT), ["x", "n1", "m", {"x": "HOLE"}]))
+    for depth in (codec.MAX_NESTING + 1, 500, 5000, 100_000):
+        for data in (wire(int(Kind.HELLO), [1, ["a"], {"x": "HOLE"}, "agent"]),
+                     wire(int(Kind.EVENT), ["x", "n1", "m", {"x": "HOLE"}])):
+            with pytest.raises(DecodeError, match="nested deeper|not msgpack"):
+                codec.decode(data)
