@@ -74,7 +74,8 @@ class Aggregator:
                                  self._transitions, cfg.heartbeat_interval, cfg.down_after,
                                  cfg.max_frame_bytes, lambda: self.uplink.root_incarnation)
         self.batcher = Batcher(self.name, self.incarnation, self.uplink.send_raw,
-                               cfg.batch_max_frames, cfg.batch_max_delay, cfg.max_frame_bytes // 2)
+                               cfg.batch_max_frames, cfg.batch_max_delay, cfg.max_frame_bytes // 2,
+                               cfg.max_frame_bytes)
         self.routes = Routes()
         self.cache = LatestCache()
         self.inner_errors = 0
