@@ -46,7 +46,8 @@ class Downlink:
         self.name = name
         self.incarnation = incarnation
         self.conn = transport.router(ctx, bind, max_bytes=max_frame_bytes)
-        self.liveness = Liveness(heartbeat_interval, down_after)
+        # ticks come every second at most: a gap of a heartbeat interval is our pause
+        self.liveness = Liveness(heartbeat_interval, down_after, pause_after=max(2.0, heartbeat_interval))
         self._on_frame = on_frame
         self._on_transitions = on_transitions
         self._hb_interval = heartbeat_interval

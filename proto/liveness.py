@@ -58,12 +58,20 @@ class Liveness:
         down_after: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        pause_after: float | None = None,
     ):
         self.suspect_after = 3 * heartbeat_interval
         self.down_after = down_after
+        #: a gap this long between two ticks is a pause of ours (SIGSTOP, a VM frozen,
+        #: a loop blocked), not our children's silence (None: every gap is theirs)
+        self.pause_after = pause_after
         self._clock = clock
         self._wall = wall
         self.children: dict[str, Child] = {}
+        self._last_tick = 0.0
+        #: pauses of ours noticed, and their total length
+        self.pauses = 0
+        self.paused_s = 0.0
 
     def heard(self, name: str, incarnation: int) -> list[Transition]:
         """A frame arrived from ``name``: it is up (or restarted, when its
@@ -93,8 +101,20 @@ class Liveness:
         return t
 
     def tick(self) -> list[Transition]:
-        """Children that went quiet become suspect, then down."""
+        """Children that went quiet become suspect, then down.
+
+        Silence counts only while we listen: after a pause of ours the frames our
+        children sent meanwhile are still queued, unread, so the pause is added to
+        each child's last-heard time instead of being held against it.
+        """
         mono, wall = self._clock(), self._wall()
+        gap = mono - self._last_tick if self._last_tick else 0.0
+        self._last_tick = mono
+        if self.pause_after is not None and gap > self.pause_after:
+            self.pauses += 1
+            self.paused_s += gap
+            for child in self.children.values():
+                child.last_heard_mono += gap
         out = []
         for child in self.children.values():
             quiet = mono - child.last_heard_mono

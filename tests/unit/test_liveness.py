@@ -170,3 +170,22 @@ def test_forget(live):
     assert live.tick() == []
     (t,) = live.heard("node-1", 11)
     assert t.old is None, "a forgotten node that returns is new"
+
+
+def test_a_pause_of_ours_is_not_held_against_the_children(clk):
+    """After SIGSTOP/SIGCONT the children's frames are still queued, unread: the
+    pause is added to their last-heard time instead of making them down."""
+    live = Liveness(heartbeat_interval=1.0, down_after=3.0, clock=lambda: clk.mono, wall=clk.wall, pause_after=2.0)
+    live.heard("n1", 1)
+    live.tick()
+    clk.mono += 10.0  # stopped for 10 s
+    assert live.tick() == [] and live.pauses == 1
+    live.heard("n1", 1)  # its queued frames, read after the tick
+    for _ in range(2):
+        clk.mono += 1.0
+        assert live.tick() == []
+    # a child that really is silent is judged from the resume on
+    for _ in range(4):
+        clk.mono += 1.0
+        live.tick()
+    assert live.children["n1"].state == "down"
