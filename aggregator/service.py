@@ -72,7 +72,7 @@ class Aggregator:
                              self.spool, self._from_parent, cfg.max_frame_bytes)
         self.downlink = Downlink(ctx, cfg.listen, self.name, self.incarnation, self._from_child,
                                  self._transitions, cfg.heartbeat_interval, cfg.down_after,
-                                 cfg.max_frame_bytes, lambda: self.uplink.root_incarnation)
+                                 cfg.max_frame_bytes, lambda: self.uplink.root_incarnation, self._duplicate)
         self.batcher = Batcher(self.name, self.incarnation, self.uplink.send_raw,
                                cfg.batch_max_frames, cfg.batch_max_delay, cfg.max_frame_bytes // 2,
                                cfg.max_frame_bytes)
@@ -115,6 +115,11 @@ class Aggregator:
             self.uplink.send_raw(codec.encode_batch(self.name, self.incarnation, time.time(), [data]))
         else:
             self.batcher.add(data)
+
+    def _duplicate(self, name: str, older: int, newer: int) -> None:
+        self.uplink.send_stored(Event("duplicate_name", name, f"two live processes are named {name}: the newer "
+                                      "one's frames are kept, the older one's refused until it stops",
+                                      {"older_incarnation": older, "newer_incarnation": newer}))
 
     def _ask_hello(self, child: str, node: str) -> None:
         now = time.monotonic()

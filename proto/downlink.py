@@ -42,10 +42,11 @@ class Downlink:
         down_after: float = 30.0,
         max_frame_bytes: int = codec.MAX_FRAME_BYTES,
         root_incarnation: Callable[[], int] = lambda: 0,
+        on_duplicate: Callable[[str, int, int], None] | None = None,
     ):
         self.name = name
         self.incarnation = incarnation
-        self.conn = transport.router(ctx, bind, max_bytes=max_frame_bytes)
+        self.conn = transport.router(ctx, bind, max_bytes=max_frame_bytes, heartbeat=heartbeat_interval)
         # ticks come every second at most: a gap of a heartbeat interval is our pause
         self.liveness = Liveness(heartbeat_interval, down_after, pause_after=max(2.0, heartbeat_interval))
         self._on_frame = on_frame
@@ -53,6 +54,10 @@ class Downlink:
         self._hb_interval = heartbeat_interval
         self._max_frame_bytes = max_frame_bytes
         self._root_incarnation = root_incarnation
+        self._on_duplicate = on_duplicate
+        self._down_after = down_after
+        #: stored frames refused because a newer process of the same name is live
+        self.duplicate_frames_refused = 0
         self._quiet = QuietLog(log)
         self._last_sent: dict[str, float] = {}
         #: child -> (when its held ACK entries go, the entries)
@@ -88,6 +93,9 @@ class Downlink:
         if frame.sender != who:
             self._reject(who, f"sender {frame.sender!r} does not match routing id")
             return
+        known = self.liveness.children.get(who)
+        if known is not None and frame.incarnation < known.incarnation and self._older_is_live(who, frame, known):
+            return
         transitions = self.liveness.heard(who, frame.incarnation)
         child = self.liveness.children[who]
         if frame.kind is Kind.HELLO:
@@ -105,6 +113,34 @@ class Downlink:
             self._on_frame(who, frame, data)
         except Exception:  # a handler bug must not kill the receive loop
             log.exception("handling %s from %s failed", frame.kind.name, who)
+
+    def _older_is_live(self, who: str, frame: Frame, child) -> bool:
+        """A frame of an older incarnation than ``who``'s newest: the replay of a
+        killed predecessor's spool (stored frames, in a burst), or a second live
+        process with the same name (a cloned host, a stray agent, an attacker).
+        Only a live process sends HEARTBEATs and REPLYs: one of those from an older
+        incarnation while the newest is live is reported (``duplicate_name``,
+        once a minute). While the newest is live the older one's stored frames are
+        refused (never acknowledged: its spool keeps them), so the two are never
+        interleaved in one node's series. Returns whether to drop the frame."""
+        now = time.monotonic()
+        if now - child.newest_heard_mono >= self._down_after:
+            return False  # the newest went quiet: the older one is the node now
+        if not frame.stored:
+            if now - child.duplicate_reported >= 60.0:
+                child.duplicate_reported = now
+                log.error("two live processes are named %s (incarnations %d and %d): the newer one's frames "
+                          "are kept", who, frame.incarnation, child.incarnation)
+                try:
+                    if self._on_duplicate is not None:
+                        self._on_duplicate(who, frame.incarnation, child.incarnation)
+                except Exception:
+                    log.exception("reporting a duplicate name failed")
+            return False
+        if now - child.duplicate_reported < 60.0 + self._down_after:
+            self.duplicate_frames_refused += 1
+            return True
+        return False
 
     def _report(self, transitions: list[Transition]) -> None:
         try:

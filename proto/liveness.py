@@ -47,6 +47,10 @@ class Child:
     #: its last frame was a HEARTBEAT (idle or draining): ACKs go at once until it
     #: sends a stored frame again
     prompt: bool = False
+    #: when a frame of its newest incarnation last came (monotonic)
+    newest_heard_mono: float = 0.0
+    #: when a second live process with its name was last reported (monotonic)
+    duplicate_reported: float = 0.0
 
 
 class Liveness:
@@ -79,9 +83,11 @@ class Liveness:
         mono, wall = self._clock(), self._wall()
         child = self.children.get(name)
         if child is None:
-            self.children[name] = Child(name, incarnation, UP, wall, mono, wall, frames_in=1)
+            self.children[name] = Child(name, incarnation, UP, wall, mono, wall, frames_in=1, newest_heard_mono=mono)
             return [Transition(name, None, UP, wall, incarnation, wall)]
         child.frames_in += 1
+        if incarnation >= child.incarnation:
+            child.newest_heard_mono = mono
         out: list[Transition] = []
         # Incarnations are start times: an older one is the new run replaying what
         # its killed predecessor left in the spool -- life, not another restart.

@@ -50,10 +50,17 @@ def make_context(max_sockets: int = MAX_SOCKETS) -> zmq.asyncio.Context:
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 
 
-def _common(sock: zmq.Socket, hwm: int, max_bytes: int) -> None:
+def _common(sock: zmq.Socket, hwm: int, max_bytes: int, heartbeat: float | None) -> None:
     # A peer that sends a larger message is disconnected by ZeroMQ before the
     # message is ever buffered whole: memory is bounded before any check of ours.
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    if heartbeat:
+        # ZMTP heartbeats: a connection whose other end stopped reading it (a ROUTER
+        # that handed our routing id to another peer) is dropped and made anew
+        ivl = max(100, int(heartbeat * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 6 * ivl)
     sock.setsockopt(zmq.LINGER, LINGER_MS)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
@@ -164,14 +171,15 @@ class Conn:
         self.aio.close()
 
 
-def router(ctx: zmq.asyncio.Context, bind: str, hwm: int = DEFAULT_HWM, max_bytes: int = DEFAULT_MAX_BYTES) -> Conn:
+def router(ctx: zmq.asyncio.Context, bind: str, hwm: int = DEFAULT_HWM, max_bytes: int = DEFAULT_MAX_BYTES,
+           heartbeat: float | None = None) -> Conn:
     """A parent's socket for its children (or the root's query socket).
 
     ROUTER_HANDOVER lets a rebooted child take over its routing id;
     ROUTER_MANDATORY makes a send to a vanished child fail instead of vanishing.
     """
     sock = ctx.socket(zmq.ROUTER)
-    _common(sock, hwm, max_bytes)
+    _common(sock, hwm, max_bytes, heartbeat)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.bind(bind)
@@ -179,10 +187,10 @@ def router(ctx: zmq.asyncio.Context, bind: str, hwm: int = DEFAULT_HWM, max_byte
 
 
 def dealer(ctx: zmq.asyncio.Context, identity: str, connect: str | None = None, hwm: int = DEFAULT_HWM,
-           max_bytes: int = DEFAULT_MAX_BYTES) -> Conn:
+           max_bytes: int = DEFAULT_MAX_BYTES, heartbeat: float | None = None) -> Conn:
     """A child's socket to its parent; its routing id is the child's name."""
     sock = ctx.socket(zmq.DEALER)
-    _common(sock, hwm, max_bytes)
+    _common(sock, hwm, max_bytes, heartbeat)
     sock.setsockopt(zmq.IDENTITY, identity.encode())
     # Each child waits its own random interval before reconnecting, so a restarted
     # parent is not hit by every child in the same millisecond.

@@ -64,7 +64,8 @@ class Uplink:
         self._clock = clock
         self._ctx = ctx
         self._current = 0
-        self._conn = transport.dealer(ctx, name, parents[0], max_bytes=max_frame_bytes)
+        self._conn = transport.dealer(ctx, name, parents[0], max_bytes=max_frame_bytes,
+                                      heartbeat=timings.heartbeat_interval)
         self._seq = 0
         self._hello_frame: bytes | None = None
         self._hello_seq = 0
@@ -78,6 +79,7 @@ class Uplink:
         self.frames_out = 0
         self.bytes_out = 0
         self.failovers = 0
+        self.reconnects = 0
         self._last_ack = clock()
         self._max_acked = 0
         self._probe: zmq.Socket | None = None
@@ -258,8 +260,11 @@ class Uplink:
         now = self._clock()
         t = self.timings
         self.spool.flush()  # ack records that no frame's write took along
-        if now - self._last_heard > t.failover_after and len(self.parents) > 1:
-            self._fail_over()
+        if now - self._last_heard > t.failover_after:
+            if len(self.parents) > 1:
+                self._fail_over()
+            else:
+                self._reconnect()
             return
         if self._current != 0 and self._preferred_is_back():
             log.info("preferred parent %s is back: returning to it", self.parents[0])
@@ -330,11 +335,21 @@ class Uplink:
                     self.parents[(self._current + 1) % len(self.parents)])
         self._switch((self._current + 1) % len(self.parents))
 
+    def _reconnect(self) -> None:
+        """Our only parent has sent nothing, not even a heartbeat: connect anew. A
+        link can be up while the parent no longer reads it (its ROUTER handed our
+        routing id to another process of the same name); waiting would be silence
+        for good."""
+        self.reconnects += 1
+        log.warning("parent %s silent for %.1fs: reconnecting", self.parent, self.timings.failover_after)
+        self._switch(self._current)
+
     def _switch(self, index: int) -> None:
         self._close_probe()
         self._current = index
         self._conn.close()
-        self._conn = transport.dealer(self._ctx, self.name, self.parent, max_bytes=self._max_frame_bytes)
+        self._conn = transport.dealer(self._ctx, self.name, self.parent, max_bytes=self._max_frame_bytes,
+                                      heartbeat=self.timings.heartbeat_interval)
         if self._receiving:
             self._conn.watch(self._accept)
         self.parent_incarnation = 0  # the first frame from the new parent triggers a replay
@@ -361,6 +376,7 @@ class Uplink:
             "spool_dropped_total": self.spool.dropped_total,
             "spool_disk_errors": self.spool.disk_errors,
             "failovers": self.failovers,
+            "reconnects": self.reconnects,
             "decode_errors": self.decode_errors,
             "acks_in": self.acks_in,
         }

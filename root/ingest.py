@@ -179,6 +179,11 @@ class Ingest:
         self._own_seq += 1
         return self._own_seq
 
+    def note(self, type_: str, subject: str, message: str, attrs: dict) -> None:
+        """Store an event the root itself observed about ``subject``."""
+        self._events.append(EventRow(time.time(), subject, type_, message, attrs,
+                                     self.root_name, self.root_incarnation, self._next_own_seq()))
+
     def own_event(self, type_: str, subject: str, old: str | None, new: str, attrs: dict) -> None:
         """An event the root itself observed (its children's liveness, subtrees lost)."""
         self._next_own_seq()
@@ -311,11 +316,9 @@ class Ingest:
             self._rejected_report[p.row.node] = (count + 1, last)
             return
         self._rejected_report[p.row.node] = (0, now)
-        self._events.append(EventRow(
-            time.time(), p.row.node, "frames_rejected",
-            f"{p.row.node}: the database rejected {count + 1} frame(s), not acknowledged (kept by the sender)",
-            {"count": count + 1, "incarnation": p.row.incarnation, "seq": p.row.seq, "error": str(exc)[:500]},
-            self.root_name, self.root_incarnation, self._next_own_seq()))
+        self.note("frames_rejected", p.row.node,
+                  f"{p.row.node}: the database rejected {count + 1} frame(s), not acknowledged (kept by the sender)",
+                  {"count": count + 1, "incarnation": p.row.incarnation, "seq": p.row.seq, "error": str(exc)[:500]})
 
     async def run_upkeep(self, every: float) -> None:
         """Rollup flushes, compaction and retention, on the writer thread between commits."""

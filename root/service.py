@@ -69,7 +69,7 @@ class Root:
             self.routes.learn(n.name, hop)
         self.downlink = Downlink(ctx, cfg.listen, self.name, self.incarnation, self._from_child,
                                  self._transitions, cfg.heartbeat_interval, cfg.down_after,
-                                 cfg.max_frame_bytes, lambda: self.incarnation)
+                                 cfg.max_frame_bytes, lambda: self.incarnation, self._duplicate)
         self.ingest = Ingest(store, self.registry, self.cache, self._send_ack, self._ask_hello,
                              self.name, self.incarnation, cfg.commit_interval, cfg.commit_max_frames,
                              cfg.max_pending_frames, cfg.max_waiting_frames, cfg.max_waiting_bytes)
@@ -99,6 +99,11 @@ class Root:
                 self.ingest.accept(hop, path, inner, raw)
             elif inner.kind is Kind.REPLY:
                 self.downward.reply(inner.body)
+
+    def _duplicate(self, name: str, older: int, newer: int) -> None:
+        self.ingest.note("duplicate_name", name, f"two live processes are named {name}: the newer one's frames "
+                         "are kept, the older one's refused until it stops",
+                         {"older_incarnation": older, "newer_incarnation": newer})
 
     def _send_ack(self, hop: str, ack: Ack) -> None:
         self.downlink.send_ack(hop, ack)

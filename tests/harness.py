@@ -74,8 +74,8 @@ class Tree:
         d.port = port
         return d
 
-    def agent(self, name: str, parents: list[int], wait: bool = True, **cfg) -> Daemon:
-        return self._start(name, "clumon.agent", {
+    def agent(self, name: str, parents: list[int], wait: bool = True, label: str | None = None, **cfg) -> Daemon:
+        return self._start(label or name, "clumon.agent", {
             "name": name, "parents": [f"tcp://127.0.0.1:{p}" for p in parents],
             "state_dir": str(self.tmp / name), "failover_after": 3.0, **FAST, **cfg}, wait=wait)
 
