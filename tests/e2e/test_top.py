@@ -60,3 +60,25 @@ def test_top_runs_full_screen_in_a_terminal(tree):
                  what="top exits on Ctrl-C")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_top_at_80x24_shows_names_whole_and_q_quits(tree):
+    root = tree.root()
+    agg = tree.aggregator("rack-07-aggregator", [root.port])
+    tree.agent("rack-07-node-0123", [agg.port])
+    wait_for(lambda: "rack-07-node-0123" in clumon(root.query, "top", "--once").stdout, what="the node in top")
+    session = f"clumon-top-{time.time_ns()}"
+    cmd = f"{sys.executable} -m clumon.cli --endpoint {root.query} top --interval 0.5"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd], check=True)
+    try:
+        screen = wait_for(lambda: (s := subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                                       capture_output=True, text=True).stdout)
+                          and "rack-07-node-0123" in s and s, what="the live view at 80x24")
+        assert "rack-07-aggregator" in screen and "…" not in screen, screen
+        assert all(len(line) <= 80 for line in screen.splitlines())
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        wait_for(lambda: subprocess.run(["tmux", "has-session", "-t", session],
+                                        capture_output=True).returncode != 0, what="top exits on q")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
