@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable
+
+import zmq
+
+from clumon.proto import codec
+from clumon.proto.frames import Heartbeat, Hello, Kind, make
 
 from clumon.cli.daemon import Daemon, free_port  # noqa: F401  (free_port: for the tests)
 
@@ -155,3 +161,50 @@ def unacked_at_exit(d: Daemon) -> int:
     m = re.findall(r"stopped \((\d+) frames unacknowledged\)", d.log_path.read_text())
     assert m, f"{d.label} did not log its stop"
     return int(m[-1])
+
+
+class FrameChild:
+    """A hand-made child: a DEALER that speaks the codec, sends frames of one
+    incarnation and records the ACKs it gets (for tests of what the root stores)."""
+
+    def __init__(self, port: int, name: str = "probe"):
+        self.name = name
+        self.port = port
+        self.inc = time.time_ns()
+        self.ctx = zmq.Context()
+        self.sock = self._connect()
+        self.acked: set[int] = set()
+
+    def _connect(self):
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, self.name.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"tcp://127.0.0.1:{self.port}")
+        return sock
+
+    def reconnect(self) -> None:
+        """A new connection with the same routing id and incarnation."""
+        self.sock.close(0)
+        self.sock = self._connect()
+
+    def heartbeat(self) -> None:
+        self.sock.send(codec.encode(make(self.name, self.inc, time.time(), Heartbeat(0))))
+
+    def send(self, seq: int, body, ts: float | None = None) -> None:
+        self.sock.send(codec.encode(make(self.name, self.inc, ts or time.time(), body, seq)))
+
+    def hello(self, series=("a", "b")) -> None:
+        self.send(1, Hello(1, tuple(series), {"host": self.name}))
+
+    def drain_acks(self) -> set[int]:
+        while self.sock.poll(50):
+            frame = codec.decode(self.sock.recv())
+            if frame.kind is Kind.ACK:
+                for e in frame.body.entries:
+                    if e.node == self.name and e.incarnation == self.inc:
+                        self.acked.update(e.seqs())
+        return self.acked
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()

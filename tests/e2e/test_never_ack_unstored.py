@@ -13,53 +13,18 @@ import sqlite3
 import time
 
 import pytest
-import zmq
-from harness import wait_for
+from harness import FrameChild, wait_for
 
-from clumon.proto import codec
-from clumon.proto.frames import Data, Hello, Kind, make
+from clumon.proto.frames import Data
 from clumon.cli.client import Client
-
-
-class Child:
-    """A child of the root that sends frames of one incarnation and records ACKs."""
-
-    def __init__(self, port: int, name: str = "probe"):
-        self.name = name
-        self.inc = time.time_ns()
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, name.encode())
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(f"tcp://127.0.0.1:{port}")
-        self.acked: set[int] = set()
-
-    def send(self, seq: int, body, ts: float | None = None) -> None:
-        self.sock.send(codec.encode(make(self.name, self.inc, ts or time.time(), body, seq)))
-
-    def hello(self, series=("a", "b")) -> None:
-        self.send(1, Hello(1, tuple(series), {"host": self.name}))
-
-    def drain_acks(self) -> set[int]:
-        while self.sock.poll(50):
-            frame = codec.decode(self.sock.recv())
-            if frame.kind is Kind.ACK:
-                for e in frame.body.entries:
-                    if e.node == self.name and e.incarnation == self.inc:
-                        self.acked.update(e.seqs())
-        return self.acked
-
-    def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
 
 
 @pytest.fixture
 def child_of():
     made = []
 
-    def make_child(port: int, name: str = "probe") -> Child:
-        c = Child(port, name)
+    def make_child(port: int, name: str = "probe") -> FrameChild:
+        c = FrameChild(port, name)
         made.append(c)
         return c
 
@@ -78,7 +43,7 @@ def health(root) -> dict:
         return c.call("health")
 
 
-def assert_acked_are_stored(child: Child, db) -> None:
+def assert_acked_are_stored(child: FrameChild, db) -> None:
     """The promise: every ACKed frame is in the database (and no seq twice)."""
     with sqlite3.connect(db) as conn:
         rows = [r[0] for r in conn.execute("SELECT seq FROM frames WHERE node = ? AND incarnation = ?",
