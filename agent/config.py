@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from clumon.proto.maskrules import MAX_SILENCE, MIN_CHANGE, MIN_CHANGE_ABS, MaskError, MaskSet, parse_rule
 from clumon.proto.codec import MAX_FRAME_BYTES
-from clumon.proto.config import (DAY, HOUR, ChildLink, Each, Endpoint, MapOf, Pattern, Range, between, checked,
+from clumon.proto.config import (DAY, HOUR, ChildLink, Endpoint, MapOf, Pattern, Range, between, checked,
                                  log_level, max_frame_bytes, name_field, spool_max_age, spool_max_bytes)
 
 

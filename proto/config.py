@@ -7,7 +7,7 @@ names the file, the key and what was expected; ``main()`` prints it on one line
 and exits 2.
 
 A key's range is declared with its field (``between``, ``name_field``,
-``one_of``, ``each``, ``map_of``); ``_build`` checks it after the type, so NaN,
+``one_of``, or ``checked`` with a ``MapOf``); ``_build`` checks it after the type, so NaN,
 infinities and out-of-range values never reach a daemon.
 """
 
@@ -233,20 +233,6 @@ class OneOf:
         if probe in self.options:
             return None
         return "", f"one of {', '.join(self.options)}", value
-
-
-@dataclass(frozen=True, slots=True)
-class Each:
-    """Every element of a list passes ``check``."""
-
-    check: Check
-
-    def __call__(self, value: Any):
-        for i, item in enumerate(value):
-            bad = self.check(item)
-            if bad is not None:
-                return (f"[{i}]{bad[0]}", bad[1], bad[2])
-        return None
 
 
 @dataclass(frozen=True, slots=True)
