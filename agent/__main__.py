@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from clumon.agent.service import Agent
     from clumon.proto import runtime, transport
+    from clumon.proto.statefile import StateDirError, lock_state_dir
+
+    try:  # the agent binds nothing: its spool and masks are what two agents must not share
+        state_lock = lock_state_dir(cfg.state_dir)  # noqa: F841 - held for the process lifetime
+    except StateDirError as exc:
+        print(f"clumon-agent: {exc}", file=sys.stderr)
+        return 2
 
     def start(stop):
         # A DEALER, and a probe with its monitor while failed over: libzmq's table

@@ -29,6 +29,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from clumon.aggregator.service import Aggregator
     from clumon.proto import runtime, transport
+    from clumon.proto.statefile import StateDirError, lock_state_dir
+
+    # the port first, then the state directory (its spool) is ours
+    try:
+        runtime.check_ports((cfg.listen,))
+        state_lock = lock_state_dir(cfg.state_dir)  # noqa: F841 - held for the process lifetime
+    except (runtime.PortInUse, StateDirError) as exc:
+        print(f"clumon-aggregator: {exc}", file=sys.stderr)
+        return 2
 
     def start(stop):
         return Aggregator(cfg, transport.make_context()).serve(stop)

@@ -6,6 +6,7 @@ Nothing here runs at import time; each daemon's ``main()`` calls ``run``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import json
 import logging
@@ -14,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 log = logging.getLogger("clumon")
 
@@ -81,6 +82,55 @@ def quiet_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+class PortInUse(RuntimeError):
+    """A port this daemon must bind is taken; the message is one line for ``main()``."""
+
+
+def _port_of(endpoint: str) -> str:
+    return endpoint.rpartition(":")[2]
+
+
+def check_ports(endpoints: Iterable[str], http: str = "") -> None:
+    """Bind each ZeroMQ endpoint (and ``http``, a host:port) once and let go, before
+    a daemon touches its state: a second daemon on the same ports says so at once,
+    without opening the first one's database or markers. Raises ``PortInUse``.
+
+    The daemon binds for real right after; a process that takes a port in between
+    still makes that bind fail, only later.
+    """
+    import zmq
+
+    ctx = zmq.Context(1)
+    try:
+        for endpoint in endpoints:
+            if not endpoint.startswith("tcp://") or _port_of(endpoint) in ("0", "*"):
+                continue
+            sock = ctx.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.LINGER, 0)
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EADDRINUSE:
+                    raise PortInUse(f"port {_port_of(endpoint)} in use ({endpoint})") from None
+                raise PortInUse(f"cannot bind {endpoint}: {exc.strerror}") from None
+            finally:
+                sock.close()
+    finally:
+        ctx.term()
+    if http:
+        host, _, port = http.rpartition(":")
+        if port == "0":
+            return
+        family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+            try:
+                probe.bind((host.strip("[]"), int(port)))
+            except OSError as exc:
+                raise PortInUse(f"port {port} in use ({http})" if exc.errno == errno.EADDRINUSE
+                                else f"cannot bind {http}: {exc.strerror}") from None
 
 
 def install_uvloop() -> None:

@@ -29,13 +29,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from clumon.proto import runtime, transport
+    from clumon.proto.statefile import StateDirError, lock_state_dir
     from clumon.root import lastrun
     from clumon.root.service import Root, history_config, prepare_database
     from clumon.root.storage import Store, StoreUnavailable
 
+    # Ports first, then the state directory, then the database and the marker: a
+    # second root started by mistake stops at once and leaves the first one's alone.
+    try:
+        runtime.check_ports((cfg.listen, cfg.query), cfg.metrics)
+        state_lock = lock_state_dir(cfg.state_dir)  # noqa: F841 - held for the process lifetime
+    except (runtime.PortInUse, StateDirError) as exc:
+        print(f"clumon-root: {exc}", file=sys.stderr)
+        return 2
     try:
         prepare_database(cfg.database)
         store = Store(cfg.database, history=history_config(cfg))
+    except ImportError as exc:
+        print(f"clumon-root: config error: key 'database': no driver for {cfg.database}: {exc}", file=sys.stderr)
+        return 2
     except (StoreUnavailable, OSError) as exc:
         print(f"clumon-root: cannot open database {cfg.database}: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import free_port
+
 from clumon.agent.config import AgentConfig
 from clumon.aggregator.config import AggregatorConfig
 from clumon.proto.config import load
@@ -22,15 +24,32 @@ CASES = [
     ("agent", "intervall = 1\n", ["intervall", "unknown key"]),
     ("agent", "interval = \"fast\"\n", ["interval", "expected float"]),
     ("agent", "parents = [\"tcp://nohost\"]\n", ["parents[0]", "endpoint"]),
-    ("agent", "[intervals]\ncpu = -1\n", ["intervals.cpu", "positive"]),
-    ("agent", "ack_every = -5\n", ["ack_every", "from 0 to 3600"]),
+    ("agent", "[intervals]\ncpu = -1\n", ["intervals.cpu", "(0, 86400]"]),
+    ("agent", "[intervals]\ncpux = 5\n", ["intervals.cpux", "unknown source"]),
+    ("agent", "[intervals]\ncpu = nan\n", ["intervals.cpu", "finite", "nan"]),
+    ("agent", "ack_every = -5\n", ["ack_every", "[0, 3600]"]),
+    ("agent", "heartbeat_interval = nan\n", ["heartbeat_interval", "finite", "nan"]),
+    ("agent", "jitter = 1e308\n", ["jitter", "[0, 3600]"]),
+    ("agent", "spool_max_bytes = 0\n", ["spool_max_bytes", "integer from"]),
+    ("agent", "collectors = [\"cpu\", \"cpux\"]\n", ["collectors[1]", "one of cpu"]),
+    ("agent", "name = \"" + "n" * 300 + "\"\n", ["'name'", "at most 200 characters"]),
+    ("agent", "[masks]\nmax_silence = inf\n", ["masks.max_silence", "finite"]),
     ("aggregator", "batch_max_frames = 1.5\n", ["batch_max_frames", "expected int"]),
     ("aggregator", "listen = \"localhost:7400\"\n", ["listen", "endpoint"]),
-    ("aggregator", "down_after = 0\n", ["down_after", "positive"]),
+    ("aggregator", "down_after = 0\n", ["down_after", "[0.1, 86400]"]),
+    ("aggregator", "max_frame_bytes = -1\n", ["max_frame_bytes", "integer from"]),
+    ("aggregator", "failover_after = nan\n", ["failover_after", "finite"]),
+    ("aggregator", "name = \"a/b\"\n", ["'name'", "letters, digits"]),
     ("root", "database = 42\n", ["database", "expected str"]),
     ("root", "metrics = \"nowhere\"\n", ["metrics", "host:port"]),
     ("root", "query = \"tcp://*:99999\"\n", ["query", "endpoint"]),
     ("root", "listen = [1, 2\n", ["not valid TOML"]),
+    ("root", "commit_max_frames = 0\n", ["commit_max_frames", "integer from 1"]),
+    ("root", "down_after = nan\n", ["down_after", "finite"]),
+    ("root", "database = \"mysql://u@h/db\"\n", ["database", "sqlite or postgresql", "mysql"]),
+    ("root", "[retention]\nraw = 1\nforever = 5\n", ["retention.forever", "unknown key"]),
+    ("root", "log_level = \"LOUD\"\n", ["log_level", "one of DEBUG"]),
+    ("root", "name = \"" + "r" * 300 + "\"\n", ["'name'", "at most 200 characters"]),
 ]
 
 
@@ -59,3 +78,77 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 def test_annotated_deploy_configs_load(cls, name):
     cfg = load(cls, DEPLOY / name)
     assert isinstance(cfg, cls)
+
+
+# --- state directories and ports: a second daemon stops at once, harming nothing ---
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60)
+
+
+def _one_line(out: subprocess.CompletedProcess) -> str:
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def _stored(query: str) -> int:
+    from clumon.cli.client import Client
+
+    with Client(query) as c:
+        return c.call("health")["own_frames_stored"]
+
+
+def test_second_root_on_the_same_ports_and_state_stops_at_once_and_harms_nothing(tree, tmp_path):
+    from harness import wait_for
+
+    root = tree.root()
+    state = tmp_path / "root"
+    wait_for(lambda: (state / "running").exists(), what="the root's running marker")
+    marker = (state / "running").read_text()
+    db = tmp_path / "clumon.db"
+    db_stat = db.stat()
+    stored_before = _stored(root.query)
+
+    # the same command line again: same ports, same state dir, same database
+    line = _one_line(subprocess.run(root.argv, capture_output=True, text=True, timeout=60))
+    assert f"port {root.port} in use" in line
+
+    # other ports, same state dir: the lock says who holds it
+    other = tmp_path / "other.toml"
+    other.write_text((tmp_path / "root.toml").read_text()
+                     .replace(f":{root.port}\"", f":{free_port()}\"")
+                     .replace(root.query + "\"", f"tcp://127.0.0.1:{free_port()}\""))
+    line = _one_line(_run("clumon.root", "--config", str(other)))
+    assert line == f"clumon-root: state dir {state} is in use by pid {root.proc.pid}"
+
+    # the first root's marker and database are untouched and it keeps storing
+    assert (state / "running").read_text() == marker
+    assert db.stat().st_ino == db_stat.st_ino
+    wait_for(lambda: _stored(root.query) > stored_before,
+             what="the first root storing after the second one's attempts")
+    assert root.stop() == 0
+    assert not (state / "running").exists()
+
+
+def test_second_aggregator_on_the_same_state_dir_stops_at_once(tree, tmp_path):
+    root = tree.root()
+    agg = tree.aggregator("agg-1", [root.port])
+    line = _one_line(subprocess.run(agg.argv, capture_output=True, text=True, timeout=60))
+    assert f"port {agg.port} in use" in line
+    line = _one_line(_run("clumon.aggregator", "--config", str(tmp_path / "agg-1.toml"),
+                          "--listen", f"tcp://127.0.0.1:{free_port()}"))
+    assert line.startswith(f"clumon-aggregator: state dir {tmp_path / 'agg-1'} is in use by pid ")
+
+
+def test_second_agent_on_the_same_state_dir_stops_at_once(tree, tmp_path):
+    root = tree.root()
+    agent = tree.agent("node-1", [root.port])
+    line = _one_line(subprocess.run(agent.argv, capture_output=True, text=True, timeout=60))
+    assert line.startswith(f"clumon-agent: state dir {tmp_path / 'node-1'} is in use by pid ")
+    # once the first is gone, the directory is free again
+    assert agent.stop() == 0
+    again = tree.agent("node-1", [root.port])
+    assert again.proc.poll() is None

@@ -241,3 +241,184 @@ def test_invalid_toml(tmp_path):
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+# --- the daemons' own configs: every key has a range ------------------------------
+
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+
+from clumon.agent.config import AgentConfig, MaskConfig  # noqa: E402
+from clumon.aggregator.config import AggregatorConfig  # noqa: E402
+from clumon.proto.config import CHECK, NAME_MAX, ChildLink, Range  # noqa: E402
+from clumon.root.config import RootConfig  # noqa: E402
+
+#: (config class, prefix of its keys in the file)
+TABLES = [(AgentConfig, ""), (MaskConfig, "masks."), (AggregatorConfig, ""), (RootConfig, "")]
+DAEMON_OF = {MaskConfig: AgentConfig}
+
+
+def _numeric_keys():
+    for cls, prefix in TABLES:
+        for f in dataclasses.fields(cls):
+            if f.type in ("int", "float") or f.type in (int, float):
+                yield cls, prefix, f
+
+
+def _nest(prefix: str, key: str, value: Any) -> dict:
+    return {prefix.rstrip("."): {key: value}} if prefix else {key: value}
+
+
+def _range_error(cls, prefix, key, value) -> str:
+    with pytest.raises(ConfigError) as info:
+        from_dict(DAEMON_OF.get(cls, cls), _nest(prefix, key, value), "d.toml")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("d.toml: ")
+    assert f"key '{prefix}{key}'" in msg, msg
+    return msg
+
+
+NUMERIC = list(_numeric_keys())
+NUMERIC_IDS = [f"{cls.__name__}.{f.name}" for cls, _, f in NUMERIC]
+
+
+@pytest.mark.parametrize("cls,prefix,f", NUMERIC, ids=NUMERIC_IDS)
+def test_every_numeric_key_declares_a_finite_range(cls, prefix, f):
+    spec = f.metadata.get(CHECK)
+    assert isinstance(spec, Range), f"{cls.__name__}.{f.name} has no declared range"
+    assert math.isfinite(spec.low) and math.isfinite(spec.high) and spec.low < spec.high
+    assert spec.holds(f.default), "the default lies in its own range"
+
+
+@pytest.mark.parametrize("cls,prefix,f", NUMERIC, ids=NUMERIC_IDS)
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "below", "above", "huge", "text", "bool"])
+def test_every_numeric_key_rejects_bad_values(cls, prefix, f, bad):
+    spec = f.metadata[CHECK]
+    is_int = f.type in ("int", int)
+    value = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf,
+             "below": spec.low - (1 if is_int else max(spec.low, 1e-3)),
+             "above": spec.high + (1 if is_int else spec.high),
+             "huge": 10**30 if is_int else 1e308, "text": "5", "bool": True}[bad]
+    if spec.low_open and bad == "below":
+        value = spec.low  # the open end itself is out
+    msg = _range_error(cls, prefix, f.name, value)
+    assert "expected" in msg
+
+
+@pytest.mark.parametrize("cls,prefix,f", NUMERIC, ids=NUMERIC_IDS)
+def test_every_numeric_key_accepts_its_bounds(cls, prefix, f):
+    spec = f.metadata[CHECK]
+    ends = [spec.high] if spec.low_open else [spec.low, spec.high]
+    for value in ends:
+        cfg = from_dict(DAEMON_OF.get(cls, cls), _nest(prefix, f.name, value))
+        held = getattr(cfg.masks, f.name) if prefix else getattr(cfg, f.name)
+        assert held == value
+
+
+@pytest.mark.parametrize("key,value", [
+    ("commit_max_frames", 0), ("max_frame_bytes", 0), ("max_frame_bytes", -1), ("heartbeat_interval", math.nan),
+    ("down_after", math.nan), ("down_after", math.inf), ("max_pending_frames", -5),
+])
+def test_root_reported_cases(key, value):
+    _range_error(RootConfig, "", key, value)
+
+
+@pytest.mark.parametrize("cls", [AgentConfig, AggregatorConfig])
+@pytest.mark.parametrize("key,value", [("spool_max_bytes", 0), ("spool_max_bytes", -1), ("jitter", 1e308),
+                                       ("failover_after", math.nan), ("heartbeat_interval", math.nan)])
+def test_children_reported_cases(cls, key, value):
+    _range_error(cls, "", key, value)
+
+
+@pytest.mark.parametrize("cls", [AgentConfig, AggregatorConfig, RootConfig])
+@pytest.mark.parametrize("name", ["n" * (NAME_MAX + 1), "a/b", "two words", "node*", "-lead", "tab\tname", "é"])
+def test_bad_names(cls, name):
+    msg = _range_error(cls, "", "name", name)
+    assert f"at most {NAME_MAX} characters" in msg
+    assert len(msg) < 400, "a long bad value is shortened in the one line"
+
+
+@pytest.mark.parametrize("cls", [AgentConfig, AggregatorConfig, RootConfig])
+@pytest.mark.parametrize("name", ["node-1", "r01n07.cluster", "agg_3", "n" * NAME_MAX])
+def test_good_names(cls, name):
+    assert from_dict(cls, {"name": name}).name == name
+
+
+def test_empty_name_means_host_name_for_children_only():
+    assert from_dict(AgentConfig, {"name": ""}).name == ""
+    _range_error(RootConfig, "", "name", "")
+
+
+@pytest.mark.parametrize("cls", [AgentConfig, AggregatorConfig, RootConfig])
+def test_log_level(cls):
+    assert from_dict(cls, {"log_level": "debug"}).log_level == "debug"
+    assert "one of DEBUG" in _range_error(cls, "", "log_level", "LOUD")
+
+
+@pytest.mark.parametrize("cls,table", [(AgentConfig, None), (AgentConfig, "masks"), (AggregatorConfig, None),
+                                       (RootConfig, None)])
+def test_unknown_key_in_each_table(cls, table):
+    data = {table: {"bogus": 1}} if table else {"bogus": 1}
+    with pytest.raises(ConfigError, match="unknown key '" + (f"{table}." if table else "") + "bogus'"):
+        from_dict(cls, data)
+
+
+def test_unknown_source_in_intervals():
+    with pytest.raises(ConfigError, match=r"key 'intervals\.cpux': unknown source"):
+        from_dict(AgentConfig, {"intervals": {"cpux": 5}})
+    assert from_dict(AgentConfig, {"intervals": {"cpu": 5, "filesystem": 30}}).intervals == {"cpu": 5, "filesystem": 30}
+
+
+def test_plugin_names_are_known_sources_in_intervals(tmp_path):
+    plugin = tmp_path / "gpu_temp"
+    plugin.write_text("#!/bin/sh\necho x 1\n")
+    plugin.chmod(0o755)
+    cfg = from_dict(AgentConfig, {"plugin_dir": str(tmp_path), "intervals": {"gpu_temp": 10}})
+    assert cfg.intervals == {"gpu_temp": 10}
+    with pytest.raises(ConfigError, match="intervals.gpu_tmp"):
+        from_dict(AgentConfig, {"plugin_dir": str(tmp_path), "intervals": {"gpu_tmp": 10}})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 0, -1, 1e12, "10", True])
+def test_bad_interval_values(value):
+    with pytest.raises(ConfigError, match=r"key 'intervals\.cpu': expected"):
+        from_dict(AgentConfig, {"intervals": {"cpu": value}})
+
+
+def test_unknown_collector():
+    with pytest.raises(ConfigError, match=r"key 'collectors\[1\]': expected one of cpu.*got 'cpux'"):
+        from_dict(AgentConfig, {"collectors": ["cpu", "cpux"]})
+
+
+@pytest.mark.parametrize("retention,match", [({"1x": 3600}, r"retention\.1x.*unknown key"),
+                                             ({"raw": math.nan}, r"retention\.raw': expected"),
+                                             ({"1d": 0}, r"retention\.1d': expected"),
+                                             ({"1d": 1e300}, r"retention\.1d': expected")])
+def test_bad_retention(retention, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(RootConfig, {"retention": retention})
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "oracle://h/db", "nourl", "://", "sqlite"])
+def test_unknown_database(url):
+    with pytest.raises(ConfigError, match="key 'database': expected an SQLAlchemy URL of sqlite or postgresql"):
+        from_dict(RootConfig, {"database": url})
+
+
+@pytest.mark.parametrize("url", ["sqlite:///x.db", "sqlite:////abs/x.db", "postgresql+psycopg://u@h/db",
+                                 "postgresql://h/db"])
+def test_known_databases(url):
+    assert from_dict(RootConfig, {"database": url}).database == url
+
+
+def test_link_timings_are_declared_once():
+    """The children's configs inherit ChildLink's fields, ranges included."""
+    for cls in (AgentConfig, AggregatorConfig):
+        assert issubclass(cls, ChildLink)
+        mine = {f.name: f.metadata.get(CHECK) for f in dataclasses.fields(cls)}
+        for f in dataclasses.fields(ChildLink):
+            assert mine[f.name] == f.metadata.get(CHECK)
+    root = {f.name: f.metadata.get(CHECK) for f in dataclasses.fields(RootConfig)}
+    agg = {f.name: f.metadata.get(CHECK) for f in dataclasses.fields(AggregatorConfig)}
+    assert root["heartbeat_interval"] == agg["heartbeat_interval"]
+    assert root["down_after"] == agg["down_after"]
