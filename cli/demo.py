@@ -38,6 +38,15 @@ def plan(workdir: Path, base_port: int, aggregators: int, agents: int, interval:
     return daemons
 
 
+def _last_line(d: Daemon) -> str:
+    """The last line a daemon logged (its one-line reason when it stopped at once)."""
+    try:
+        lines = [line for line in d.log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"
+
+
 def run(workdir: Path, base_port: int = 7400, aggregators: int = 2, agents: int = 4,
         interval: float = 1.0, duration: float | None = None) -> int:
     """Start the tree, print where everything is, run until SIGINT/SIGTERM (or ``duration``)."""
@@ -56,11 +65,11 @@ def run(workdir: Path, base_port: int = 7400, aggregators: int = 2, agents: int 
             d.start(env)
             if d.label in ("root",) or d.label.startswith("agg-"):
                 if not d.wait_ready(30):
-                    console.print(f"[red]{d.label} did not start; see {d.log_path}[/red]")
+                    console.print(f"[red]{d.label} did not start: {_last_line(d)} (see {d.log_path})[/red]")
                     return 1
         for d in daemons:
             if not d.wait_ready(30):
-                console.print(f"[red]{d.label} did not start; see {d.log_path}[/red]")
+                console.print(f"[red]{d.label} did not start: {_last_line(d)} (see {d.log_path})[/red]")
                 return 1
         table = Table(title="clumon demo: a root, aggregators and agents on localhost")
         for col in ("daemon", "pid", "listens / connects to", "log"):

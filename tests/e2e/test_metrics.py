@@ -54,7 +54,7 @@ def test_metrics_parse_with_node_and_aggregator_labels(tree):
     assert 0 <= h["raw_oldest_age_s"] < 600
 
     with Client(root.query) as c:
-        c.call("forget", node="node-2")
+        c.call("forget", node="node-2", force=True)  # still up: forced
     fams = scrape(port)
     assert "node-2" not in {s.labels["node"] for s in fams["clumon_node_up"]}, "forgotten nodes drop out"
 
