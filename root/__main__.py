@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     # The writer thread holds the GIL through long SQL batches; a short switch
-    # interval lets the loop answer reads in between (read p99 48 -> 25 ms measured).
+    # interval lets the loop answer reads in between.
     sys.setswitchinterval(0.001)
 
     store.start_compactor(cfg.maintain_interval)  # beside the writer thread; close() stops it

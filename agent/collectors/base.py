@@ -209,8 +209,8 @@ class ProcFile:
 #: whole file. A seq_file read stops short only at EOF or when its buffer (at least
 #: a page, 4 KiB) cannot take the next record; /proc records (a line, a device, one
 #: single_open record sized for the whole file) are far shorter than the 2 KiB left.
-#: The read that would only have found EOF was 1-2 µs of kernel time a file (10 for
-#: /proc/stat, which makes its text again) plus a Python call.
+#: Skipping the read that would only find EOF saves a syscall and, for /proc/stat,
+#: the kernel making its text again.
 SURELY_WHOLE = 2048
 
 

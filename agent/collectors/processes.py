@@ -234,10 +234,9 @@ def fd_budget(reserve: int = 256, most: int = 8192) -> int:
     return max(0, min(most, (soft - reserve) // 2))
 
 
-#: A stat line is read into a bytes object of at most 512 bytes (CPython's small
-#: object allocator); lines are ~150-350 bytes. Reading 4096 made every kept line a
-#: 4 KiB malloc shrunk in place, and the holes between kept lines grew the heap of
-#: the collecting thread (~4 KiB a process). A line this long is read again whole.
+#: A stat line is read into a bytes object small enough for CPython's small object
+#: allocator (lines are ~150-350 bytes): a larger read shrunk in place leaves holes
+#: that grow the collecting thread's heap. A line this long is read again whole.
 _STAT_READ = 512 - 33
 
 

@@ -18,8 +18,8 @@ from sqlalchemy import event as sa_event
 
 from .pgcopy import pg_error_types
 
-#: Page size of new SQLite files: 1.10 -> 1.00 B/sample of chunks, and
-#: ingest no slower (measured with bench/root_ingest.py).
+#: Page size of new SQLite files: chunk rows of ~1 KB fill 16 KiB pages better than
+#: 4 KiB ones (figures: bench/README.md).
 SQLITE_PAGE_SIZE = 16384
 
 #: Seconds before a PostgreSQL connection attempt to an unresponsive host fails.
