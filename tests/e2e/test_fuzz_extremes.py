@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from harness import FrameChild, wait_for
@@ -36,10 +37,19 @@ def no_gap_and_nothing_acked_unstored(child: FrameChild, db, last: int) -> None:
     assert child.drain_acks() <= set(seqs)
 
 
-def test_extremes_deep_nesting_and_a_twin_lose_nothing(tree, tmp_path):
+@pytest.fixture
+def children():
+    made: list[FrameChild] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+def test_extremes_deep_nesting_and_a_twin_lose_nothing(tree, tmp_path, children):
     db = tmp_path / "clumon.db"
     root = tree.root(heartbeat_interval=0.5, down_after=2.0, rollup_flush=0.3, maintain_interval=0.3)
     probe = FrameChild(root.port, "probe")
+    children.append(probe)
     probe.hello()
     seq = [1]
 
@@ -58,6 +68,7 @@ def test_extremes_deep_nesting_and_a_twin_lose_nothing(tree, tmp_path):
 
     # deep nesting from another sender: refused at decode, nothing stored, nobody hurt
     deep = FrameChild(root.port, "deep")
+    children.append(deep)
     body = msgpack.packb([1, ["a"], {"x": "HOLE"}, "agent"])
     for depth in (40, 600, 50_000):
         frame = msgpack.packb([PROTOCOL_VERSION, int(Kind.HELLO), "deep", deep.inc, time.time(), 1, "BODY"])
@@ -71,6 +82,7 @@ def test_extremes_deep_nesting_and_a_twin_lose_nothing(tree, tmp_path):
     # reconnects and goes on: its frames are refused while the twin lives, and stored
     # once when the twin is gone and they come again
     twin = FrameChild(root.port, "probe")
+    children.append(twin)
     for _ in range(3):
         twin.heartbeat()
         time.sleep(0.2)
@@ -87,7 +99,7 @@ def test_extremes_deep_nesting_and_a_twin_lose_nothing(tree, tmp_path):
                        what="the duplicate_name event")
     assert got[0][0] == "probe"
     assert not (probe.drain_acks() & set(range(first_of_twin_time, seq[0] + 1))), "acked while the twin lived"
-    twin.close()
+    twin.sock.close(0)  # the twin stops (its context goes with the fixture)
     time.sleep(2.5)  # the twin is quiet for down_after
     for s in range(first_of_twin_time, seq[0] + 1):  # the probe's spool, replayed
         probe.send(s, Data.from_values(1, [float(s), 1e308]))
