@@ -9,7 +9,9 @@ away: keep the data, retry later) or ``StoreError`` (it refused the data itself)
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import sqlite3
 from typing import Any
 
@@ -17,6 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from .pgcopy import pg_error_types
+
+log = logging.getLogger("clumon.root.storage.engine")
 
 #: Page size of new SQLite files: chunk rows of ~1 KB fill 16 KiB pages better than
 #: 4 KiB ones (figures: bench/README.md).
@@ -137,3 +141,42 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+
+
+class FileGuard:
+    """Notices a SQLite file deleted or replaced while open: SQLite would go on
+    writing the unlinked inode, and every frame acknowledged after that would be
+    lost with it. Once lost it stays lost until the root is restarted (which opens
+    the file anew). Nothing to guard for PostgreSQL or an in-memory database."""
+
+    def __init__(self, engine: sa.Engine):
+        db = engine.url.database if engine.dialect.name == "sqlite" else None
+        self.path = db if db and db != ":memory:" and not db.startswith("file:") else None
+        self._id: tuple[int, int] | None = None
+        self.lost = ""
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def opened(self) -> None:
+        """Remember the file as it is now (after the schema was made)."""
+        if self.path is not None:
+            self._id = self._stat()
+
+    def check(self) -> None:
+        """Raise ``StoreUnavailable`` once the file is not the one opened."""
+        if self._id is None:
+            return
+        if not self.lost:
+            now = self._stat()
+            if now != self._id:
+                what = "deleted" if now is None else "replaced by another file"
+                self.lost = (f"database file {self.path} was {what} while open: nothing more is stored or "
+                             "acknowledged; restart the root to open it anew")
+                log.error("%s", self.lost)
+        if self.lost:
+            raise StoreUnavailable(self.lost)

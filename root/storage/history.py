@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ from clumon.proto.frames import Kind
 from . import compaction, retention, rollup_sql
 from . import schema as S
 from .rollup import TIER_WIDTH, TIERS, Rollups, RollupRows
+
+log = logging.getLogger("clumon.root.storage.history")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class History:
         self.frames_lock = threading.Lock()
         self.pending: list[RollupRows] = []
         self._slice_keys = self._slice_rows = 0
+        #: rollup rows the database refused (see ``write_slice_safely``)
+        self.rows_rejected = 0
         self.last_flush = {"1m": time.time(), "coarse": time.time()}
         self._minutes_due = False  # closed minutes wait to be drained, one per due()
         self._coarse_due: list[str] = []  # coarse tiers to drain, one per due()
@@ -147,6 +152,22 @@ class History:
         self._slice_rows = taken
         rollup_sql.write_rows(conn, rows, copy_threshold)
         return taken
+
+    def write_slice_safely(self, conn: sa.Connection, copy_threshold: int, max_rows: int) -> int:
+        """``write_slice`` in a savepoint of ``conn``'s transaction: rows the database
+        refuses are dropped and counted (``rows_rejected``), never taking the frames
+        of that transaction (and of every later one) with them."""
+        try:
+            with conn.begin_nested():
+                return self.write_slice(conn, copy_threshold, max_rows)
+        except sa.exc.DBAPIError as exc:
+            if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or exc.connection_invalidated:
+                raise  # the database is away, not refusing these rows
+            dropped = self.discard_slice()
+            self.rows_rejected += dropped
+            log.error("database refused %d rollup rows (dropped; raw frames are kept): %s",
+                      dropped, str(getattr(exc, "orig", exc)).splitlines()[0])
+            return 0
 
     def discard_slice(self) -> int:
         """Forget the rows and keys of a ``write_slice`` the database refused (so

@@ -30,7 +30,7 @@ from . import schema as S
 from .compactor import Compactor
 from .planner import Planner
 from .history import History, HistoryConfig
-from .engine import StoreError, StoreUnavailable, Translate, _dumps, make_engine
+from .engine import FileGuard, StoreError, StoreUnavailable, Translate, _dumps, make_engine
 from .pgcopy import copy_insert_ignore
 from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
 from .rows import dict_dict as _dict_dict, event_dict as _event_dict, frame_dict as _frame_dict
@@ -79,15 +79,17 @@ class Store:
         self.schema_version = 0
         #: rollup rows written by maintain() (the rest ride along with writes)
         self.rollup_rows_written = 0
-        #: rollup rows the database refused (dropped, so frames still get stored)
-        self.rollup_rows_rejected = 0
-        #: a SQLite file's (device, inode) once opened: see ``check_file``
-        self._file_id: tuple[int, int] | None = None
-        self._file_lost = ""
+        #: notices a SQLite file deleted or replaced while open
+        self.file_guard = FileGuard(self.engine)
         try:
             self._ensure_schema()
         except StoreUnavailable:
             pass
+
+    @property
+    def rollup_rows_rejected(self) -> int:
+        """Rollup rows the database refused (dropped, so frames still get stored)."""
+        return self.history.rows_rejected
 
     def _ensure_schema(self) -> None:
         if self.schema_version:
@@ -97,40 +99,8 @@ class Store:
                 version = S.upgrade(self.engine)
                 with self.engine.connect() as conn:
                     self.history.load(conn)
-                self._file_id = self._sqlite_file_id()
+                self.file_guard.opened()
                 self.schema_version = version
-
-    def _sqlite_file_id(self) -> tuple[int, int] | None:
-        path = self.engine.url.database if self.backend == "sqlite" else None
-        if not path or path == ":memory:" or path.startswith("file:"):
-            return None
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
-
-    def check_file(self) -> None:
-        """Raise ``StoreUnavailable`` if the SQLite file was deleted or replaced
-        while open: SQLite would go on writing the unlinked inode, and every frame
-        acknowledged after that would be lost with it. Once lost, it stays lost
-        until the root is restarted (which opens the file anew)."""
-        if self._file_id is None:
-            return
-        if not self._file_lost:
-            path = self.engine.url.database
-            try:
-                st = os.stat(path)
-                now = (st.st_dev, st.st_ino)
-            except OSError:
-                now = None
-            if now != self._file_id:
-                what = "deleted" if now is None else "replaced by another file"
-                self._file_lost = (f"database file {path} was {what} while open: nothing more is "
-                                   "stored or acknowledged; restart the root to open it anew")
-                log.error("%s", self._file_lost)
-        if self._file_lost:
-            raise StoreUnavailable(self._file_lost)
 
     # --- writing -----------------------------------------------------------
 
@@ -150,7 +120,7 @@ class Store:
         written; then nothing of the batch is committed.
         """
         self._ensure_schema()
-        self.check_file()
+        self.file_guard.check()
         h = self.history
         h.learn(dictionaries, nodes)
         # Until commit, the compactor may not retire frames (root/storage/compactor.py).
@@ -165,25 +135,9 @@ class Store:
                 self._upsert_nodes(conn, nodes)
             # A small, bounded share of the drained rollups rides along, so they
             # keep flowing between maintain() calls without holding ACKs up.
-            taken = self._rollup_slice(conn, h.config.write_slice_rows)
+            taken = h.write_slice_safely(conn, self.copy_threshold, h.config.write_slice_rows)
         h.slice_committed(taken)
         h.committed(self.engine.connect, inserted)
-
-    def _rollup_slice(self, conn: sa.Connection, max_rows: int) -> int:
-        """Write a slice of drained rollups in a savepoint of ``conn``'s transaction:
-        rows the database refuses are dropped and counted, never taking the
-        frames of that transaction (and of every later one) with them."""
-        try:
-            with conn.begin_nested():
-                return self.history.write_slice(conn, self.copy_threshold, max_rows)
-        except sa.exc.DBAPIError as exc:
-            if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or exc.connection_invalidated:
-                raise  # the database is away, not refusing these rows
-            dropped = self.history.discard_slice()
-            self.rollup_rows_rejected += dropped
-            log.error("database refused %d rollup rows (dropped; raw frames are kept): %s",
-                      dropped, str(getattr(exc, "orig", exc)).splitlines()[0])
-            return 0
 
     def _insert_frames(self, conn: sa.Connection, frames: list[FrameRow]) -> list[FrameRow]:
         """Insert, returning the frames that were new (only those feed rollups)."""
@@ -335,7 +289,7 @@ class Store:
         written, t0 = 0, time.perf_counter()
         while h.pending and time.perf_counter() - t0 < budget:
             with self._one_writer(), Translate(), self.engine.begin() as conn:
-                taken = self._rollup_slice(conn, h.config.maintain_slice_rows)
+                taken = h.write_slice_safely(conn, self.copy_threshold, h.config.maintain_slice_rows)
             h.slice_committed(taken)
             written += taken
         return written
@@ -348,7 +302,7 @@ class Store:
         the compactor thread runs), apply retention (hourly). Raises
         ``StoreUnavailable`` like ``write``."""
         self._ensure_schema()
-        self.check_file()
+        self.file_guard.check()
         now = time.time() if now is None else now
         cfg = self.history.config
         t0 = time.perf_counter()

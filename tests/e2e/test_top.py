@@ -17,6 +17,19 @@ def clumon(query: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=30, env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"})
 
 
+def tmux_top(query: str, width: int, height: int):
+    """``clumon top`` in a tmux session of that size: (session, a function reading its screen)."""
+    session = f"clumon-top-{time.time_ns()}"
+    cmd = f"{sys.executable} -m clumon.cli --endpoint {query} top --interval 0.5"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), cmd], check=True)
+    return session, lambda: subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                           capture_output=True, text=True).stdout
+
+
+def ended(session: str) -> bool:
+    return subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0
+
+
 def test_top_overview_and_one_frame(tree):
     root = tree.root()
     agg = tree.aggregator("agg-1", [root.port])
@@ -47,17 +60,13 @@ def test_top_runs_full_screen_in_a_terminal(tree):
     agg = tree.aggregator("agg-1", [root.port])
     tree.agent("node-1", [agg.port])
     wait_for(lambda: "node-1" in clumon(root.query, "top", "--once").stdout, what="node-1 in top")
-    session = f"clumon-top-{time.time_ns()}"
-    cmd = f"{sys.executable} -m clumon.cli --endpoint {root.query} top --interval 0.5"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "50", cmd], check=True)
+    session, screen_of = tmux_top(root.query, 160, 50)
     try:
-        screen = wait_for(lambda: (s := subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                                                       capture_output=True, text=True).stdout)
-                          and "hottest by CPU" in s and "node-1" in s and s, what="the live view")
+        screen = wait_for(lambda: (s := screen_of()) and "hottest by CPU" in s and "node-1" in s and s,
+                          what="the live view")
         assert "aggregators" in screen
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
-        wait_for(lambda: subprocess.run(["tmux", "has-session", "-t", session]).returncode != 0,
-                 what="top exits on Ctrl-C")
+        wait_for(lambda: ended(session), what="top exits on Ctrl-C")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
@@ -68,17 +77,12 @@ def test_top_at_80x24_shows_names_whole_and_q_quits(tree):
     agg = tree.aggregator("rack-07-aggregator", [root.port])
     tree.agent("rack-07-node-0123", [agg.port])
     wait_for(lambda: "rack-07-node-0123" in clumon(root.query, "top", "--once").stdout, what="the node in top")
-    session = f"clumon-top-{time.time_ns()}"
-    cmd = f"{sys.executable} -m clumon.cli --endpoint {root.query} top --interval 0.5"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd], check=True)
+    session, screen_of = tmux_top(root.query, 80, 24)
     try:
-        screen = wait_for(lambda: (s := subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                                                       capture_output=True, text=True).stdout)
-                          and "rack-07-node-0123" in s and s, what="the live view at 80x24")
+        screen = wait_for(lambda: (s := screen_of()) and "rack-07-node-0123" in s and s, what="the live view at 80x24")
         assert "rack-07-aggregator" in screen and "…" not in screen, screen
         assert all(len(line) <= 80 for line in screen.splitlines())
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        wait_for(lambda: subprocess.run(["tmux", "has-session", "-t", session],
-                                        capture_output=True).returncode != 0, what="top exits on q")
+        wait_for(lambda: ended(session), what="top exits on q")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
