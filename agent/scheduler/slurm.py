@@ -74,9 +74,27 @@ def _words(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value or ())
 
 
+#: the fields read of a job and of a node; the rest is dropped as each entry is decoded
+#: (a 22.05 job has ~110 fields: keeping them all made a 20,000-job poll ~2.5 times
+#: the memory and half again the CPU)
+_JOB_FIELDS = ("job_id", "user_name", "user_id", "account", "partition", "job_state", "nodes", "cpus",
+               "submit_time", "start_time", "end_time")
+_NODE_FIELDS = ("name", "state", "state_flags", "alloc_cpus", "cpus", "partitions")
+
+
+def _keeping(marker: str, keep: tuple[str, ...]):
+    """A json object_hook that trims each entry (an object with ``marker``) to ``keep``."""
+    def hook(obj: dict) -> dict:
+        return {k: obj[k] for k in keep if k in obj} if marker in obj else obj
+    return hook
+
+
+_HOOKS = {"jobs": _keeping("job_id", _JOB_FIELDS), "nodes": _keeping("state", _NODE_FIELDS)}
+
+
 def _document(raw: bytes, key: str, command: str) -> list:
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw, object_hook=_HOOKS[key])
     except ValueError as exc:
         raise ParseError(f"{command}: not JSON: {exc}") from None
     items = doc.get(key) if isinstance(doc, dict) else None
