@@ -39,7 +39,9 @@ class Slurm:
         self.env = dict(os.environ, SLURM_CONF=str(directory / "slurm.conf"))
 
     def run(self, *argv: str) -> str:
-        return subprocess.run(argv, env=self.env, capture_output=True, text=True, check=True, timeout=30).stdout
+        # in the cluster's directory: sbatch writes each job's slurm-N.out where it runs
+        return subprocess.run(argv, env=self.env, cwd=self.dir, capture_output=True, text=True, check=True,
+                              timeout=30).stdout
 
     def figures(self) -> dict[str, float]:
         """The cluster-wide figures as sinfo and squeue print them."""
