@@ -6,7 +6,6 @@ counts add up to the total); a job's ``state`` is one of ``JOB_STATES``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 #: node states, most telling first: a down node that is also drained is offline
@@ -64,34 +63,46 @@ class Snapshot:
     jobs: tuple[Job, ...]
 
 
-_RANGE = re.compile(r"([^\[,]*)\[([^\]]*)\]([^,]*)")
-
-
 def expand_hostlist(text: str) -> tuple[str, ...]:
-    """Slurm's compressed host list as names: ``n[1-3,7],gpu01`` -> n1 n2 n3 n7 gpu01.
-
-    One bracket per name (what Slurm prints for names like ``n001``); leading
-    zeros are kept.
-    """
+    """Slurm's compressed host list as names: ``n[1-3,7],gpu01`` -> n1 n2 n3 n7 gpu01;
+    several brackets in a name multiply (``r[1-2]n[1-2]`` -> r1n1 r1n2 r2n1 r2n2);
+    leading zeros are kept."""
     if not text or text == "(null)":
         return ()
     names: list[str] = []
-    pos = 0
-    while pos < len(text):
-        m = _RANGE.match(text, pos)
-        if m is not None and "," not in m.group(1):
-            head, body, tail = m.groups()
-            for part in body.split(","):
-                lo, _, hi = part.partition("-")
-                if not hi:
-                    names.append(f"{head}{lo}{tail}")
-                    continue
-                width = len(lo) if lo.startswith("0") else 0
-                names.extend(f"{head}{i:0{width}d}{tail}" for i in range(int(lo), int(hi) + 1))
-            pos = m.end() + 1
-            continue
-        end = text.find(",", pos)
-        end = len(text) if end < 0 else end
-        names.append(text[pos:end])
-        pos = end + 1
+    for item in _top_level(text):
+        names.extend(_expand(item))
     return tuple(n for n in names if n)
+
+
+def _top_level(text: str) -> list[str]:
+    """Split at the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        if c == "[":
+            depth += 1
+        elif c == "]":
+            depth -= 1
+        elif c == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
+
+
+def _expand(name: str) -> list[str]:
+    open_at = name.find("[")
+    close_at = name.find("]", open_at)
+    if open_at < 0 or close_at < 0:
+        return [name]
+    head, body, rest = name[:open_at], name[open_at + 1:close_at], _expand(name[close_at + 1:])
+    out = []
+    for part in body.split(","):
+        lo, _, hi = part.partition("-")
+        if not hi:
+            numbers = [lo]
+        else:
+            width = len(lo) if lo.startswith("0") else 0
+            numbers = [f"{i:0{width}d}" for i in range(int(lo), int(hi) + 1)]
+        out.extend(f"{head}{n}{tail}" for n in numbers for tail in rest)
+    return out

@@ -38,6 +38,8 @@ def test_hostlists_expand():
     assert expand_hostlist("n[1-3,7],gpu01") == ("n1", "n2", "n3", "n7", "gpu01")
     assert expand_hostlist("a[08-10]b") == ("a08b", "a09b", "a10b")
     assert expand_hostlist("") == ()
+    assert expand_hostlist("r[1-2]n[08-09],x") == ("r1n08", "r1n09", "r2n08", "r2n09", "x")
+    assert expand_hostlist("a[1,3-4]b") == ("a1b", "a3b", "a4b")
 
 
 def test_slurm_json_busy_scene():
