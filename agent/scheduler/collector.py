@@ -138,7 +138,10 @@ class SchedulerSource:
         except CommandFailed as exc:
             self._failed(exc.reason, exc.command, exc.detail)
         except ParseError as exc:
-            self._failed("garbage", str(exc).split(":")[0], str(exc))
+            self._failed("garbage", str(exc).partition(":")[0], str(exc))
+        except Exception as exc:  # output no parser foresaw: the same failure, logged in full
+            log.exception("scheduler %s: reading the output failed", self.cfg.cluster)
+            self._failed("garbage", self.adapter.kind, f"{type(exc).__name__}: {exc}")
         else:
             if self.failing:
                 log.info("scheduler %s answers again", self.cfg.cluster)

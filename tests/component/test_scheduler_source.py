@@ -89,6 +89,25 @@ def test_failures_keep_stale_figures_and_report_once(bin_dir, case, body, reason
     assert len(rec.events) == 1
 
 
+def test_output_no_parser_foresaw_is_garbage_too(bin_dir):
+    answering(bin_dir)
+
+    class Broken:
+        kind = "slurm"
+        commands = {"jobs": ["squeue"]}
+
+        def parse(self, outputs):
+            raise ZeroDivisionError("surprise")
+
+        def fallback(self, stderr):
+            return False
+
+    rec = Recorder(bin_dir)
+    rec.source.adapter = Broken()
+    assert rec.poll() == {STALE: 1.0, ERRORS: 1.0}
+    assert rec.events[0].attrs["reason"] == "garbage" and "surprise" in rec.events[0].attrs["detail"]
+
+
 def test_a_different_failure_is_reported_again(bin_dir):
     command(bin_dir, "squeue", "echo garbage\n")
     command(bin_dir, "sinfo", f"cat {DATA}/slurm_busy_sinfo.json\n")
