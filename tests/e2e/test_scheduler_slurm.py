@@ -17,7 +17,7 @@ import pytest
 
 from harness import wait_for
 
-from clumon.root.client import Client
+from clumon.cli.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
 NODES, CPUS = 3, 4
