@@ -101,8 +101,10 @@ def slurm(tmp_path_factory):
         except AssertionError:
             pass
     if started is None or started.returncode != 0:
+        tail = (started.stdout + started.stderr)[-600:] if started else "timed out"
+        for log in sorted((directory / "log").glob("*.log")):
+            tail += f" | {log.name}: " + " / ".join(log.read_text(errors="replace").splitlines()[-3:])
         subprocess.run([str(where / "stop.sh"), str(directory)], capture_output=True)
-        tail = (started.stdout + started.stderr)[-400:] if started else "timed out"
         pytest.skip(f"the Slurm recipe did not start: {tail}")
     yield cluster
     subprocess.run(["scancel", "-u", "root"], env=cluster.env, capture_output=True)
