@@ -74,9 +74,9 @@ def _words(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value or ())
 
 
-#: the fields read of a job and of a node; the rest is dropped as each entry is decoded
-#: (a 22.05 job has ~110 fields: keeping them all made a 20,000-job poll ~2.5 times
-#: the memory and half again the CPU)
+#: the fields read of a job and of a node; the rest is dropped as each entry is decoded,
+#: as a 22.05 job has ~110 fields and a large site's poll would hold them all at once
+#: (bench/scheduler_parse.py, figures in bench/README.md)
 _JOB_FIELDS = ("job_id", "user_name", "user_id", "account", "partition", "job_state", "nodes", "cpus",
                "submit_time", "start_time", "end_time")
 _NODE_FIELDS = ("name", "state", "state_flags", "alloc_cpus", "cpus", "partitions")
