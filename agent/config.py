@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clumon.proto.maskrules import MAX_SILENCE, MIN_CHANGE, MIN_CHANGE_ABS, MaskError, MaskSet, parse_rule
 from clumon.proto.codec import MAX_FRAME_BYTES
@@ -83,6 +84,8 @@ class AgentConfig(ChildLink):
     #: ``*_ratio`` series (0..1) are rounded to this many decimals where they are
     #: read, before change suppression; 0 keeps every bit (see deploy/agent.toml)
     ratio_digits: int = between(5, 0, 15)
+    #: the ``[scheduler]`` table (read by clumon.agent.scheduler.config); none: no scheduler source
+    scheduler: dict[str, Any] | None = None
 
     def check(self) -> str | None:
         """Cross-field checks the declared ranges cannot express."""
@@ -100,6 +103,9 @@ class AgentConfig(ChildLink):
                 if src not in known:
                     return (f"key 'intervals.{src}': unknown source (expected a collector: {', '.join(SOURCES)}; "
                             f"or a plugin's name)")
+        if self.scheduler is not None:
+            from clumon.agent.scheduler.config import problem
+            return problem(self.scheduler)
         return None
 
     def _plugin_names(self) -> set[str]:

@@ -79,6 +79,11 @@ class Agent:
             from clumon.agent.execplugins import ExecPlugins
             self.exec_plugins = ExecPlugins(Path(cfg.plugin_dir), cfg.plugin_interval, cfg.plugin_timeout,
                                             cfg.intervals, self._plugin_samples, self._plugin_event, self.name)
+        self.scheduler = None
+        if cfg.scheduler is not None:
+            from clumon.agent.scheduler import collector, config as scheduler_config
+            self.scheduler = collector.SchedulerSource(scheduler_config.parse(cfg.scheduler), self._plugin_samples,
+                                                       self._plugin_event, self.name)
         self._handlers: dict[Kind, Callable[[Frame], None]] = {
             Kind.REQUEST: self._on_request,
             Kind.CONTROL: self._on_control,
@@ -281,6 +286,8 @@ class Agent:
         gc.freeze()
         if self.exec_plugins is not None:
             tasks.append(asyncio.create_task(self.exec_plugins.run(), name="exec-plugins"))
+        if self.scheduler is not None:
+            tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self._last_link_tick = time.monotonic()
         self._arm()
         runtime.notify_ready("agent", {"name": self.name, "parents": list(self.cfg.parents),
