@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import time
 
+from clumon.agent.scheduler import snapshot
 from clumon.agent.scheduler.snapshot import (
-    ADMIN_DOWN, BUSY, FINISHED, IDLE, OFFLINE, PENDING, RESERVED, RUNNING, SUSPENDED,
+    FINISHED, PENDING, RUNNING, SUSPENDED,
     Job, Node, ParseError, Snapshot)
 
 COMMANDS = {"jobs": ["qstat", "-f"], "nodes": ["pbsnodes", "-a"]}
@@ -106,15 +107,7 @@ def parse_qstat(raw: bytes) -> list[Job]:
 
 
 def node_state(words: set[str], running: bool) -> str:
-    if words & _OFFLINE:
-        return OFFLINE
-    if words & _DRAINED:
-        return ADMIN_DOWN
-    if running:
-        return BUSY
-    if words & _RESERVED:
-        return RESERVED
-    return IDLE
+    return snapshot.node_state(words, running, _OFFLINE, _DRAINED, _RESERVED)
 
 
 def parse_pbsnodes(raw: bytes, busy_nodes: set[str] = frozenset()) -> list[Node]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from clumon.agent.scheduler import snapshot
 from clumon.agent.scheduler.snapshot import (
-    ADMIN_DOWN, BUSY, FINISHED, IDLE, OFFLINE, PENDING, RESERVED, RUNNING, SUSPENDED,
+    FINISHED, PENDING, RUNNING, SUSPENDED,
     Job, Node, ParseError, Snapshot, expand_hostlist)
 
 JSON_COMMANDS = {"jobs": ["squeue", "--json"], "nodes": ["sinfo", "--json"]}
@@ -43,15 +44,7 @@ _SUFFIX_FLAGS = {"*": "NOT_RESPONDING", "~": "POWERED_DOWN", "#": "POWERING_UP",
 
 def node_state(words: set[str], running: bool) -> str:
     """The one state of a node from its base state and flags (upper case)."""
-    if words & _OFFLINE:
-        return OFFLINE
-    if words & _DRAINED:
-        return ADMIN_DOWN
-    if running:
-        return BUSY
-    if words & _RESERVED:
-        return RESERVED
-    return IDLE
+    return snapshot.node_state(words, running, _OFFLINE, _DRAINED, _RESERVED)
 
 
 def job_state(word: str) -> str:

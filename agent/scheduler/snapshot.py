@@ -106,3 +106,19 @@ def _expand(name: str) -> list[str]:
             numbers = [f"{i:0{width}d}" for i in range(int(lo), int(hi) + 1)]
         out.extend(f"{head}{n}{tail}" for n in numbers for tail in rest)
     return out
+
+
+def node_state(words: set[str], running: bool, offline: frozenset[str], drained: frozenset[str],
+               reserved: frozenset[str]) -> str:
+    """A node's one state from the words a scheduler says about it, in order of
+    precedence: offline, then drained (admin down, even while it runs jobs), then
+    busy with jobs, then reserved, else idle. Each adapter names its own words."""
+    if words & offline:
+        return OFFLINE
+    if words & drained:
+        return ADMIN_DOWN
+    if running:
+        return BUSY
+    if words & reserved:
+        return RESERVED
+    return IDLE
