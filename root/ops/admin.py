@@ -9,7 +9,6 @@ from clumon.root.ops.base import OPERATOR, Op, QueryError, arg
 from clumon.root.registry import Registry
 
 
-
 class AdminOps:
     """``health`` (the root's own figures) and ``forget`` (drop a decommissioned node)."""
 

@@ -30,7 +30,6 @@ from clumon.root.registry import Registry
 log = logging.getLogger("clumon.root.masks")
 
 
-
 class MaskOps:
     """The ``masks`` and ``set_mask`` ops over the root's ``Downward``, and the
     delivery of pending changes (``deliver_pending``, a task of the root)."""
