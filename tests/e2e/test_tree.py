@@ -140,14 +140,17 @@ def test_series_plot_draws_a_terminal_chart(tree):
 def test_summary_and_rollup_tiers_from_a_running_root(tree):
     root = tree.root(rollup_flush=1.0, maintain_interval=0.5)
     agg = tree.aggregator("agg-1", [root.port])
-    tree.agent("node-1", [agg.port])
-    tree.agent("node-2", [agg.port])
+    # every value every second: node_load1 barely moves, so under the default masks it
+    # is sent every 30 s and a minute's bucket may hold too few samples
+    tree.agent("node-1", [agg.port], masks=UNSUPPRESSED)
+    tree.agent("node-2", [agg.port], masks=UNSUPPRESSED)
     with Client(root.query) as c:
         def summary():
             r = c.call("summary", series="node_load1", since=600, by="aggregator")
             return r["groups"].get("agg-1", {}).get("count", 0) >= 4 and r
 
-        r = wait_for(summary, timeout=60, what="aggregator rollups of node_load1")
+        # a 1-minute bucket is written once its minute has closed: up to two minutes
+        r = wait_for(summary, timeout=150, what="aggregator rollups of node_load1")
         assert r["tier"] == "1m" and r["by"] == "aggregator"
         g = r["groups"]["agg-1"]
         assert g["min"] <= g["avg"] <= g["max"]
