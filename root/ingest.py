@@ -185,14 +185,11 @@ class Ingest:
                                      self.root_name, self.root_incarnation, self._next_own_seq()))
 
     def own_event(self, type_: str, subject: str, old: str | None, new: str, attrs: dict) -> None:
-        """An event the root itself observed (its children's liveness, subtrees lost)."""
-        self._next_own_seq()
+        """A change of state the root itself observed (its children's liveness, subtrees lost)."""
         message = f"{subject}: {old or 'new'} -> {new}"
         if type_ == "unreachable":
             message = f"{subject} is down: {attrs.get('count', 0)} nodes behind it are unreachable"
-        self._events.append(EventRow(time.time(), subject, type_, message,
-                                     {"old": old, "new": new, **attrs},
-                                     self.root_name, self.root_incarnation, self._own_seq))
+        self.note(type_, subject, message, {"old": old, "new": new, **attrs})
 
     def own_frame(self, body: Hello | Data | Event) -> None:
         """Store one of the root's own frames (its health series, its own events), like a node's."""
