@@ -25,6 +25,7 @@ from clumon.root.ops.admin import AdminOps
 from clumon.root.ops.live import LiveOps
 from clumon.root.ops.masks import MaskOps
 from clumon.root.ops.reads import ReadOps
+from clumon.root.ops.sched import SchedOps
 from clumon.root.ops.stored import StoredOps
 from clumon.root.registry import Registry
 from clumon.root.server import MAX_REQUEST_BYTES, QUERY_HWM, QueryServer
@@ -77,6 +78,7 @@ class Root:
         self.masks = MaskOps(self.downward, cfg.state_dir, retry_every=cfg.heartbeat_interval)
         self.ops = OpTable([*LiveOps(self.registry, self.cache, store).ops(),
                             *StoredOps(self.registry, store, self.cache).ops(),
+                            *SchedOps(self.registry, self.cache, store).ops(),
                             *ReadOps(self.downward).ops(), *self.masks.ops(),
                             *AdminOps(self.health, self.forget, self.registry).ops()])
         self.query_conn = transport.router(ctx, cfg.query, hwm=QUERY_HWM, max_bytes=MAX_REQUEST_BYTES)

@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 from clumon.agent.collectors.base import Sample, series
 from clumon.agent.scheduler import figures
 from clumon.agent.scheduler.config import SchedulerConfig
+from clumon.agent.scheduler.jobs import JobTracker
 from clumon.agent.scheduler.lsf import LsfAdapter
 from clumon.agent.scheduler.pbs import PbsAdapter
 from clumon.agent.scheduler.slurm import SlurmAdapter
@@ -102,13 +103,16 @@ class SchedulerSource:
 
     def __init__(self, cfg: SchedulerConfig, on_samples: Callable[[str, float, list[Sample]], None],
                  on_event: Callable[[Event], None], node: str = "", adapter: Adapter | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         self.cfg = cfg
         self.adapter = adapter if adapter is not None else ADAPTERS[cfg.kind]()
         self._on_samples = on_samples
         self._on_event = on_event
         self.node = node
         self._clock = clock
+        self._wall = wall
+        #: the jobs as the root was last told of them
+        self.jobs = JobTracker(cfg.cluster, node, cfg.jobs_sync_every)
         #: the figures of the last good poll (kept, marked stale, while polls fail)
         self.figures: list[Sample] = []
         self.snapshot: Snapshot | None = None
@@ -134,7 +138,7 @@ class SchedulerSource:
         self.polls += 1
         try:
             outputs = await self._outputs()
-            self.snapshot, self.figures = await asyncio.to_thread(self._count, outputs)
+            self.snapshot, self.figures, job_events = await asyncio.to_thread(self._count, outputs, self._wall())
         except CommandFailed as exc:
             self._failed(exc.reason, exc.command, exc.detail)
         except ParseError as exc:
@@ -146,6 +150,8 @@ class SchedulerSource:
             if self.failing:
                 log.info("scheduler %s answers again", self.cfg.cluster)
             self.failing = ""
+            for event in job_events:
+                self._on_event(event)
         self._push()
 
     async def _outputs(self) -> dict[str, bytes]:
@@ -169,9 +175,9 @@ class SchedulerSource:
     def _argv(self, argv: list[str]) -> list[str]:
         return [os.path.join(self.cfg.bin_dir, argv[0]), *argv[1:]] if self.cfg.bin_dir else argv
 
-    def _count(self, outputs: dict[str, bytes]) -> tuple[Snapshot, list[Sample]]:
+    def _count(self, outputs: dict[str, bytes], now: float) -> tuple[Snapshot, list[Sample], list[Event]]:
         snapshot = self.adapter.parse(outputs)
-        return snapshot, figures.samples(snapshot, self.cfg.cluster)
+        return snapshot, figures.samples(snapshot, self.cfg.cluster), self.jobs.events(snapshot, now)
 
     def _failed(self, reason: str, command: str, detail: str) -> None:
         self.errors += 1

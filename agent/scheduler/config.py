@@ -29,10 +29,13 @@ class SchedulerConfig:
     bin_dir: str = ""
     #: a failure that goes on is reported again after this many seconds
     report_every: float = 600.0
+    #: every job listed is sent again this often (and at start), so the root can
+    #: end the jobs that left the listing while the agent was away
+    jobs_sync_every: float = 3600.0
 
 
 _TYPES = {"kind": str, "cluster": str, "interval": float, "timeout": float, "bin_dir": str,
-          "report_every": float}
+          "report_every": float, "jobs_sync_every": float}
 
 
 def _value(key: str, value: Any) -> Any:
@@ -55,6 +58,9 @@ def _check(cfg: SchedulerConfig) -> None:
         raise ValueError(f"key 'scheduler.timeout': expected seconds above 0, at most 3600, got {cfg.timeout!r}")
     if not 0 < cfg.report_every <= 86400 * 7:
         raise ValueError(f"key 'scheduler.report_every': expected seconds above 0, at most a week, got {cfg.report_every!r}")
+    if not cfg.interval <= cfg.jobs_sync_every <= 86400 * 7:
+        raise ValueError(f"key 'scheduler.jobs_sync_every': expected seconds from 'interval' to a week, "
+                         f"got {cfg.jobs_sync_every!r}")
 
 
 def parse(table: dict[str, Any]) -> SchedulerConfig:

@@ -12,6 +12,7 @@ Tables
 ``state_history``  one row per node state period ``(node, since, state)``; written
                    with the node upsert, so it needs no read and no event naming.
 ``schema_version`` which migrations have run.
+``jobs``           (version 5) one row per batch job, from ``sched_jobs`` EVENTs.
 
 Version 2 adds ``chunks`` (compacted per-series points, format in ``chunks.py``),
 ``compacted`` (seq ranges already compacted, for idempotence after deletion),
@@ -197,7 +198,40 @@ chunks = sa.Table(
     sa.Index("chunks_start", "start"),
 )
 V3_TABLES = (chunks,)
-ALL_TABLES = V1_TABLES + V2_TABLES + V3_TABLES
+
+# --- version 5: batch jobs ---------------------------------------------------------
+#
+# One row per job of a batch scheduler, upserted from the ``sched_jobs`` EVENTs of
+# the scheduler source (root/storage/jobs.py) and kept after the job ends.
+# ``last_seen`` is the poll that last spoke of it: a replayed, older event never
+# overwrites a newer one.
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("cluster", sa.Text, nullable=False),
+    sa.Column("id", sa.Text, nullable=False),
+    sa.Column("user", sa.Text, nullable=False),
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("partition", sa.Text, nullable=False),  # comma-separated when several
+    sa.Column("state", sa.Text, nullable=False),  # running | pending | suspended | finished
+    sa.Column("raw_state", sa.Text, nullable=False),  # the scheduler's word (COMPLETED, GONE ...)
+    sa.Column("nodes", sa.Text, nullable=False),  # comma-separated node names
+    sa.Column("cores", sa.Integer, nullable=False),
+    sa.Column("submit_time", sa.Float(precision=53), nullable=True),
+    sa.Column("start_time", sa.Float(precision=53), nullable=True),
+    sa.Column("end_time", sa.Float(precision=53), nullable=True),
+    sa.Column("first_seen", sa.Float(precision=53), nullable=False),
+    sa.Column("last_seen", sa.Float(precision=53), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),  # the node whose source reported it
+    sa.PrimaryKeyConstraint("cluster", "id", name="jobs_pk"),
+    sa.Index("jobs_user", "user", "start_time"),
+    sa.Index("jobs_account", "account", "start_time"),
+    sa.Index("jobs_start", "start_time"),
+    sa.Index("jobs_open", "cluster", "state"),
+)
+V5_TABLES = (jobs,)
+ALL_TABLES = V1_TABLES + V2_TABLES + V3_TABLES + V5_TABLES
 
 
 def _v1(conn: sa.Connection) -> None:
@@ -253,6 +287,10 @@ def _v4(conn: sa.Connection) -> None:
         conn.exec_driver_sql("CREATE INDEX chunks_start ON chunks USING brin (start)")
 
 
+def _v5(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=list(V5_TABLES), checkfirst=True)
+
+
 Migration = tuple[int, str, Callable[[sa.Connection], None]]
 
 #: Ordered migrations. Append; never edit one that has shipped.
@@ -261,6 +299,7 @@ MIGRATIONS: list[Migration] = [
     (2, "chunks, compacted ranges, rollup keys and tiers", _v2),
     (3, "chunks keyed by rollup_keys.key (node scope), view chunks_named", _v3),
     (4, "PostgreSQL: BRIN index on chunks.start", _v4),
+    (5, "jobs of batch schedulers", _v5),
 ]
 
 

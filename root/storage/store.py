@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from . import jobs, utilization
 from . import schema as S
 from .compactor import Compactor
 from .planner import Planner
@@ -79,6 +80,8 @@ class Store:
         self.schema_version = 0
         #: rollup rows written by maintain() (the rest ride along with writes)
         self.rollup_rows_written = 0
+        #: job rows upserted from sched_jobs events
+        self.jobs_written = 0
         #: notices a SQLite file deleted or replaced while open
         self.file_guard = FileGuard(self.engine)
         try:
@@ -130,6 +133,10 @@ class Store:
             if dictionaries:
                 self._insert_ignore(conn, S.dictionaries, [_dict_dict(d) for d in dictionaries])
             if events:
+                job_events = [e for e in events if e.type == jobs.EVENT]
+                if job_events:
+                    self.jobs_written += jobs.write(conn, self._insert, job_events)
+                    events = [jobs.slim(e) if e.type == jobs.EVENT else e for e in events]
                 self._insert_ignore(conn, S.events, [_event_dict(e) for e in events])
             if nodes:
                 self._upsert_nodes(conn, nodes)
@@ -242,6 +249,37 @@ class Store:
             EventRow(r.ts, r.subject, r.type, r.message, r.attrs, r.source, r.source_incarnation, r.source_seq)
             for r in self._rows(q)
         ]
+
+    def jobs(self, **filters: Any) -> list[dict]:
+        """Stored batch jobs, newest first (``jobs.select``'s filters)."""
+        self._ensure_schema()
+        with Translate(), self.engine.connect() as conn:
+            return jobs.select(conn, **filters)
+
+    def job(self, job_id: str, cluster: str | None = None) -> list[dict]:
+        """The stored rows of one job id (one per cluster that has it)."""
+        self._ensure_schema()
+        with Translate(), self.engine.connect() as conn:
+            return jobs.one(conn, job_id, cluster)
+
+    def core_hours(self, since: float, until: float, by: str, cluster: str | None = None,
+                   now: float | None = None) -> list[dict]:
+        """Core-hours per user or account over a period (``jobs.core_hours``)."""
+        self._ensure_schema()
+        with Translate(), self.engine.connect() as conn:
+            return jobs.core_hours(conn, since, until, by, cluster, now)
+
+    def utilization(self, cluster: str, since: float, until: float, by: str, now: float | None = None) -> dict:
+        """A cluster's utilization, occupancy and power-on rate per day or month."""
+        self._ensure_schema()
+        with Translate(), self.engine.connect() as conn:
+            return utilization.report(conn, cluster, since, until, by, self.history.config.retention, now)
+
+    def sched_clusters(self) -> list[str]:
+        """The clusters with stored scheduler figures or jobs."""
+        self._ensure_schema()
+        with Translate(), self.engine.connect() as conn:
+            return utilization.clusters(conn)
 
     def state_history(self, node: str, since: float | None = None) -> list[StateRow]:
         """The states ``node`` has been in, oldest first."""

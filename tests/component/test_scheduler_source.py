@@ -34,13 +34,22 @@ def answering(bin_dir: Path, scene: str = "busy") -> None:
 class Recorder:
     def __init__(self, bin_dir: Path, **cfg):
         self.pushes: list[dict[str, float | None]] = []
-        self.events = []
+        self.all_events = []
         table = {"kind": "slurm", "cluster": "c1", "timeout": 0.5, "bin_dir": str(bin_dir), **cfg}
-        self.source = SchedulerSource(parse(table), self._samples, self.events.append, "login1")
+        self.source = SchedulerSource(parse(table), self._samples, self.all_events.append, "login1")
 
     def _samples(self, name, interval, samples):
         assert name == "scheduler" and interval == 30.0
         self.pushes.append({s.name: s.value for s in samples})
+
+    @property
+    def events(self) -> list:
+        """The failure reports (sched_error), not the jobs sent."""
+        return [e for e in self.all_events if e.type == "sched_error"]
+
+    @property
+    def job_events(self) -> list:
+        return [e for e in self.all_events if e.type == "sched_jobs"]
 
     def poll(self) -> dict[str, float | None]:
         asyncio.run(self.source.poll())
@@ -162,3 +171,32 @@ def test_an_agent_without_a_scheduler_table_does_not_import_the_package():
             "print(sorted(m for m in sys.modules if 'scheduler' in m))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_jobs_go_up_all_at_first_then_only_what_changed(bin_dir):
+    """The first poll sends every job listed (a sync); the same listing again sends
+    nothing; another listing sends the changed jobs and ends those no longer listed."""
+    from clumon.agent.scheduler import slurm
+
+    def listed(scene):
+        return {j.id: j for j in slurm.parse_squeue_json((DATA / f"slurm_{scene}_squeue.json").read_bytes())}
+
+    answering(bin_dir, "degraded")
+    rec = Recorder(bin_dir)
+    rec.poll()
+    first = rec.job_events
+    assert len(first) == 1 and first[0].attrs["sync"] is True and first[0].attrs["last"] is True
+    assert sorted(j[0] for j in first[0].attrs["jobs"]) == sorted(listed("degraded"))
+    rec.poll()
+    assert len(rec.job_events) == 1  # nothing changed, nothing sent
+    answering(bin_dir, "busy")
+    rec.poll()
+    second = rec.job_events[1]
+    assert "sync" not in second.attrs and second.attrs["last"] is True
+    before, now = listed("degraded"), listed("busy")
+    sent = {j[0]: j for j in second.attrs["jobs"]}
+    gone = set(before) - set(now)
+    assert gone == {"9"} and sent["9"][4:6] == ["finished", "GONE"] and sent["9"][10] is not None
+    changed = {jid for jid, j in now.items() if before[jid] != j}
+    assert changed and set(sent) == gone | changed
+    assert sent["7"][4] == "pending" and sent["2"][4] == "running"

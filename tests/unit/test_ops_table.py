@@ -59,16 +59,17 @@ def test_the_roots_table_has_every_op_once_with_a_role(tmp_path):
     from clumon.root.ops.live import LiveOps
     from clumon.root.ops.masks import MaskOps
     from clumon.root.ops.reads import ReadOps
+    from clumon.root.ops.sched import SchedOps
     from clumon.root.ops.stored import StoredOps
     from clumon.root.registry import Registry
 
     registry = Registry()
     down = Downward(registry, Routes(), lambda hop, req: False, "root")
     ops = [*LiveOps(registry, LatestCache(), None).ops(), *StoredOps(registry, None).ops(),
-           *ReadOps(down).ops(), *MaskOps(down, tmp_path).ops(), *AdminOps(dict, lambda n: False, registry).ops()]
+           *SchedOps(registry, LatestCache(), None).ops(), *ReadOps(down).ops(), *MaskOps(down, tmp_path).ops(), *AdminOps(dict, lambda n: False, registry).ops()]
     table = OpTable(ops)
     assert table.names() == sorted(["nodes", "tree", "latest", "overview", "series", "summary", "events",
-                                    "read", "masks", "set_mask", "health", "forget"])
+                                    "cluster", "jobs", "job", "utilization", "read", "masks", "set_mask", "health", "forget"])
     changing = {op.name for op in ops if op.mutating}
     assert changing == {"forget", "set_mask"}
     assert all(op.role != READER for op in ops if op.mutating)
