@@ -7,16 +7,19 @@ healthy, with a sched_error EVENT and its last figures marked stale."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from harness import wait_for
 
+from clumon.agent.scheduler.snapshot import expand_hostlist
 from clumon.cli.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -274,3 +277,88 @@ def test_figures_follow_jobs_drain_and_a_dead_slurmd(slurm, tree):
         assert got["power_on"] == pytest.approx(2 / 3, abs=1e-4)
         assert got["cores_total"] == 12
         wait_for(lambda: settled("login-pbs"), timeout=30, what="the wrapper sees n2 offline too")
+
+
+def clumon(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clumon.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def squeue_jobs(slurm: Slurm) -> dict[str, tuple[str, str, str]]:
+    """id -> (state word, user, node list) of the jobs squeue lists now."""
+    out = {}
+    for line in slurm.run("squeue", "-h", "-a", "-t", "all", "-o", "%i|%T|%u|%N").split():
+        jid, state, user, nodes = line.split("|")
+        out[jid] = (state, user, nodes)
+    return out
+
+
+def test_jobs_are_kept_in_sql_and_joined_to_their_nodes_samples(slurm, tree):
+    """Each job's row follows squeue (state, user, nodes); a finished job keeps its
+    row with its end; ``clumon job`` shows the samples of the node that ran it;
+    ``clumon jobs`` and ``clumon report utilization`` answer from the same rows."""
+    tree.env.update(slurm.env)
+    root = tree.root()
+    tree.agent("login-slurm", [root.port], **scheduler("slurm"))
+    tree.agent("n1", [root.port])  # the clumon agent of Slurm's node n1
+    # what an earlier test left on the cluster goes; everything here runs on n1
+    subprocess.run(["scancel", "-u", "root"], env=slurm.env, capture_output=True, timeout=30)
+    wait_for(lambda: squeue_jobs(slurm) == {} or all(s not in ("RUNNING", "PENDING", "COMPLETING")
+                                                    for s, _, _ in squeue_jobs(slurm).values()),
+             timeout=60, what="no job left from earlier tests")
+    long_id = slurm.run("sbatch", "--parsable", "-n", "2", "-w", "n1", "--wrap", "sleep 120").strip()
+    short_id = slurm.run("sbatch", "--parsable", "-n", "1", "-w", "n1", "--wrap", "sleep 4").strip()
+    waiting_id = slurm.run("sbatch", "--parsable", "-N", "1", "-n", "4", "-w", "n1", "--wrap", "sleep 60").strip()
+    with Client(root.query) as c:
+        def rows() -> dict[str, dict]:
+            return {j["id"]: j for j in c.call("jobs", cluster="c1", since=3600)}
+
+        def agree() -> dict | bool:
+            listed, got = squeue_jobs(slurm), rows()
+            for jid in (long_id, short_id, waiting_id):
+                if jid not in listed:
+                    continue
+                state, user, nodes = listed[jid]
+                row = got.get(jid)
+                if row is None or row["raw_state"] != state or row["user"] != user:
+                    return False
+                if state == "RUNNING" and tuple(row["nodes"]) != expand_hostlist(nodes):
+                    return False
+            return got
+
+        got = wait_for(lambda: (a := agree()) and a.get(long_id, {}).get("state") == "running"
+                       and a.get(waiting_id, {}).get("state") == "pending" and a,
+                       timeout=30, what="job rows = squeue (one running on n1, one waiting)")
+        assert got[long_id]["nodes"] == ["n1"] and got[long_id]["cores"] == 2
+        assert got[long_id]["start_time"] is not None and got[waiting_id]["start_time"] is None
+        # a job that ends keeps its row, with its end
+        done = wait_for(lambda: rows().get(short_id, {}).get("state") == "finished" and rows()[short_id],
+                        timeout=60, what="the short job finished in its row")
+        assert done["end_time"] >= done["start_time"] and done["raw_state"] in ("COMPLETED", "GONE")
+        slurm.run("scancel", waiting_id)
+        cancelled = wait_for(lambda: rows().get(waiting_id, {}).get("state") == "finished" and rows()[waiting_id],
+                             timeout=30, what="the cancelled job finished in its row")
+        assert cancelled["raw_state"] in ("CANCELLED", "GONE")
+        # the job's node, watched by clumon: its samples over the run
+        shown = wait_for(lambda: (j := c.call("job", id=long_id))["nodes"].get("n1", {}).get("node_load1", {})
+                         .get("points") and j, timeout=60, what="n1's samples in the job's answer")
+        assert shown["job"]["id"] == long_id and shown["missing"] == []
+        start = shown["job"]["start_time"]
+        assert all(p[0] >= start for p in shown["nodes"]["n1"]["node_load1"]["points"])
+        assert [j["id"] for j in c.call("jobs", user="nobody-at-all")] == []
+        with pytest.raises(Exception, match="unknown_job|no job"):
+            c.call("job", id="999999")
+    endpoint = ["--endpoint", root.query]
+    out = clumon("job", long_id, *endpoint)
+    assert out.returncode == 0 and "n1" in out.stdout and "load1" in out.stdout, out.stdout + out.stderr
+    out = clumon("jobs", "--state", "finished", "--json", *endpoint)
+    assert out.returncode == 0 and {short_id, waiting_id} <= {j["id"] for j in json.loads(out.stdout)}
+    out = clumon("report", "utilization", "--cluster", "c1", "--csv", *endpoint)
+    assert out.returncode == 0 and out.stdout.splitlines()[0].startswith("cluster,period,utilization"), out.stderr
+    out = clumon("report", "utilization", "--json", *endpoint)
+    report = json.loads(out.stdout)
+    assert [cl["cluster"] for cl in report["clusters"]] == ["c1"]
+    assert {r["user"] for r in report["users"]} == {"root"}
+    out = clumon("cluster", "c1", *endpoint)
+    assert out.returncode == 0 and "cluster c1" in out.stdout
+    out = clumon("job", "999999", *endpoint)
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1 and "no job" in out.stderr

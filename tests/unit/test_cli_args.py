@@ -42,7 +42,7 @@ def test_endpoint_defaults_to_the_environment(monkeypatch):
 def test_every_query_command_has_a_handler():
     p, commands = parser()
     assert set(commands) == {"nodes", "tree", "latest", "top", "series", "summary", "events", "read",
-                             "health", "forget", "mask"}
+                             "health", "forget", "mask", "cluster", "jobs", "job", "report"}
 
 
 def test_version(capsys):
@@ -62,3 +62,14 @@ def test_one_version_everywhere():
     from clumon.agent import __version__ as agent_version
     from clumon.cli.simworker import VERSION
     assert agent_version == VERSION == __version__
+
+
+def test_report_dates_and_months_are_checked_before_asking():
+    from clumon.cli.sched import moment
+    assert moment("2026-11-01") == 1793491200.0  # UTC midnight
+    assert moment("7d") == 7 * 86400
+    for bad in (["report", "utilization", "--month", "2026-13"], ["report", "utilization", "--since", "2026-02-30"],
+                ["report", "utilization", "--month", "2026-11", "--since", "7d"], ["jobs", "--state", "done"]):
+        with pytest.raises(SystemExit) as exc:
+            parse(*bad)
+        assert exc.value.code == 2
