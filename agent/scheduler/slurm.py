@@ -1,9 +1,11 @@
 """Slurm: ``squeue --json`` and ``sinfo --json`` (Slurm 21.08 to 22.05, OpenAPI
 v0.0.37/38), and ``-o`` format strings for a Slurm without ``--json``.
 
-Slurm 23.02 and later print the same documents with a few fields wrapped
+Slurm 23.02 and later print the same jobs with a few fields wrapped
 (``{"set": true, "number": 4}``) and states as lists (``["IDLE", "DRAIN"]``);
-both shapes are read where they differ in a field used here.
+both shapes are read where they differ in a field used here. Their ``sinfo
+--json`` is another document (``sinfo``: entries of a partition's nodes in one
+state, one node each under ``-N``), read by ``_sinfo_entries``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from clumon.agent.scheduler.snapshot import (
     FINISHED, PENDING, RUNNING, SUSPENDED,
     Job, Node, ParseError, Snapshot, expand_hostlist)
 
-JSON_COMMANDS = {"jobs": ["squeue", "--json"], "nodes": ["sinfo", "--json"]}
+#: ``-N``: one entry per node and partition from Slurm 23.02 on (whose ``--json``
+#: otherwise groups nodes); 22.05 prints its node list either way
+JSON_COMMANDS = {"jobs": ["squeue", "--json"], "nodes": ["sinfo", "-N", "--json"]}
 JOB_FORMAT = "%i|%u|%a|%P|%T|%N|%C|%V|%S|%e"
 NODE_FORMAT = "%N|%P|%T|%c|%C"
 TEXT_COMMANDS = {"jobs": ["squeue", "-h", "-a", "-o", JOB_FORMAT],
@@ -85,21 +89,26 @@ def _keeping(marker: str, keep: tuple[str, ...]):
 _HOOKS = {"jobs": _keeping("job_id", _JOB_FIELDS), "nodes": _keeping("state", _NODE_FIELDS)}
 
 
-def _document(raw: bytes, key: str, command: str) -> list:
+def _document(raw: bytes, key: str, command: str, other: str = "") -> tuple[str, list]:
+    """The list under ``key`` (or under ``other``, a later Slurm's name for it)."""
     try:
         doc = json.loads(raw, object_hook=_HOOKS[key])
     except ValueError as exc:
         raise ParseError(f"{command}: not JSON: {exc}") from None
-    items = doc.get(key) if isinstance(doc, dict) else None
-    if not isinstance(items, list):
-        raise ParseError(f"{command}: no {key!r} list in its JSON")
-    return items
+    for name in (key, other):
+        items = doc.get(name) if name and isinstance(doc, dict) else None
+        if isinstance(items, list):
+            return name, items
+    raise ParseError(f"{command}: no {key!r} list in its JSON")
 
 
 def parse_sinfo_json(raw: bytes) -> list[Node]:
+    key, items = _document(raw, "nodes", "sinfo --json", other="sinfo")
+    if key == "sinfo":
+        return _sinfo_entries(items)
     nodes = []
     try:
-        for n in _document(raw, "nodes", "sinfo --json"):
+        for n in items:
             words = {w.upper() for w in (*_words(n.get("state")), *n.get("state_flags", ()))}
             running = _number(n.get("alloc_cpus")) > 0 or bool(words & _ALLOCATED)
             nodes.append(Node(n["name"], tuple(n.get("partitions") or ()), node_state(words, running),
@@ -109,10 +118,35 @@ def parse_sinfo_json(raw: bytes) -> list[Node]:
     return nodes
 
 
+def _sinfo_entries(items: list) -> list[Node]:
+    """Slurm 23.02+'s ``sinfo`` list: one entry per group of nodes of one partition
+    and state (one node each under ``-N``), a node listed once per partition."""
+    seen: dict[str, Node] = {}
+    try:
+        for e in items:
+            names = [n for text in e["nodes"]["nodes"] for n in expand_hostlist(text)]
+            if not names:
+                continue
+            cpus = e.get("cpus") or {}
+            words = {w.upper() for w in _words((e.get("node") or {}).get("state"))}
+            alone = len(names) == 1
+            running = bool(words & _ALLOCATED) or (alone and _number(cpus.get("allocated")) > 0)
+            per_node = _number(cpus.get("total")) // len(names)
+            partition = ((e.get("partition") or {}).get("name")) or ""
+            for name in names:
+                old = seen.get(name)
+                parts = (*old.partitions, partition) if old else (partition,)
+                seen[name] = Node(name, tuple(p for p in dict.fromkeys(parts) if p), node_state(words, running),
+                                  per_node, running)
+    except (KeyError, TypeError, AttributeError, ValueError, ZeroDivisionError) as exc:
+        raise ParseError(f"sinfo --json: unexpected entry: {exc!r}") from None
+    return list(seen.values())
+
+
 def parse_squeue_json(raw: bytes) -> list[Job]:
     jobs = []
     try:
-        for j in _document(raw, "jobs", "squeue --json"):
+        for j in _document(raw, "jobs", "squeue --json")[1]:
             raw_state = _words(j.get("job_state"))[0]
             state = job_state(raw_state)
             user = j.get("user_name") or str(j.get("user_id", ""))

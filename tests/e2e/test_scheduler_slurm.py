@@ -269,6 +269,12 @@ def test_figures_follow_jobs_drain_and_a_dead_slurmd(slurm, tree):
         assert got["utilization"] == pytest.approx(10 / 12, abs=1e-4)
         assert got["power_on"] == 1.0
         wait_for(lambda: settled("login-pbs"), timeout=30, what="the PBS-style wrapper's figures = sinfo/squeue")
+        [now] = c.call("cluster", cluster="c1")  # the op behind `clumon cluster`: the same figures
+        whole = now["partitions"][""]
+        assert now["source"] in ("login-slurm", "login-pbs") and now["stale"] is False
+        assert (whole["cores"]["used"], whole["jobs"]["pending"], whole["nodes"]["admin_down"]) == (10, 2, 1)
+        assert whole["utilization"] == pytest.approx(10 / 12, abs=1e-4)
+        assert now["partitions"]["debug"]["jobs"]["running"] == 5  # per partition too
 
         pid = int((slurm.dir / "slurmd-n2.pid").read_text())
         os.kill(pid, signal.SIGKILL)

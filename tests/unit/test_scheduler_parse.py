@@ -97,6 +97,38 @@ def test_slurm_23_shape_with_wrapped_numbers_and_state_lists():
     assert snap.nodes[0].state == ADMIN_DOWN and not snap.nodes[0].running
 
 
+def _grouped(doc: dict) -> dict:
+    """Slurm 23.02+'s sinfo without -N: a partition's nodes in one state as one entry."""
+    groups: dict = {}
+    for e in doc["sinfo"]:
+        key = (e["partition"]["name"], tuple(e["node"]["state"]))
+        g = groups.get(key)
+        if g is None:
+            groups[key] = json.loads(json.dumps(e))
+            continue
+        g["nodes"]["nodes"] += e["nodes"]["nodes"]
+        for k in ("allocated", "idle", "total"):
+            g["cpus"][k] += e["cpus"][k]
+    for g in groups.values():  # and its names compressed, as Slurm prints them
+        names = g["nodes"]["nodes"]
+        if len(names) > 1 and all(n[:1] == "n" and n[1:].isdigit() for n in names):
+            g["nodes"]["nodes"] = ["n[" + ",".join(n[1:] for n in names) + "]"]
+    return {"sinfo": list(groups.values())}
+
+
+@pytest.mark.parametrize("scene", SCENES)
+def test_slurm_23_sinfo_document_gives_the_same_figures(scene):
+    """sinfo's 23.02+ document (entries per partition and state; written from its
+    documented shape, tests/data/scheduler/README.md), per node and grouped."""
+    want = {s.name: s.value for s in figures.samples(slurm_json(scene), "c")}
+    per_node = read(f"slurm_v2302_{scene}_sinfo.json")
+    grouped = json.dumps(_grouped(json.loads(per_node))).encode()
+    for doc in (per_node, grouped):
+        snap = slurm.SlurmAdapter().parse({"jobs": read(f"slurm_{scene}_squeue.json"), "nodes": doc})
+        assert {s.name: s.value for s in figures.samples(snap, "c")} == want
+    assert slurm.JSON_COMMANDS["nodes"] == ["sinfo", "-N", "--json"]
+
+
 @pytest.mark.parametrize("words, running, want", [
     ({"IDLE"}, False, IDLE), ({"ALLOCATED"}, True, BUSY), ({"MIXED", "DRAIN"}, True, ADMIN_DOWN),
     ({"IDLE", "DRAIN", "NOT_RESPONDING"}, False, OFFLINE), ({"IDLE", "POWERED_DOWN"}, False, OFFLINE),
