@@ -50,7 +50,8 @@ class SchedOps:
         found: dict[str, dict] = {}
         for node in list(self.registry.nodes):
             by_cluster: dict[str, dict] = {}
-            for name, (value, ts) in self.cache.latest(node).items():
+            latest = self.cache.latest(node)
+            for name, (value, ts) in latest.items():
                 if not name.startswith("sched_"):
                     continue
                 parsed = parse(name)
@@ -58,8 +59,6 @@ class SchedOps:
                     continue
                 metric, labels = parsed
                 c = labels["cluster"]
-                if want is not None and c != want:
-                    continue
                 entry = by_cluster.setdefault(c, {"cluster": c, "source": node, "ts": 0.0, "stale": False,
                                                   "errors": 0, "partitions": {}})
                 entry["ts"] = max(entry["ts"], ts)
@@ -73,15 +72,17 @@ class SchedOps:
                 elif metric in _RATIOS:
                     part[_RATIOS[metric]] = value
             for c, entry in by_cluster.items():
-                errors = self.cache.latest(node).get(f'clumon_sched_errors_total{{cluster="{_esc(c)}"}}')
+                errors = latest.get(f'clumon_sched_errors_total{{cluster="{_esc(c)}"}}')
                 entry["errors"] = int(errors[0]) if errors and errors[0] is not None else 0
                 entry["source_state"] = self.registry.nodes[node].state if node in self.registry.nodes else "unknown"
                 if c not in found or entry["ts"] > found[c]["ts"]:
                     found[c] = entry
-        if want is not None and want not in found:
+        if want is None:
+            return [found[c] for c in sorted(found)]
+        if want not in found:
             known = ", ".join(sorted(found)) or "none yet"
             raise QueryError("unknown_cluster", f"no scheduler figures for cluster {want!r} (clusters: {known})")
-        return [found[c] for c in sorted(found)]
+        return [found[want]]
 
     # --- jobs ------------------------------------------------------------------------
 
