@@ -141,3 +141,23 @@ def test_the_daily_and_monthly_tables_from_the_rollups(url):
         assert [m["utilization"] for m in months] == [pytest.approx(0.5), pytest.approx(1.0)]
     assert store.sched_clusters() == ["c1"]
     store.close()
+
+
+def test_malformed_job_entries_are_skipped_and_lose_nothing_else(url):
+    """A newer agent's shape or a broken plugin: entries that are not jobs are
+    skipped, the good ones of the same event and batch are stored."""
+    store = Store(url, history=MANUAL)
+    bad = ["not a list", ["short"], [None] * 11, ["", "u", "a", "p", "running", "R", "", 1, None, None, None],
+           ["big", "u", "a", "p", "weird-state", "?", "", 10**30, float("nan"), "x", True]]
+    good = job("ok", "ann", "running", start=T0)
+    store.write([], [], [jobs_event([*bad, good], T0 + 10),
+                         EventRow(T0, "login1", "sched_jobs", "no list", {"cluster": "c1", "jobs": "x"}, "login1", INC,
+                                  next(_seq)),
+                         EventRow(T0, "login1", "sched_jobs", "no attrs", "oops", "login1", INC, next(_seq))])
+    rows = {j["id"]: j for j in store.jobs(since=0)}
+    assert set(rows) == {"ok", "big"}
+    assert rows["ok"]["state"] == "running"
+    # unknown state words count as finished; out-of-range numbers are clamped or dropped
+    assert (rows["big"]["state"], rows["big"]["cores"], rows["big"]["submit_time"]) == ("finished", 2**31 - 1, None)
+    assert len(store.events(type="sched_jobs")) == 3  # each event still stored, once
+    store.close()
