@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from clumon.cli import admin, history, masks, nodes, reads, sched
+from clumon.cli import admin, alerts, history, masks, nodes, reads, sched
 from clumon.cli.client import DEFAULT_ENDPOINT, Client, ClientError
 from clumon.cli.render import duration
 from clumon.proto import __version__
 
-FAMILIES = (nodes, history, reads, masks, admin, sched)
+FAMILIES = (nodes, history, reads, masks, admin, sched, alerts)
 
 Command = Callable[[Client, argparse.Namespace], Any]
 
@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             processes=a.processes, duration=a.duration, prefix=a.prefix, first=a.first, ramp=a.ramp,
             stats_interval=a.stats_interval, histogram=a.histogram, drain_timeout=a.drain_timeout,
             heartbeat_interval=a.heartbeat_interval, failover_after=a.failover_after))
+    if a.command == "rules" and a.action == "check":
+        if not a.file:
+            p.error("rules check needs the FILE to check")
+        return alerts.check_rules(a.file, a.json)
     try:
         with Client(a.endpoint, a.timeout) as c:
             result = commands[a.command](c, a)

@@ -28,6 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clumon-root: config error: {exc}", file=sys.stderr)
         return 2
 
+    if cfg.alerts:  # checked before anything starts: a bad file is one line and exit 2
+        from clumon.root.alerts.rules import RulesError, load as load_rules
+        try:
+            load_rules(cfg.alerts)
+        except RulesError as exc:
+            print(f"clumon-root: config error: key 'alerts': {exc}", file=sys.stderr)
+            return 2
+
     from clumon.proto import runtime, transport
     from clumon.proto.statefile import StateDirError, lock_state_dir
     from clumon.root import lastrun

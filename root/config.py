@@ -59,6 +59,8 @@ class RootConfig:
     request_timeout: float = between(5.0, 0.01, HOUR)
     max_frame_bytes: int = max_frame_bytes(MAX_FRAME_BYTES)
     log_level: str = log_level()
+    #: the alert rules, receivers and routes (TOML, docs: deploy/alerts.toml); empty: no alerts
+    alerts: str = ""
 
     def check(self) -> str | None:
         """What the declared ranges cannot express: host:port and the database URL."""

@@ -70,8 +70,9 @@ def _fmt(v: float) -> str:
     return repr(float(v))
 
 
-def render(nodes: list[NodeSnapshot], health: dict) -> str:
-    """The Prometheus text exposition (format 0.0.4)."""
+def render(nodes: list[NodeSnapshot], health: dict, alerts: list[str] = ()) -> str:
+    """The Prometheus text exposition (format 0.0.4); ``alerts`` are ready
+    ``ALERTS{...} 1`` lines (the alert engine's)."""
     families: dict[str, list[str]] = {}
     for node in nodes:
         base = f'node="{_escape(node.name)}",aggregator="{_escape(node.aggregator)}"'
@@ -96,13 +97,16 @@ def render(nodes: list[NodeSnapshot], health: dict) -> str:
             continue
         lines.append(f"# TYPE clumon_root_{key} gauge")
         lines.append(f"clumon_root_{key} {_fmt(v)}")
+    if alerts:
+        lines.append("# TYPE ALERTS gauge")
+        lines.extend(alerts)
     return "\n".join(lines) + "\n"
 
 
 class MetricsServer:
     """A minimal HTTP/1.1 server: ``GET /metrics``, anything else 404."""
 
-    def __init__(self, host: str, port: int, take: Callable[[], tuple[list[NodeSnapshot], dict]]):
+    def __init__(self, host: str, port: int, take: Callable[[], tuple[list[NodeSnapshot], dict, list[str]]]):
         self.host, self.port = host, port
         self._take = take
         self._server: asyncio.AbstractServer | None = None
@@ -120,8 +124,8 @@ class MetricsServer:
             if method not in ("GET", "HEAD") or path.split("?", 1)[0] != "/metrics":
                 await self._respond(writer, 404, "text/plain", b"only GET /metrics here\n")
                 return
-            nodes, health = self._take()
-            body = await asyncio.get_running_loop().run_in_executor(None, render, nodes, health)
+            nodes, health, alerts = self._take()
+            body = await asyncio.get_running_loop().run_in_executor(None, render, nodes, health, alerts)
             self.scrapes += 1
             await self._respond(writer, 200, CONTENT_TYPE, body.encode() if method == "GET" else b"")
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError):

@@ -95,6 +95,8 @@ class Ingest:
         #: sender -> (frames rejected since the last event about it, when that was)
         self._rejected_report: dict[str, tuple[int, float]] = {}
         self._rate: deque[tuple[float, int, int]] = deque(maxlen=120)
+        #: told of every event once it is stored (the alert engine's event rules)
+        self.on_stored_events: Callable[[list[EventRow]], None] | None = None
 
     # --- frames in ---------------------------------------------------------------------
 
@@ -261,6 +263,11 @@ class Ingest:
         self.own_frames_stored += own
         self._rate.append((time.monotonic(), self.frames_stored, self.samples_in))
         self._acknowledge(batch)
+        if events and self.on_stored_events is not None:
+            try:
+                self.on_stored_events(events)
+            except Exception:  # a listener's bug must not stop commits
+                log.exception("an event listener failed")
         return True
 
     def _hold(self, batch: list[Pending], dicts, events, nodes, exc: Exception) -> None:

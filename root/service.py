@@ -21,7 +21,9 @@ from clumon.root.storage import HistoryConfig
 from clumon.root.ingest import Ingest
 from clumon.root.downward import Downward
 from clumon.root.ops import OpTable
+from clumon.root.alerts.engine import AlertEngine
 from clumon.root.ops.admin import AdminOps
+from clumon.root.ops.alerts import AlertOps
 from clumon.root.ops.live import LiveOps
 from clumon.root.ops.masks import MaskOps
 from clumon.root.ops.reads import ReadOps
@@ -85,6 +87,11 @@ class Root:
         self.server = QueryServer(self.query_conn, self.ops, cfg.request_timeout)
         self.inner_errors = 0
         self.metrics: http.MetricsServer | None = None
+        self.alerts: AlertEngine | None = None
+        if cfg.alerts:  # RulesError here: the root does not start (one line, exit 2)
+            self.alerts = AlertEngine(cfg.alerts, self.registry, self.cache, store, self.ingest.note)
+            self.ingest.on_stored_events = self.alerts.saw_events
+        self.ops.add(*AlertOps(self.alerts).ops())
 
     # --- children ----------------------------------------------------------------------
 
@@ -162,6 +169,7 @@ class Root:
             "queries": self.server.requests,
             **i.rates(),
             **self._compaction(),
+            **(self.alerts.figures() if self.alerts is not None else {}),
         }
 
     def _compaction(self) -> dict:
@@ -188,7 +196,8 @@ class Root:
                 self.ingest.own_frame(health.sample(self))
 
     def _metrics_snapshot(self):
-        return http.snapshot(self.registry, self.cache, self.cfg.metrics_stale_after), self.health()
+        alerts = self.alerts.metrics_lines() if self.alerts is not None else []
+        return http.snapshot(self.registry, self.cache, self.cfg.metrics_stale_after), self.health(), alerts
 
     async def _start_metrics(self) -> int | None:
         if not self.cfg.metrics:
@@ -196,6 +205,23 @@ class Root:
         host, _, port = self.cfg.metrics.rpartition(":")
         self.metrics = http.MetricsServer(host.strip("[]"), int(port), self._metrics_snapshot)
         return await self.metrics.start()
+
+    def _reload_on_hup(self) -> None:
+        """SIGHUP reads the alert rules again (a bad file keeps the old ones, said in the log)."""
+        import signal
+
+        def hup() -> None:
+            async def reload() -> None:
+                try:
+                    await self.alerts.reload()
+                except Exception as exc:
+                    log.error("alert rules not reloaded, the old ones stay: %s", exc)
+            asyncio.get_running_loop().create_task(reload())
+
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup)
+        except (NotImplementedError, RuntimeError):
+            pass
 
     async def serve(self, stop: asyncio.Event) -> None:
         runtime.quiet_gc()
@@ -208,6 +234,9 @@ class Root:
             asyncio.create_task(self._timers(), name="timers"),
             asyncio.create_task(self.masks.deliver_pending(), name="pending-masks"),
         ]
+        if self.alerts is not None:
+            tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+            self._reload_on_hup()
         runtime.notify_ready("root", {
             "name": self.name, "listen": self.cfg.listen, "port": self.downlink.port,
             "query": self.cfg.query, "query_port": self.query_conn.port(),

@@ -13,6 +13,7 @@ Tables
                    with the node upsert, so it needs no read and no event naming.
 ``schema_version`` which migrations have run.
 ``jobs``           (version 5) one row per batch job, from ``sched_jobs`` EVENTs.
+``alerts``         (version 6) one row per life of an alert; ``silences``.
 
 Version 2 adds ``chunks`` (compacted per-series points, format in ``chunks.py``),
 ``compacted`` (seq ranges already compacted, for idempotence after deletion),
@@ -231,7 +232,46 @@ jobs = sa.Table(
     sa.Index("jobs_open", "cluster", "state"),
 )
 V5_TABLES = (jobs,)
-ALL_TABLES = V1_TABLES + V2_TABLES + V3_TABLES + V5_TABLES
+
+# --- version 6: alerts ---------------------------------------------------------------
+#
+# One row per life of an alert (its fingerprint and when its condition started to
+# hold), rewritten as it goes pending -> firing -> resolved and as it is told; and
+# the silences. A restarted root reads the open alerts back, so it neither forgets
+# what fires nor tells it twice (root/alerts/).
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("started", sa.Float(precision=53), nullable=False),
+    sa.Column("rule", sa.Text, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("annotations", sa.JSON, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),  # pending | firing | resolved
+    sa.Column("fired_at", sa.Float(precision=53), nullable=True),
+    sa.Column("resolved_at", sa.Float(precision=53), nullable=True),
+    sa.Column("value", sa.Float(precision=53), nullable=True),
+    sa.Column("notified", sa.Text, nullable=True),  # the status last told: firing | resolved
+    sa.Column("notified_at", sa.Float(precision=53), nullable=True),
+    sa.Column("notifications", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("fingerprint", "started", name="alerts_pk"),
+    sa.Index("alerts_state", "state"),
+    sa.Index("alerts_started", "started"),
+)
+
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("matchers", sa.JSON, nullable=False),
+    sa.Column("starts", sa.Float(precision=53), nullable=False),
+    sa.Column("ends", sa.Float(precision=53), nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+V6_TABLES = (alerts, silences)
+ALL_TABLES = V1_TABLES + V2_TABLES + V3_TABLES + V5_TABLES + V6_TABLES
 
 
 def _v1(conn: sa.Connection) -> None:
@@ -291,6 +331,10 @@ def _v5(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=list(V5_TABLES), checkfirst=True)
 
 
+def _v6(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=list(V6_TABLES), checkfirst=True)
+
+
 Migration = tuple[int, str, Callable[[sa.Connection], None]]
 
 #: Ordered migrations. Append; never edit one that has shipped.
@@ -300,6 +344,7 @@ MIGRATIONS: list[Migration] = [
     (3, "chunks keyed by rollup_keys.key (node scope), view chunks_named", _v3),
     (4, "PostgreSQL: BRIN index on chunks.start", _v4),
     (5, "jobs of batch schedulers", _v5),
+    (6, "alerts and silences", _v6),
 ]
 
 

@@ -20,7 +20,7 @@ import math
 import os
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -280,6 +280,13 @@ class Store:
         self._ensure_schema()
         with Translate(), self.engine.connect() as conn:
             return utilization.clusters(conn)
+
+    def alerts_sql(self, work: Callable[[sa.Connection, Callable[[sa.Table], Any]], Any], write: bool = False) -> Any:
+        """Run ``work(conn, insert)`` on the alert tables (``storage/alerts.py``), in
+        one transaction when it writes."""
+        self._ensure_schema()
+        with Translate(), (self.engine.begin() if write else self.engine.connect()) as conn:
+            return work(conn, self._insert)
 
     def state_history(self, node: str, since: float | None = None) -> list[StateRow]:
         """The states ``node`` has been in, oldest first."""

@@ -1,0 +1,155 @@
+"""Alerts and their lives: pending -> firing -> resolved, one per (rule, labels).
+
+An alert is pending while its condition holds for less than the rule's
+``for``; firing after that; resolved when the rule's recovery condition holds
+(or its node left the view). An instance that cannot be judged this time (no
+value yet, a node whose values are not fresh) keeps its state: a root that
+just restarted does not resolve what it has not seen yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .conditions import Hit
+from .rules import Rule
+
+PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    """A stable id of an alert's labels (16 hex digits, as Alertmanager shows them)."""
+    text = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Alert:
+    fingerprint: str
+    rule: str
+    labels: dict[str, str]
+    state: str
+    #: when the condition was first seen holding (the row's key with the fingerprint)
+    started: float
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    value: float | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    #: the status last sent ("firing", "resolved") and when
+    notified: str | None = None
+    notified_at: float | None = None
+    notifications: int = 0
+    #: changed since it was last written
+    dirty: bool = True
+
+    def as_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint, "rule": self.rule, "labels": dict(self.labels),
+                "state": self.state, "started": self.started, "fired_at": self.fired_at,
+                "resolved_at": self.resolved_at, "value": self.value, "annotations": dict(self.annotations),
+                "notified": self.notified, "notified_at": self.notified_at, "notifications": self.notifications}
+
+
+class _Fields(dict):
+    """Template fields: unknown ones render as themselves (checked at load already)."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def summary(rule: Rule, hit: Hit, labels: dict[str, str]) -> str:
+    value = "" if hit.value is None else f"{hit.value:.6g}"
+    threshold = "" if rule.threshold is None else f"{rule.threshold:g}"
+    fields = _Fields({**labels, **hit.context, "value": value, "threshold": threshold, "alertname": rule.name,
+                      "severity": rule.severity, "for": f"{rule.for_:g}s"})
+    text = rule.summary or _default_summary(rule)
+    try:
+        return string.Formatter().vformat(text, (), fields)
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError):
+        return text
+
+
+def _default_summary(rule: Rule) -> str:
+    if rule.kind == "series":
+        op = ">" if rule.above is not None else "<"
+        return "{series} on {node} is {value} (" + op + " {threshold})"
+    if rule.kind == "state":
+        return "{node} is {state}"
+    if rule.kind == "absent":
+        return "{series} from {node} stopped arriving {value} s ago"
+    return "{event} on {node}: {message}"
+
+
+Transition = tuple[Alert, str, str]  # alert, old state, new state
+
+
+class Book:
+    """The alerts open now (pending, firing, and resolved ones still to be told)."""
+
+    def __init__(self) -> None:
+        self.alerts: dict[str, Alert] = {}
+
+    def load(self, alerts: list[Alert]) -> None:
+        for a in alerts:
+            a.dirty = False
+            self.alerts[a.fingerprint] = a
+
+    def apply(self, rule: Rule, hits: list[Hit], now: float, known_nodes: Callable[[str], bool]) -> list[Transition]:
+        """One evaluation of one rule; returns the state changes."""
+        changes: list[Transition] = []
+        seen: set[str] = set()
+        for hit in hits:
+            labels = {**dict(rule.labels), **hit.labels, "alertname": rule.name, "severity": rule.severity}
+            fp = fingerprint(labels)
+            seen.add(fp)
+            a = self.alerts.get(fp)
+            open_ = a is not None and a.state in (PENDING, FIRING)
+            holds = hit.fires or (open_ and not hit.recovers)
+            if not holds:
+                if open_:
+                    changes.append(self._end(a, now, hit.value))
+                continue
+            if not open_:
+                a = self.alerts[fp] = Alert(fp, rule.name, labels, PENDING, now, value=hit.value)
+                changes.append((a, "", PENDING))
+            if a.value != hit.value:
+                a.value, a.dirty = hit.value, True
+            text = summary(rule, hit, labels)
+            if a.annotations.get("summary") != text:
+                a.annotations, a.dirty = {"summary": text}, True
+            if a.state == PENDING and now - a.started >= rule.for_:
+                a.state, a.fired_at, a.dirty = FIRING, now, True
+                changes.append((a, PENDING, FIRING))
+        for fp, a in list(self.alerts.items()):
+            if a.rule == rule.name and fp not in seen and a.state in (PENDING, FIRING) \
+                    and not known_nodes(a.labels.get("node", "")):
+                changes.append(self._end(a, now, a.value))  # its node was forgotten
+        return changes
+
+    def _end(self, a: Alert, now: float, value: float | None) -> Transition:
+        old = a.state
+        a.state = RESOLVED  # one that never fired has nothing to tell: dropped once written
+        a.resolved_at, a.value, a.dirty = now, value, True
+        return (a, old, RESOLVED)
+
+    def drop_rules(self, names: set[str], now: float) -> list[Transition]:
+        """Resolve the open alerts of rules that are no longer in the file."""
+        return [self._end(a, now, a.value) for a in self.alerts.values()
+                if a.rule not in names and a.state in (PENDING, FIRING)]
+
+    def settled(self) -> list[Alert]:
+        """Resolved alerts with nothing more to tell: written, then forgotten here."""
+        done = [a for a in self.alerts.values() if a.state == RESOLVED and a.notified != FIRING and not a.dirty]
+        for a in done:
+            del self.alerts[a.fingerprint]
+        return done
+
+    def counts(self) -> dict[str, int]:
+        out = {PENDING: 0, FIRING: 0}
+        for a in self.alerts.values():
+            if a.state in out:
+                out[a.state] += 1
+        return out
