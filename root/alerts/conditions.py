@@ -9,9 +9,11 @@ Pure of I/O except the rollup reads, which the caller does first
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import sqlalchemy as sa
 
@@ -28,15 +30,23 @@ LIVE = ("up", "suspect", "restarted")
 
 @dataclass(slots=True)
 class Hit:
-    """One instance of a rule: its labels, its value now (None: no value to judge),
-    whether the firing condition holds and whether the recovery condition holds."""
+    """One instance of a rule: its alert's labels and fingerprint, its value now
+    (None: no value to judge), whether the firing condition holds and whether the
+    recovery condition holds."""
 
     node: str
     labels: dict[str, str]
+    fingerprint: str
     value: float | None
     fires: bool
     recovers: bool
     context: dict = field(default_factory=dict)
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    """A stable id of an alert's labels (16 hex digits, as Alertmanager shows them)."""
+    text = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def is_glob(text: str) -> bool:
@@ -88,11 +98,16 @@ class Conditions:
     """Evaluates rules against the live view; keeps what rates and events need
     between evaluations."""
 
-    def __init__(self, registry: Registry, cache: LatestCache):
+    def __init__(self, registry: Registry, cache: LatestCache, is_open: Callable[[str], bool] = lambda fp: False):
         self.registry = registry
         self.cache = cache
+        #: whether an alert (by fingerprint) is pending or firing: only those and the
+        #: instances that fire are handed on, the rest cost one comparison
+        self.is_open = is_open
         self.select = Selector()
         self.index = SeriesIndex()
+        #: (rule, node, series) -> (labels, fingerprint) of its alert
+        self._ids: dict[tuple[str, str, str], tuple[dict[str, str], str]] = {}
         #: (rule, node, series) -> (value, ts) of the previous sample, for rates
         self._last: dict[tuple[str, str, str], tuple[float, float, float | None]] = {}
         #: rule -> fingerprint-ish key (node, labels) -> (ts, node, labels, context) of the newest matching event
@@ -125,6 +140,27 @@ class Conditions:
 
     # --- evaluation ---------------------------------------------------------------------
 
+    def _id(self, rule: Rule, node: str, series: str = "") -> tuple[dict[str, str], str]:
+        key = (rule.name, node, series)
+        got = self._ids.get(key)
+        if got is None:
+            labels = {**dict(rule.labels), "node": node}
+            if "{" in series:
+                parsed = parse(series)
+                if parsed is not None:
+                    labels.update({k: x for k, x in parsed[1].items() if k not in ("node", "alertname", "severity")})
+            labels.update(alertname=rule.name, severity=rule.severity)
+            if len(self._ids) > 2_000_000:
+                self._ids.clear()
+            got = self._ids[key] = (labels, fingerprint(labels))
+        return got
+
+    def _hit(self, out: list, rule: Rule, node: str, series: str, value: float | None, fires: bool,
+             recovers: bool, context: dict) -> None:
+        labels, fp = self._id(rule, node, series)
+        if fires or self.is_open(fp):
+            out.append(Hit(node, labels, fp, value, fires, recovers, context))
+
     def hits(self, rule: Rule, now: float, windows: dict[str, tuple[float, float, float, int]] | None = None
              ) -> list[Hit]:
         """The instances of ``rule`` that can be judged now."""
@@ -136,7 +172,7 @@ class Conditions:
                 continue
             if rule.kind == "state":
                 hit = n.state in rule.states
-                out.append(Hit(n.name, {"node": n.name}, None, hit, not hit, {"state": n.state}))
+                self._hit(out, rule, n.name, "", None, hit, not hit, {"state": n.state})
             elif rule.kind == "absent":
                 self._absent(rule, n, now, out)
             elif rule.window:
@@ -148,8 +184,8 @@ class Conditions:
                         if cores is None:
                             continue
                         value /= cores
-                    out.append(Hit(n.name, {"node": n.name}, value, rule.firing(value), rule.recovered(value),
-                                   {"series": rule.series}))
+                    self._hit(out, rule, n.name, "", value, rule.firing(value), rule.recovered(value),
+                              {"series": rule.series})
             else:
                 self._series(rule, n, out)
         return out
@@ -173,12 +209,13 @@ class Conditions:
                 if v is None:
                     continue
             v /= cores
-            labels = {"node": n.name}
-            if "{" in name:
-                parsed = parse(name)
-                if parsed is not None:
-                    labels.update({k: x for k, x in parsed[1].items() if k not in ("node", "alertname", "severity")})
-            out.append(Hit(n.name, labels, v, rule.firing(v), rule.recovered(v), {"series": name}))
+            fires = v > rule.above if rule.above is not None else v < rule.below
+            if fires:
+                self._hit(out, rule, n.name, name, v, True, False, {"series": name})
+            else:
+                labels, fp = self._id(rule, n.name, name)
+                if self.is_open(fp):
+                    out.append(Hit(n.name, labels, fp, v, False, rule.recovered(v), {"series": name}))
 
     def _rate(self, rule: str, node: str, name: str, v: float, ts: float) -> float | None:
         """Per second since the previous sample of a counter (None until two, or
@@ -209,14 +246,14 @@ class Conditions:
             return
         age = now - newest
         hit = age > rule.window
-        out.append(Hit(n.name, {"node": n.name}, age, hit, not hit, {"series": rule.absent}))
+        self._hit(out, rule, n.name, "", age, hit, not hit, {"series": rule.absent})
 
     def _event_hits(self, rule: Rule, now: float) -> list[Hit]:
         out = []
         mine = self.events.get(rule.name, {})
         for key, (ts, node, labels, context) in list(mine.items()):
             hit = now - ts < rule.resolve_after
-            out.append(Hit(node, dict(labels), None, hit, not hit, dict(context)))
+            self._hit(out, rule, node, "", None, hit, not hit, dict(context))
             if not hit:
                 del mine[key]  # told once as not holding: enough to resolve it
         return out
@@ -227,6 +264,7 @@ class Conditions:
             del self._last[key]
         for name in [k for k in self.events if k not in names]:
             del self.events[name]
+        self._ids.clear()  # a rule's labels or severity may have changed
 
 
 def _cores(n: NodeState) -> int | None:

@@ -39,8 +39,8 @@ class AlertEngine:
         self._note = note
         self._clock = clock
         self.cfg: AlertsConfig = load(self.path)  # RulesError: the root refuses to start
-        self.conditions = Conditions(registry, cache)
         self.book = Book()
+        self.conditions = Conditions(registry, cache, self.book.is_open)
         self.silences: list[Silence] = []
         self.notifier = self._notifier(self.cfg)
         self.evaluations = 0

@@ -9,22 +9,14 @@ just restarted does not resolve what it has not seen yet.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import string
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .conditions import Hit
+from .conditions import Hit, fingerprint  # noqa: F401 - fingerprint is part of this face
 from .rules import Rule
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
-
-
-def fingerprint(labels: dict[str, str]) -> str:
-    """A stable id of an alert's labels (16 hex digits, as Alertmanager shows them)."""
-    text = json.dumps(sorted(labels.items()), separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(slots=True)
@@ -92,6 +84,10 @@ class Book:
     def __init__(self) -> None:
         self.alerts: dict[str, Alert] = {}
 
+    def is_open(self, fp: str) -> bool:
+        a = self.alerts.get(fp)
+        return a is not None and a.state in (PENDING, FIRING)
+
     def load(self, alerts: list[Alert]) -> None:
         for a in alerts:
             a.dirty = False
@@ -102,8 +98,7 @@ class Book:
         changes: list[Transition] = []
         seen: set[str] = set()
         for hit in hits:
-            labels = {**dict(rule.labels), **hit.labels, "alertname": rule.name, "severity": rule.severity}
-            fp = fingerprint(labels)
+            labels, fp = hit.labels, hit.fingerprint
             seen.add(fp)
             a = self.alerts.get(fp)
             open_ = a is not None and a.state in (PENDING, FIRING)
@@ -113,7 +108,7 @@ class Book:
                     changes.append(self._end(a, now, hit.value))
                 continue
             if not open_:
-                a = self.alerts[fp] = Alert(fp, rule.name, labels, PENDING, now, value=hit.value)
+                a = self.alerts[fp] = Alert(fp, rule.name, dict(labels), PENDING, now, value=hit.value)
                 changes.append((a, "", PENDING))
             if a.value != hit.value:
                 a.value, a.dirty = hit.value, True
