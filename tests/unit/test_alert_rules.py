@@ -102,3 +102,28 @@ def test_load_names_the_file(tmp_path):
         load(bad)
     with pytest.raises(RulesError, match="cannot read"):
         load(tmp_path / "missing.toml")
+
+
+def test_clumon_rules_check_needs_no_root_and_says_what_is_wrong(tmp_path):
+    import subprocess
+    import sys
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text((REPO / "deploy" / "alerts.toml").read_text())
+    bad.write_text('[[rule]]\nname = "A"\nseries = "x"\nabove = 1\nfor = "soon"\n')
+    run = [sys.executable, "-m", "clumon.cli", "--endpoint", "tcp://127.0.0.1:9", "rules", "check"]
+    ok = subprocess.run([*run, str(good)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "ok, 8 rules" in ok.stdout
+    no = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60)
+    assert no.returncode == 1 and len(no.stderr.strip().splitlines()) == 1
+    assert "bad.toml: rule 'A': key 'for'" in no.stderr
+
+
+def test_the_alert_ops_say_when_alerts_are_off():
+    import asyncio
+
+    from clumon.root.ops.alerts import AlertOps
+    from clumon.root.ops.base import QueryError
+    ops = {op.name: op for op in AlertOps(None).ops()}
+    with pytest.raises(QueryError) as exc:
+        asyncio.run(ops["alerts"].handler({}))
+    assert exc.value.code == "alerts_off" and "alerts = " in exc.value.message

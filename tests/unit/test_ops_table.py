@@ -56,6 +56,7 @@ def test_the_roots_table_has_every_op_once_with_a_role(tmp_path):
     from clumon.proto.tree import LatestCache, Routes
     from clumon.root.downward import Downward
     from clumon.root.ops.admin import AdminOps
+    from clumon.root.ops.alerts import AlertOps
     from clumon.root.ops.live import LiveOps
     from clumon.root.ops.masks import MaskOps
     from clumon.root.ops.reads import ReadOps
@@ -66,10 +67,12 @@ def test_the_roots_table_has_every_op_once_with_a_role(tmp_path):
     registry = Registry()
     down = Downward(registry, Routes(), lambda hop, req: False, "root")
     ops = [*LiveOps(registry, LatestCache(), None).ops(), *StoredOps(registry, None).ops(),
-           *SchedOps(registry, LatestCache(), None).ops(), *ReadOps(down).ops(), *MaskOps(down, tmp_path).ops(), *AdminOps(dict, lambda n: False, registry).ops()]
+           *SchedOps(registry, LatestCache(), None).ops(), *ReadOps(down).ops(), *MaskOps(down, tmp_path).ops(), *AdminOps(dict, lambda n: False, registry).ops(),
+           *AlertOps(None).ops()]
     table = OpTable(ops)
     assert table.names() == sorted(["nodes", "tree", "latest", "overview", "series", "summary", "events",
-                                    "cluster", "jobs", "job", "utilization", "read", "masks", "set_mask", "health", "forget"])
+                                    "cluster", "jobs", "job", "utilization", "read", "masks", "set_mask", "health", "forget",
+                                    "alerts", "silence", "rules_reload"])
     changing = {op.name for op in ops if op.mutating}
-    assert changing == {"forget", "set_mask"}
+    assert changing == {"forget", "set_mask", "silence", "rules_reload"}
     assert all(op.role != READER for op in ops if op.mutating)
