@@ -1,0 +1,1 @@
+"""The root's alert engine: rules, conditions, lives, dispatch and receivers."""
