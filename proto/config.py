@@ -104,28 +104,30 @@ def _convert(tp: Any, value: Any, key: str, where: str) -> Any:
 
 def _build(cls: type, data: dict[str, Any], prefix: str, where: str) -> Any:
     hints = typing.get_type_hints(cls, include_extras=False)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    # a field may be spelt otherwise in the file (``for`` is a Python keyword: ``for_``)
+    fields = {f.metadata.get(KEY, f.name): f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown key '{prefix}{key}' (known: {known})")
-        kwargs[key] = _convert(hints[key], value, prefix + key, where)
+        name = fields[key].name
+        kwargs[name] = _convert(hints[name], value, prefix + key, where)
         spec = fields[key].metadata.get(CHECK)
-        bad = spec(kwargs[key]) if spec is not None else None
+        bad = spec(kwargs[name]) if spec is not None else None
         if bad is not None:
             suffix, expected, got = bad
             raise ConfigError(f"{where}: key '{prefix}{key}{suffix}': expected {expected}, got {got!r}")
-    for name, f in fields.items():
+    for key, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and f.init and name not in kwargs:
-            raise ConfigError(f"{where}: missing key '{prefix}{name}': expected {_type_name(hints[name])}")
+        if required and f.init and f.name not in kwargs:
+            raise ConfigError(f"{where}: missing key '{prefix}{key}': expected {_type_name(hints[f.name])}")
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if check is not None:
         problem = check()
-        if problem:
-            raise ConfigError(f"{where}: {problem}")
+        if problem:  # a nested table says where it is
+            raise ConfigError(f"{where}: {prefix.rstrip('.') + ': ' if prefix else ''}{problem}")
     return obj
 
 
@@ -161,6 +163,8 @@ def load(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = 
 
 #: the metadata key under which a field keeps its range check
 CHECK = "clumon.check"
+#: ... and its spelling in the file, when that differs from its name
+KEY = "clumon.key"
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -252,9 +256,11 @@ class MapOf:
         return None
 
 
-def checked(default: Any = dataclasses.MISSING, check: Check | None = None, **kw: Any) -> Any:
-    """A dataclass field whose value must pass ``check`` when given in a file."""
-    return field(default=default, metadata={CHECK: check}, **kw)
+def checked(default: Any = dataclasses.MISSING, check: Check | None = None, key: str | None = None,
+            **kw: Any) -> Any:
+    """A dataclass field whose value must pass ``check`` when given in a file;
+    ``key`` spells it in the file when its Python name cannot (``for``)."""
+    return field(default=default, metadata={CHECK: check, **({KEY: key} if key else {})}, **kw)
 
 
 def between(default: Any, low: float, high: float, low_open: bool | None = None) -> Any:
