@@ -8,6 +8,7 @@ from typing import Any
 
 from clumon.proto.maskrules import MAX_SILENCE, MIN_CHANGE, MIN_CHANGE_ABS, MaskError, MaskSet, parse_rule
 from clumon.proto.codec import MAX_FRAME_BYTES
+from clumon.agent.watch.config import ProcessesConfig, ServiceConfig, WhenThen, check_all
 from clumon.proto.config import (DAY, HOUR, ChildLink, Endpoint, MapOf, Pattern, Range, between, checked,
                                  log_level, max_frame_bytes, name_field, spool_max_age, spool_max_bytes)
 
@@ -86,6 +87,12 @@ class AgentConfig(ChildLink):
     ratio_digits: int = between(5, 0, 15)
     #: the ``[scheduler]`` table (read by clumon.agent.scheduler.config); none: no scheduler source
     scheduler: dict[str, Any] | None = None
+    #: ``[[service]]`` tables: services watched (and kept running)
+    service: tuple[ServiceConfig, ...] = ()
+    #: ``[processes]``: forbidden, suspicious and over-limit processes; none: not judged
+    processes: ProcessesConfig | None = None
+    #: ``[[rule]]`` tables: node-manager rules (when a service enters a state, then ...)
+    rule: tuple[WhenThen, ...] = ()
 
     def check(self) -> str | None:
         """Cross-field checks the declared ranges cannot express."""
@@ -103,6 +110,10 @@ class AgentConfig(ChildLink):
                 if src not in known:
                     return (f"key 'intervals.{src}': unknown source (expected a collector: {', '.join(SOURCES)}; "
                             f"or a plugin's name)")
+        if self.service or self.rule:
+            bad = check_all(self.service, self.rule)
+            if bad:
+                return bad
         if self.scheduler is not None:
             from clumon.agent.scheduler.config import problem
             return problem(self.scheduler)

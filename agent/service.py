@@ -84,6 +84,11 @@ class Agent:
             from clumon.agent.scheduler import collector, config as scheduler_config
             self.scheduler = collector.SchedulerSource(scheduler_config.parse(cfg.scheduler), self._plugin_samples,
                                                        self._plugin_event, self.name)
+        self.watch = None
+        if cfg.service or cfg.processes is not None or cfg.rule:
+            from clumon.agent.watch.watcher import Watcher
+            self.watch = Watcher(cfg.service, cfg.processes, cfg.rule, self.name, cfg.state_dir, cfg.procfs,
+                                 self._plugin_samples, self._plugin_event)
         self._handlers: dict[Kind, Callable[[Frame], None]] = {
             Kind.REQUEST: self._on_request,
             Kind.CONTROL: self._on_control,
@@ -93,7 +98,13 @@ class Agent:
             "read": self._answer_read,
             "masks": self._answer_masks,
             "stats": self._answer_stats,
+            # every agent answers these: a site-wide ask waits for nobody
+            "services": self._no_services, "service": self._no_service, "procs": self._no_service,
         }
+        if self.watch is not None:
+            w = self.watch
+            self._ops.update({"services": lambda r: w.answer_services(r.args), "service": lambda r: w.answer_service(r.args),
+                              "procs": lambda r: w.answer_procs(r.args)})
         self.frames_sent = 0
         #: wake-ups of the schedule's timer (bench/agent_overhead.py reports them a second)
         self.timer_fires = 0
@@ -163,6 +174,13 @@ class Agent:
         if not isinstance(max_age, (int, float)) or max_age < 0:
             raise ValueError("argument 'max_age': expected seconds >= 0")
         return await self.reads.answer(globs, float(max_age))
+
+    async def _no_services(self, req: Request) -> list:
+        return []
+
+    async def _no_service(self, req: Request) -> dict:
+        name = req.args.get("name") if isinstance(req.args, dict) else None
+        return {"service": name, "error": "no services or processes watched here (no [[service]] or [processes])"}
 
     async def _answer_masks(self, req: Request) -> dict:
         return {**self.filter.masks.as_dict(), "source": "config" if self.masks_set_at is None else "control",
@@ -288,6 +306,8 @@ class Agent:
             tasks.append(asyncio.create_task(self.exec_plugins.run(), name="exec-plugins"))
         if self.scheduler is not None:
             tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        if self.watch is not None:
+            tasks.append(asyncio.create_task(self.watch.run(), name="watch"))
         self._last_link_tick = time.monotonic()
         self._arm()
         runtime.notify_ready("agent", {"name": self.name, "parents": list(self.cfg.parents),
@@ -303,6 +323,8 @@ class Agent:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.watch is not None:
+            self.watch.close()
         self.uplink.close()
         self._executor.shutdown(wait=False)
         log.info("agent %s stopped (%d frames unacknowledged)", self.name, len(self.spool))

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from clumon.cli import admin, alerts, history, masks, nodes, reads, sched
+from clumon.cli import admin, alerts, history, masks, nodes, reads, sched, watch
 from clumon.cli.client import DEFAULT_ENDPOINT, Client, ClientError
 from clumon.cli.render import duration
 from clumon.proto import __version__
 
-FAMILIES = (nodes, history, reads, masks, admin, sched, alerts)
+FAMILIES = (nodes, history, reads, masks, admin, sched, alerts, watch)
 
 Command = Callable[[Client, argparse.Namespace], Any]
 

@@ -27,6 +27,7 @@ from clumon.root.ops.alerts import AlertOps
 from clumon.root.ops.live import LiveOps
 from clumon.root.ops.masks import MaskOps
 from clumon.root.ops.reads import ReadOps
+from clumon.root.ops.watch import WatchOps
 from clumon.root.ops.sched import SchedOps
 from clumon.root.ops.stored import StoredOps
 from clumon.root.registry import Registry
@@ -81,7 +82,7 @@ class Root:
         self.ops = OpTable([*LiveOps(self.registry, self.cache, store).ops(),
                             *StoredOps(self.registry, store, self.cache).ops(),
                             *SchedOps(self.registry, self.cache, store).ops(),
-                            *ReadOps(self.downward).ops(), *self.masks.ops(),
+                            *ReadOps(self.downward).ops(), *WatchOps(self.downward).ops(), *self.masks.ops(),
                             *AdminOps(self.health, self.forget, self.registry).ops()])
         self.query_conn = transport.router(ctx, cfg.query, hwm=QUERY_HWM, max_bytes=MAX_REQUEST_BYTES)
         self.server = QueryServer(self.query_conn, self.ops, cfg.request_timeout)

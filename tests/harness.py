@@ -21,8 +21,11 @@ from clumon.cli.daemon import Daemon, free_port  # noqa: F401  (free_port: for t
 
 
 def write_toml(path: Path, values: dict) -> Path:
-    """A flat TOML file (strings, numbers, bools, lists of strings, one level of tables)."""
+    """A TOML file: strings, numbers, bools, lists, one level of tables; tables
+    inside lists or tables are written inline."""
     def fmt(v):
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + "}"
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, (int, float)):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +47,10 @@ def _command(argv: tuple[str, ...], key: str, cwd: str = "") -> str | None:
         path = exe if os.path.isabs(exe) or not cwd else os.path.join(cwd, exe)
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             return f"key '{key}': {exe!r} is not an executable file"
-    elif shutil.which(exe) is None:
+    else:
+        import shutil  # only for a start command given by name: the agent's import stays light
+        if shutil.which(exe) is not None:
+            return None
         return f"key '{key}': no command {exe!r} on the agent's PATH"
     return None
 
