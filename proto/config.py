@@ -56,6 +56,10 @@ def _convert(tp: Any, value: Any, key: str, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1 and dataclasses.is_dataclass(others[0]) and isinstance(value, dict):
+            # a table that may be absent: its own error says what is wrong inside it
+            return _convert(others[0], value, key, where)
         for arg in args:
             if arg is type(None):
                 continue

@@ -233,3 +233,25 @@ def test_restart_through_two_tiers_with_each_nodes_outcome(tree, tmp_path, serve
             what="both running with new pids")
     table = clumon("services", "web", "--state", "running", "--endpoint", root.query)
     assert table.returncode == 0 and "services (2)" in table.stdout and "node-1" in table.stdout
+
+
+def test_an_agent_restart_neither_restarts_a_healthy_service_nor_loses_its_count(tree, tmp_path, server, reaper):
+    from harness import restart
+
+    port = free_port()
+    root = tree.root()
+    agent = tree.agent("n1", [root.port], service=[web(port, server, tmp_path / "logs")])
+    with Client(root.query) as c:
+        first = wait_for(lambda: (s := services(c, reaper).get(("n1", "web"))) and s["state"] == "running" and s,
+                         what="running")
+        os.kill(first["pids"][0], signal.SIGKILL)
+        second = wait_for(lambda: (s := services(c, reaper).get(("n1", "web"))) and s["state"] == "running"
+                          and s["pids"] != first["pids"] and s, what="running again")
+        assert second["restarts"] == 1
+        agent.stop()  # SIGTERM: the service, in a session of its own, goes on
+        os.kill(second["pids"][0], 0)
+        agent = restart(tree, agent)
+        back = wait_for(lambda: (s := services(c, reaper).get(("n1", "web"))) and s["state"] == "running" and s,
+                        what="running after the agent's restart")
+        assert back["pids"] == second["pids"] and back["restarts"] == 1  # adopted, not started again
+        assert len(list((tmp_path / "logs").iterdir())) == 2
