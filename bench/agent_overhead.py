@@ -7,7 +7,15 @@ parent does): one with the default masks, one unsuppressed (``masks.max_silence 
 ``--duration`` seconds, once as the node is and once with ``--extra-processes``
 idle ``sleep`` processes (killed at the end), and prints one JSON line per run.
 
-    python bench/agent_overhead.py [--duration 120] [--warmup 10] [--extra-processes 500] [--only as_is|extra]
+    python bench/agent_overhead.py [--duration 120] [--warmup 10] [--extra-processes 500]
+                                   [--only as_is|extra|services] [--services 20]
+
+The ``services`` pair of runs (issue 13) measures the process and service watch:
+with the extra processes and ``--services`` programs running (half TCP servers,
+half sleepers with a distinctive command line), the default-mask agent runs once
+without ``[[service]]`` tables (``extra_no_watch``) and once watching all of them
+(half found by port, half by cmdline regex; ``check_interval`` 5 s), so the
+difference is what the watch costs; ``watch_delta_cpu_pct`` says it.
 
 The agents run with ``MALLOC_ARENA_MAX=2``, as deploy/clumon-agent.service
 starts them. cpu_pct is the default-mask agent's user+system time over wall time (100 = one
@@ -205,10 +213,10 @@ def processes_present() -> int:
     return sum(1 for d in os.listdir("/proc") if d.isdigit())
 
 
-def measure(label: str, warmup: float, duration: float, workdir: Path) -> dict:
+def measure(label: str, warmup: float, duration: float, workdir: Path, masked_extra: str = "") -> dict:
     rx = Receiver()
     rx.start()
-    masked = start_agent("bench-masked", rx.port, workdir)
+    masked = start_agent("bench-masked", rx.port, workdir, masked_extra)
     unmasked = start_agent("bench-unmasked", rx.port, workdir, "[masks]\nmax_silence = 0.0\n")
     try:
         time.sleep(warmup)
@@ -265,7 +273,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds measured per run (>= 120 for the record)")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--extra-processes", type=int, default=500)
-    parser.add_argument("--only", choices=("as_is", "extra"), default=None)
+    parser.add_argument("--only", choices=("as_is", "extra", "services"), default=None)
+    parser.add_argument("--services", type=int, default=20, help="watched services in the services runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clumon-bench-") as tmp:
         workdir = Path(tmp)
@@ -283,6 +292,45 @@ def main() -> None:
                     p.kill()
                 for p in sleepers:
                     p.wait()
+        if args.only == "services":
+            print(json.dumps(services_runs(args, workdir)), flush=True)
+
+
+SERVER = ("import socket,sys,time\ns=socket.socket()\ns.bind(('127.0.0.1',int(sys.argv[1])))\ns.listen()\n"
+          "while True: time.sleep(3600)\n")
+
+
+def services_runs(args, workdir: Path) -> dict:
+    """The same node (extra processes, servers, sleepers) with and without the watch."""
+    from clumon.cli.daemon import free_port
+
+    procs: list[subprocess.Popen] = []
+    tables = []
+    try:
+        for _ in range(args.extra_processes):
+            procs.append(subprocess.Popen(["sleep", "100000"]))
+        by_port = args.services // 2
+        for i in range(by_port):
+            port = free_port()
+            procs.append(subprocess.Popen([sys.executable, "-c", SERVER, str(port)]))
+            tables.append(f'[[service]]\nname = "server-{i}"\nport = {port}\n')
+        for i in range(args.services - by_port):
+            procs.append(subprocess.Popen(["sleep", f"{300000 + i}"]))
+            tables.append(f'[[service]]\nname = "sleeper-{i}"\ncmdline = "^sleep {300000 + i}$"\n')
+        time.sleep(1.0)
+        without = measure("extra_no_watch", args.warmup, args.duration, workdir)
+        print(json.dumps(without), flush=True)
+        watched = measure(f"extra_watching_{args.services}_services", args.warmup, args.duration, workdir,
+                          "\n".join(tables))
+        watched["watch_delta_cpu_pct"] = round(watched["cpu_pct"] - without["cpu_pct"], 4)
+        watched["watch_delta_cpu_pct_schedstat"] = round(watched["cpu_pct_schedstat"] - without["cpu_pct_schedstat"], 4)
+        watched["services"] = args.services
+        return watched
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
 
 
 if __name__ == "__main__":

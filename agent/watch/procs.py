@@ -148,16 +148,16 @@ class ProcTable:
         wanted = {f"socket:[{i}]" for i in inodes}
         found: set[int] = set()
         for pid in hints:
-            if self._holds(pid, wanted):
+            if self.holds(pid, wanted):
                 found.add(pid)
         if found:
             return found
         for pid in list(self.procs):
-            if self._holds(pid, wanted):
+            if self.holds(pid, wanted):
                 found.add(pid)
         return found
 
-    def _holds(self, pid: int, wanted: set[str]) -> bool:
+    def holds(self, pid: int, wanted: set[str]) -> bool:
         fd_dir = f"{self.procfs}/{pid}/fd"
         try:
             fds = os.listdir(fd_dir)
