@@ -1,0 +1,88 @@
+"""The supervisor with real processes and the real /proc, on the test's clock: a
+start that hangs is killed after start_timeout and counted as a failed start; a
+stale pidfile is not a running service; flapping goes fatal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from clumon.agent.watch.config import ServiceConfig
+from clumon.agent.watch.procs import ProcTable
+from clumon.agent.watch.services import Supervisor
+from clumon.cli.daemon import free_port
+
+
+def supervisor(tmp_path, *services: ServiceConfig) -> tuple[Supervisor, list]:
+    events: list = []
+    return Supervisor(services, ProcTable(), tmp_path / "state", lambda *e: events.append(e)), events
+
+
+def check(sup: Supervisor, now: float) -> None:
+    sup.procs.scan()
+    sup.check(now)
+
+
+def test_a_start_that_hangs_is_killed_after_start_timeout_and_backs_off(tmp_path):
+    port = free_port()
+    sup, events = supervisor(tmp_path, ServiceConfig(name="hung", port=port, start=("sleep", "300"),
+                                                     check_interval=0.01, start_secs=0.0, start_timeout=0.5))
+    s = sup.services["hung"]
+    now = time.time()
+    check(sup, now)
+    assert s.state == "starting"
+    pid = s.popen.pid
+    check(sup, now + 0.2)
+    assert s.state == "starting"  # not yet start_timeout
+    check(sup, now + 1.0)
+    assert s.state == "backoff" and "no service found" in s.detail
+    assert s.popen.wait(timeout=5) != 0  # killed
+    assert [e[2]["state"] for e in events if e[0] == "service_state"] == ["starting", "backoff"]
+    assert not os.path.exists(f"/proc/{pid}") or b") Z" in open(f"/proc/{pid}/stat", "rb").read()
+
+
+def test_a_stale_pidfile_is_not_a_running_service(tmp_path):
+    pidfile = tmp_path / "svc.pid"
+    sup, _ = supervisor(tmp_path, ServiceConfig(name="svc", pidfile=str(pidfile), check_interval=0.01))
+    s = sup.services["svc"]
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        time.sleep(0.05)
+        pidfile.write_text(f"{live.pid}\n")
+        check(sup, time.time())
+        assert s.state == "running" and list(s.found) == [live.pid]
+        # the file is older than the process now named in it: a pid reused (here, written
+        # before the process existed), so not the service
+        os.utime(pidfile, (time.time() - 3600, time.time() - 3600))
+        check(sup, time.time() + 1)
+        assert s.state == "exited" and s.found == {}
+        pidfile.write_text("999999999\n")  # no such process
+        check(sup, time.time() + 2)
+        assert s.state == "exited"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_flapping_goes_fatal_and_a_start_by_hand_tries_again(tmp_path):
+    sup, events = supervisor(tmp_path, ServiceConfig(name="flap", port=free_port(), start=(sys.executable, "-c", "1"),
+                                                     check_interval=0.01, start_secs=0.0, max_restarts=2,
+                                                     restart_window=600))
+    s = sup.services["flap"]
+    now = time.time()
+    for i in range(40):
+        check(sup, now + i * 10)  # past each backoff delay (1, 2, 4 s), within restart_window
+        if s.state == "fatal":
+            break
+        time.sleep(0.05)
+    assert s.state == "fatal"
+    starts = [e for e in events if e[0] == "service_action" and e[2]["action"] == "start"]
+    assert len(starts) == 3
+    check(sup, now + 10_000)
+    assert s.state == "fatal" and len([e for e in events if e[0] == "service_action"]) == 3
+    result = sup.start_by_hand(s, "asked by an operator", now + 10_001)
+    assert result["state"] == "starting"
+    saved = (tmp_path / "state" / "services.json").read_text()
+    assert '"restarts_total": 3' in saved
