@@ -45,7 +45,11 @@ class Finder:
                     if self._unix is None:
                         self._unix = procs.unix_listening()
                     s.inodes = self._unix.get(c.unix_socket, set())
-                pids = self._topmost(procs.socket_owners(s.inodes, [*s.found, *s.started])) if s.inodes else set()
+                owners = procs.socket_owners(s.inodes, [*s.found, *s.started]) if s.inodes else {}
+                pids = self._topmost(set(owners))
+                s.fds = {p: owners[p] for p in pids}
+            else:
+                return {p: procs.procs[p].start for p in pids if p in procs.procs}  # a zombie holds no fds
         elif c.pidfile:
             pids = self._from_pidfile(c.pidfile)
         elif c.cmdline or c.exe:
@@ -61,14 +65,15 @@ class Finder:
 
     def _still_listening(self, s: Service) -> set[int] | None:
         """The processes found last time, if each still holds the listening socket
-        it held then (a socket keeps its inode while open): a look at their fds
-        instead of the kernel's socket tables, whose read costs ~1 ms on a busy node
-        (bench/agent_overhead.py --only services). None when that cannot tell."""
-        if not s.found or not s.inodes:
+        at the fd where it held it (a socket keeps its inode while open): one
+        readlink each instead of the kernel's socket tables, whose read costs ~1 ms
+        on a busy node (bench/agent_overhead.py --only services). None when that
+        cannot tell."""
+        if not s.found or not s.inodes or s.fds.keys() != s.found.keys():
             return None
         wanted = {f"socket:[{i}]" for i in s.inodes}
         for pid, start in s.found.items():
-            if not self.procs.alive(pid, start) or not self.procs.holds(pid, wanted):
+            if not self.procs.alive(pid, start) or not self.procs.holds_fd(pid, s.fds[pid], wanted):
                 return None
         return set(s.found)
 

@@ -143,33 +143,44 @@ class ProcTable:
                 out.setdefault(parts[7], set()).add(int(parts[6]))
         return out
 
-    def socket_owners(self, inodes: set[int], hints: list[int] = ()) -> set[int]:
-        """The pids holding any of ``inodes``: the ``hints`` first, then every process."""
+    def socket_owners(self, inodes: set[int], hints: list[int] = ()) -> dict[int, str]:
+        """pid -> the fd by which it holds any of ``inodes``: the ``hints`` first,
+        then every process."""
         wanted = {f"socket:[{i}]" for i in inodes}
-        found: set[int] = set()
+        found: dict[int, str] = {}
         for pid in hints:
-            if self.holds(pid, wanted):
-                found.add(pid)
+            fd = self.holds(pid, wanted)
+            if fd:
+                found[pid] = fd
         if found:
             return found
         for pid in list(self.procs):
-            if self.holds(pid, wanted):
-                found.add(pid)
+            fd = self.holds(pid, wanted)
+            if fd:
+                found[pid] = fd
         return found
 
-    def holds(self, pid: int, wanted: set[str]) -> bool:
+    def holds(self, pid: int, wanted: set[str]) -> str:
+        """The fd (its number, as text) by which ``pid`` holds one of ``wanted``, or ""."""
         fd_dir = f"{self.procfs}/{pid}/fd"
         try:
             fds = os.listdir(fd_dir)
         except OSError:
-            return False
+            return ""
         for fd in fds:
             try:
                 if os.readlink(f"{fd_dir}/{fd}") in wanted:
-                    return True
+                    return fd
             except OSError:
                 continue
-        return False
+        return ""
+
+    def holds_fd(self, pid: int, fd: str, wanted: set[str]) -> bool:
+        """Whether ``pid`` still holds one of ``wanted`` at ``fd`` (one readlink)."""
+        try:
+            return os.readlink(f"{self.procfs}/{pid}/fd/{fd}") in wanted
+        except OSError:
+            return False
 
     def cpu_ticks(self, pid: int) -> tuple[int, int] | None:
         """(utime + stime, rss pages) now."""

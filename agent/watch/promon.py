@@ -121,7 +121,7 @@ class Promon:
             if port in allowed:
                 continue
             cached = {self._listeners[i] for i in inodes if i in self._listeners}
-            owners = cached or self.procs.socket_owners(inodes)
+            owners = cached or set(self.procs.socket_owners(inodes))
             for pid in owners:
                 for i in inodes:
                     self._listeners[i] = pid

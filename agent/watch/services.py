@@ -70,8 +70,10 @@ class Service:
     #: once per process (when the table first sees it), not at every check
     matches: dict[int, int] = field(default_factory=dict)
     matched_scan: int = -1
-    #: port and unix_socket finders: the listening sockets last found (inodes)
+    #: port and unix_socket finders: the listening sockets last found (inodes), and
+    #: the fd by which each copy held one
     inodes: set = field(default_factory=set)
+    fds: dict[int, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"name": self.cfg.name, "state": self.state, "since": self.since, "pids": sorted(self.found),

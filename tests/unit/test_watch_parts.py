@@ -95,4 +95,4 @@ def test_listening_sockets_from_proc_net(tmp_path):
     fake_proc(tmp_path, 20, "db", "db", 5)
     os.symlink("socket:[5555]", tmp_path / "20" / "fd" / "3")
     t.scan()
-    assert t.socket_owners({5555}) == {20}
+    assert t.socket_owners({5555}) == {20: "3"}
