@@ -202,6 +202,8 @@ class Agent:
                                            "failure": s.failure, "series": len(s.names)}
                         for s in self.sampler.sources},
             **self.uplink.stats(),
+            **({"watch_checks": self.watch.checks, "watch_check_ms": round(self.watch.check_ms, 3),
+                "watch_cpu_s": round(self.watch.cpu_s, 4)} if self.watch is not None else {}),
             **({"durations_ms": [round(d * 1e3, 4) for d in self.reads.durations]} if req.args.get("durations") else {}),
         }
 

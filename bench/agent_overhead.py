@@ -255,6 +255,10 @@ def measure(label: str, warmup: float, duration: float, workdir: Path, masked_ex
             "wire_bytes_per_s_unmasked": round((bu1[0] - bu0[0]) / wall, 1),
             "cpu_pct_unmasked": round((cu1 - cu0) / wall * 100, 3),
             "processes_present": processes_present(),
+            **({"watch_checks_per_s": round((s1["watch_checks"] - s0["watch_checks"]) / wall, 3),
+                "watch_check_ms_last": s1["watch_check_ms"],
+                "watch_thread_cpu_pct": round((s1["watch_cpu_s"] - s0["watch_cpu_s"]) / wall * 100, 4)}
+               if "watch_checks" in s1 else {}),
         }
     finally:
         for p in (masked, unmasked):

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .procs import ProcTable
+from .procs import ProcTable, start_ticks
 
 if TYPE_CHECKING:  # pragma: no cover
     from .services import Service
@@ -25,6 +25,20 @@ class Finder:
         self.procs = procs
         self._tcp: dict[int, set[int]] | None = None
         self._unix: dict[str, set[int]] | None = None
+
+    def still_there(self, s: Service) -> bool:
+        """Whether a steady service's copies are all where they were, looking only at
+        them (no scan): a socket service's fd still holds its socket, another's
+        processes still have their start time. Anything else (a state in motion, a
+        watched service that is absent, a copy gone) wants a full look."""
+        if s.state != "running" or not s.found or not s.wanted:
+            return s.state in ("stopped", "fatal") and not s.wanted or s.state == "fatal"
+        if s.cfg.port or s.cfg.unix_socket:
+            if not s.inodes or s.fds.keys() != s.found.keys():
+                return False
+            wanted = {f"socket:[{i}]" for i in s.inodes}
+            return all(self.procs.holds_fd(pid, s.fds[pid], wanted) for pid in s.found)
+        return all(start_ticks(self.procs.procfs, pid) == start for pid, start in s.found.items())
 
     def new_check(self) -> None:
         """Forget the socket tables read during the last check."""

@@ -95,6 +95,8 @@ class Supervisor:
         self.services: dict[str, Service] = {s.name: Service(s) for s in services}
         self.host = socket.gethostname()
         self.finder = Finder(procs)
+        #: checks that found every due service where it was, without a scan
+        self.quick_checks = 0
         self._dirty = False
         #: told of each state change (node-manager rules, dependencies)
         self.listeners: list[Callable[[Service, str, str], None]] = []
@@ -141,14 +143,25 @@ class Supervisor:
 
     # --- the check ------------------------------------------------------------------------
 
-    def check(self, now: float | None = None) -> None:
-        """Look at every service that is due (after a ``procs.scan``) and act."""
+    def check(self, now: float | None = None, scan: Callable[[], None] | None = None, full: bool = True) -> None:
+        """Look at every service that is due and act. With ``scan`` (which reads the
+        process table) and ``full`` False, a check where every due service is
+        steady and its copies are still there (one look each at what found them)
+        reads nothing more: the table is scanned only when something changed."""
         now = self.clock() if now is None else now
-        self.finder.new_check()
+        due = [s for s in self.services.values() if now >= s.next_check]
+        if not due:
+            return
         self._reap()
-        for s in self.services.values():
-            if now < s.next_check:
-                continue
+        if scan is not None:
+            if not full and all(self.finder.still_there(s) for s in due):
+                for s in due:
+                    s.next_check = now + s.cfg.check_interval
+                self.quick_checks += 1
+                return
+            scan()
+        self.finder.new_check()
+        for s in due:
             s.next_check = now + s.cfg.check_interval
             self._check_one(s, now)
         self._reap()
