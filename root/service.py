@@ -89,6 +89,7 @@ class Root:
         self.inner_errors = 0
         self.metrics: http.MetricsServer | None = None
         self.alerts: AlertEngine | None = None
+        self._reloads: set[asyncio.Task] = set()
         if cfg.alerts:  # RulesError here: the root does not start (one line, exit 2)
             self.alerts = AlertEngine(cfg.alerts, self.registry, self.cache, store, self.ingest.note)
             self.ingest.on_stored_events = self.alerts.saw_events
@@ -217,7 +218,9 @@ class Root:
                     await self.alerts.reload()
                 except Exception as exc:
                     log.error("alert rules not reloaded, the old ones stay: %s", exc)
-            asyncio.get_running_loop().create_task(reload())
+            task = asyncio.get_running_loop().create_task(reload(), name="alerts-reload")
+            self._reloads.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._reloads.discard)
 
         try:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup)

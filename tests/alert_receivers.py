@@ -17,14 +17,15 @@ class Webhook:
 
     def __init__(self) -> None:
         self.bodies: list[dict] = []
+        #: the bodies answered with another status than 200
+        self.refused: list[dict] = []
         self.status = 200
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if outer.status == 200:
-                    outer.bodies.append(json.loads(body))
+                (outer.bodies if outer.status == 200 else outer.refused).append(json.loads(body))
                 self.send_response(outer.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

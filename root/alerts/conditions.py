@@ -112,6 +112,11 @@ class Conditions:
         self._last: dict[tuple[str, str, str], tuple[float, float, float | None]] = {}
         #: rule -> fingerprint-ish key (node, labels) -> (ts, node, labels, context) of the newest matching event
         self.events: dict[str, dict[tuple, tuple[float, str, dict, dict]]] = {}
+        #: the nodes the last ``hits`` selected but could not judge (values not fresh,
+        #: not yet read): their open alerts keep their state. Every other open alert
+        #: of the rule that no hit names has lost its instance (its series is gone,
+        #: its labels changed with a reload, its node left the rule or the tree).
+        self.unjudged: set[str] = set()
 
     # --- events -----------------------------------------------------------------------
 
@@ -123,8 +128,8 @@ class Conditions:
             return
         for e in events:
             for r in event_rules:
-                if not fnmatch.fnmatchcase(e.type, r.event):
-                    continue
+                if not fnmatch.fnmatchcase(e.type, r.event) or e.type == "alert" and r.event != "alert":
+                    continue  # the engine's own events feed a rule only when it names them
                 attrs = e.attrs if isinstance(e.attrs, dict) else {}
                 if not all(k in attrs and fnmatch.fnmatchcase(str(attrs[k]), v) for k, v in r.match):
                     continue
@@ -163,7 +168,10 @@ class Conditions:
 
     def hits(self, rule: Rule, now: float, windows: dict[str, tuple[float, float, float, int]] | None = None
              ) -> list[Hit]:
-        """The instances of ``rule`` that can be judged now."""
+        """The instances of ``rule`` that can be judged now (``windows``: the rollup
+        figures of a ``window`` rule, None when they could not be read); the nodes
+        selected but not judged are left in ``unjudged``."""
+        self.unjudged = unjudged = set()
         if rule.kind == "event":
             return self._event_hits(rule, now)
         out: list[Hit] = []
@@ -174,39 +182,49 @@ class Conditions:
                 hit = n.state in rule.states
                 self._hit(out, rule, n.name, "", None, hit, not hit, {"state": n.state})
             elif rule.kind == "absent":
-                self._absent(rule, n, now, out)
+                if not self._absent(rule, n, now, out):
+                    unjudged.add(n.name)
             elif rule.window:
-                got = (windows or {}).get(n.name)
-                if got is not None and n.state in LIVE:
-                    value = _aggregate(rule.agg, got)
-                    if rule.per_core:
-                        cores = _cores(n)
-                        if cores is None:
-                            continue
-                        value /= cores
-                    self._hit(out, rule, n.name, "", value, rule.firing(value), rule.recovered(value),
-                              {"series": rule.series})
-            else:
-                self._series(rule, n, out)
+                if windows is None or n.state not in LIVE:
+                    unjudged.add(n.name)
+                    continue
+                got = windows.get(n.name)
+                if got is None:
+                    continue  # nothing in the window: no instance (an ``absent`` rule's business)
+                value = _aggregate(rule.agg, got)
+                if rule.per_core:
+                    cores = _cores(n)
+                    if cores is None:
+                        unjudged.add(n.name)
+                        continue
+                    value /= cores
+                self._hit(out, rule, n.name, "", value, rule.firing(value), rule.recovered(value),
+                          {"series": rule.series})
+            elif not self._series(rule, n, out):
+                unjudged.add(n.name)
         return out
 
-    def _series(self, rule: Rule, n: NodeState, out: list[Hit]) -> None:
+    def _series(self, rule: Rule, n: NodeState, out: list[Hit]) -> bool:
+        """Hits of one node; False when its values cannot be judged now."""
         nv = self.cache.nodes.get(n.name)
         if nv is None or n.state not in LIVE:
-            return
+            return False
         values, stamps = nv.values, nv.stamps
         cores = _cores(n) if rule.per_core else 1
         if cores is None:
-            return
+            return False
+        judged = True
         for i in self.index.positions(rule.series, nv.names):
             ts = float(stamps[i])
             v = float(values[i])
             if not ts or math.isnan(v):
+                judged = False  # a series with no value this time
                 continue
             name = nv.names[i]
             if rule.rate:
                 v = self._rate(rule.name, n.name, name, v, ts)
                 if v is None:
+                    judged = False
                     continue
             v /= cores
             fires = v > rule.above if rule.above is not None else v < rule.below
@@ -216,6 +234,7 @@ class Conditions:
                 labels, fp = self._id(rule, n.name, name)
                 if self.is_open(fp):
                     out.append(Hit(n.name, labels, fp, v, False, rule.recovered(v), {"series": name}))
+        return judged
 
     def _rate(self, rule: str, node: str, name: str, v: float, ts: float) -> float | None:
         """Per second since the previous sample of a counter (None until two, or
@@ -232,21 +251,23 @@ class Conditions:
         self._last[key] = (v, ts, rate)
         return rate
 
-    def _absent(self, rule: Rule, n: NodeState, now: float, out: list[Hit]) -> None:
+    def _absent(self, rule: Rule, n: NodeState, now: float, out: list[Hit]) -> bool:
+        """Hit of one node; False when it cannot be judged now."""
         if n.state != "up":
-            return  # a down node is the state rules' business
+            return False  # a down node is the state rules' business
         nv = self.cache.nodes.get(n.name)
         if nv is None:
-            return
+            return False
         idx = self.index.positions(rule.absent, nv.names)
         if not idx:
-            return  # never had it: not a series that stopped
+            return True  # never had it: not a series that stopped
         newest = max(float(nv.stamps[i]) for i in idx)
         if not newest:
-            return
+            return False
         age = now - newest
         hit = age > rule.window
         self._hit(out, rule, n.name, "", age, hit, not hit, {"series": rule.absent})
+        return True
 
     def _event_hits(self, rule: Rule, now: float) -> list[Hit]:
         out = []

@@ -99,6 +99,12 @@ class Notice:
     alerts: list[dict]
     #: the alerts told (their fingerprints), and as what
     told: dict[str, str] = field(default_factory=dict)
+    #: when it was decided, and each alert's (notified, notified_at) before it: a
+    #: notice that was never delivered is taken back with them
+    at: float = 0.0
+    before: dict[str, tuple] = field(default_factory=dict)
+    #: channels of its receiver that delivered it
+    delivered: int = 0
 
 
 def _labels_match(pairs: Iterable[tuple[str, str]], labels: dict[str, str]) -> bool:

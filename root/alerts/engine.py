@@ -20,7 +20,7 @@ from clumon.root.storage import alerts as rows
 
 from . import dispatch
 from .conditions import Conditions, window_values
-from .dispatch import Matcher, Silence, SilenceError
+from .dispatch import Matcher, Notice, Silence, SilenceError
 from .lifecycle import FIRING, PENDING, RESOLVED, Alert, Book
 from .notify import Notifier
 from .rules import AlertsConfig, RulesError, load
@@ -61,7 +61,10 @@ class AlertEngine:
         self.cfg = cfg
         self.notifier = self._notifier(cfg)
         self.notifier.start()
-        await old.stop(drain=1.0)
+        # what the old channels had not delivered goes on in the new ones; where its
+        # receiver is gone it is told again through the new routes
+        for name, kind, n, _ in self.notifier.adopt(await old.stop(drain=1.0)):
+            self._untell(n, f"receiver {name} ({kind}) removed by the reload; told again through the new routes")
         names = {r.name for r in cfg.rules}
         self.conditions.forget_rules(names)
         self._changed(self.book.drop_rules(names, self._clock()))
@@ -90,7 +93,31 @@ class AlertEngine:
                     log.exception("alert evaluation failed")
                 await asyncio.sleep(max(0.0, self.cfg.evaluation_interval - (time.monotonic() - started)))
         finally:
-            await self.notifier.stop()
+            await self._stop_telling()
+
+    async def _stop_telling(self) -> None:
+        """At stop: what no channel delivered is marked untold and written, so that
+        the next start tells it."""
+        left = [n for _, _, n, _ in await self.notifier.stop() if not n.delivered]
+        for n in left:
+            self._untell(n, "")
+        if left:
+            log.warning("alerts: %d notifications not delivered at stop; told again after the restart", len(left))
+            await self._write()
+
+    def _untell(self, n: Notice, why: str) -> None:
+        """Take a notice that was not delivered back (unless another channel of its
+        receiver delivered it: the receiver heard it)."""
+        if n.delivered:
+            return
+        for fp, state in n.told.items():
+            a = self.book.alerts.get(fp)
+            before = n.before.get(fp)
+            if a is not None and before is not None and a.notified == state and a.notified_at == n.at:
+                a.notified, a.notified_at = before
+                a.dirty = True
+        if why:
+            self._delivered(n.receiver, "", False, why, 0)
 
     def saw_events(self, events: list) -> None:
         self.conditions.saw_events(self.cfg.rules, events)
@@ -99,20 +126,20 @@ class AlertEngine:
         now = self._clock() if now is None else now
         t0 = time.perf_counter()
         windows = await self._windows(now)
-        known = self.registry.nodes.__contains__
         changes = []
         for rule in self.cfg.rules:
-            hits = self.conditions.hits(rule, now, windows.get(rule.name))
-            changes += self.book.apply(rule, hits, now, known)
+            hits = self.conditions.hits(rule, now, windows.get(rule.name) if windows is not None else None)
+            changes += self.book.apply(rule, hits, now, self.conditions.unjudged)
         self._changed(changes)
         self._tell(now)
         await self._write()
-        self.book.settled()
+        self.book.settled(self.notifier.inflight)
         self.evaluations += 1
         self.eval_ms.append((time.perf_counter() - t0) * 1000)
         del self.eval_ms[:-1000]
 
-    async def _windows(self, now: float) -> dict[str, dict]:
+    async def _windows(self, now: float) -> dict[str, dict] | None:
+        """The rollup figures of the ``window`` rules (None: not readable this time)."""
         wanted = [r for r in self.cfg.rules if r.kind == "series" and r.window]
         if not wanted:
             return {}
@@ -124,7 +151,7 @@ class AlertEngine:
             return await asyncio.get_running_loop().run_in_executor(None, lambda: self.store.alerts_sql(read))
         except Exception as exc:
             log.warning("alerts: window rules not judged this time: %s", exc)
-            return {}
+            return None
 
     def _changed(self, changes: list) -> None:
         for a, old, new in changes:
@@ -142,6 +169,8 @@ class AlertEngine:
         alerts = list(self.book.alerts.values())
         folded = dispatch.folded_counts(mute, self.book.alerts)
         for n in dispatch.due(alerts, self.cfg, mute, now, folded, self.cfg.external_url):
+            n.at = now
+            n.before = {fp: (self.book.alerts[fp].notified, self.book.alerts[fp].notified_at) for fp in n.told}
             if not self.notifier.send(n):
                 continue
             for fp, state in n.told.items():
@@ -151,7 +180,8 @@ class AlertEngine:
                     a.notifications += 1
 
     async def _write(self) -> None:
-        dirty = [a for a in self.book.alerts.values() if a.dirty]
+        retired = list(self.book.retired)
+        dirty = retired + [a for a in self.book.alerts.values() if a.dirty]
         if not dirty:
             return
         batch = [a.as_dict() for a in dirty]
@@ -164,6 +194,7 @@ class AlertEngine:
             return
         for a in dirty:
             a.dirty = False
+        del self.book.retired[:len(retired)]
 
     def _delivered(self, receiver: str, channel: str, ok: bool, detail: str, attempts: int) -> None:
         if ok:

@@ -1,10 +1,17 @@
 """Alerts and their lives: pending -> firing -> resolved, one per (rule, labels).
 
 An alert is pending while its condition holds for less than the rule's
-``for``; firing after that; resolved when the rule's recovery condition holds
-(or its node left the view). An instance that cannot be judged this time (no
-value yet, a node whose values are not fresh) keeps its state: a root that
-just restarted does not resolve what it has not seen yet.
+``for``; firing after that; resolved when the rule's recovery condition holds,
+or when its instance is gone: the node left the view or the rule, the series
+left the node, a reload changed the rule's labels or severity (the alert with
+the new labels is another one). An instance that cannot be judged this time
+(no value yet, a node whose values are not fresh) keeps its state: a root that
+just restarted does not resolve what it has not seen yet. An event rule's
+alert that no event renews ends ``resolve_after`` after it began.
+
+An alert that fires again before its resolution was told continues the told
+one (the receivers heard "firing" and hear nothing until it resolves for good);
+the row of the earlier one is closed as ``superseded``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from .conditions import Hit, fingerprint  # noqa: F401 - fingerprint is part of 
 from .rules import Rule
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+#: ``notified`` of an alert whose resolution was never told because it fired again
+SUPERSEDED = "superseded"
 
 
 @dataclass(slots=True)
@@ -83,18 +92,35 @@ class Book:
 
     def __init__(self) -> None:
         self.alerts: dict[str, Alert] = {}
+        #: alerts replaced by a newer one of the same fingerprint, still to be written
+        self.retired: list[Alert] = []
 
     def is_open(self, fp: str) -> bool:
         a = self.alerts.get(fp)
         return a is not None and a.state in (PENDING, FIRING)
 
     def load(self, alerts: list[Alert]) -> None:
-        for a in alerts:
+        """Alerts read back at start; of two with one fingerprint the newer stays and
+        the older is closed."""
+        for a in sorted(alerts, key=lambda a: a.started):
             a.dirty = False
+            old = self.alerts.get(a.fingerprint)
+            if old is not None:
+                self._retire(old, a.started)
             self.alerts[a.fingerprint] = a
 
-    def apply(self, rule: Rule, hits: list[Hit], now: float, known_nodes: Callable[[str], bool]) -> list[Transition]:
-        """One evaluation of one rule; returns the state changes."""
+    def _retire(self, old: Alert, now: float) -> None:
+        if old.state != RESOLVED:
+            old.state, old.resolved_at = RESOLVED, now
+        if old.notified == FIRING:
+            old.notified = SUPERSEDED
+        old.dirty = True
+        self.retired.append(old)
+
+    def apply(self, rule: Rule, hits: list[Hit], now: float, unjudged: set[str] | Callable[[str], bool] = frozenset()
+              ) -> list[Transition]:
+        """One evaluation of one rule (``unjudged``: the nodes whose open alerts keep
+        their state this time, see ``Conditions.unjudged``); returns the state changes."""
         changes: list[Transition] = []
         seen: set[str] = set()
         for hit in hits:
@@ -108,7 +134,12 @@ class Book:
                     changes.append(self._end(a, now, hit.value))
                 continue
             if not open_:
-                a = self.alerts[fp] = Alert(fp, rule.name, dict(labels), PENDING, now, value=hit.value)
+                old, a = a, Alert(fp, rule.name, dict(labels), PENDING, now, value=hit.value)
+                if old is not None:
+                    if old.notified == FIRING:  # its resolution untold: this one goes on from it
+                        a.notified, a.notified_at, a.notifications = FIRING, old.notified_at, old.notifications
+                    self._retire(old, now)
+                self.alerts[fp] = a
                 changes.append((a, "", PENDING))
             if a.value != hit.value:
                 a.value, a.dirty = hit.value, True
@@ -118,10 +149,15 @@ class Book:
             if a.state == PENDING and now - a.started >= rule.for_:
                 a.state, a.fired_at, a.dirty = FIRING, now, True
                 changes.append((a, PENDING, FIRING))
+        keep = unjudged if callable(unjudged) else unjudged.__contains__
         for fp, a in list(self.alerts.items()):
-            if a.rule == rule.name and fp not in seen and a.state in (PENDING, FIRING) \
-                    and not known_nodes(a.labels.get("node", "")):
-                changes.append(self._end(a, now, a.value))  # its node was forgotten
+            if a.rule != rule.name or fp in seen or a.state not in (PENDING, FIRING):
+                continue
+            if rule.kind == "event":
+                if now - (a.fired_at or a.started) >= rule.resolve_after:
+                    changes.append(self._end(a, now, a.value))
+            elif not keep(a.labels.get("node", "")):
+                changes.append(self._end(a, now, a.value))  # its instance is gone
         return changes
 
     def _end(self, a: Alert, now: float, value: float | None) -> Transition:
@@ -135,9 +171,11 @@ class Book:
         return [self._end(a, now, a.value) for a in self.alerts.values()
                 if a.rule not in names and a.state in (PENDING, FIRING)]
 
-    def settled(self) -> list[Alert]:
-        """Resolved alerts with nothing more to tell: written, then forgotten here."""
-        done = [a for a in self.alerts.values() if a.state == RESOLVED and a.notified != FIRING and not a.dirty]
+    def settled(self, inflight: dict[str, int] | set[str] = frozenset()) -> list[Alert]:
+        """Resolved alerts with nothing more to tell (nor being told: ``inflight``):
+        written, then forgotten here."""
+        done = [a for a in self.alerts.values()
+                if a.state == RESOLVED and a.notified != FIRING and not a.dirty and a.fingerprint not in inflight]
         for a in done:
             del self.alerts[a.fingerprint]
         return done

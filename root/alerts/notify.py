@@ -15,11 +15,13 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import smtplib
 import ssl
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from email.message import EmailMessage
 from typing import Callable
 
@@ -96,9 +98,14 @@ def send_email(smtp: Smtp, msg: EmailMessage) -> None:
 def post_webhook(url: str, body: bytes, timeout: float) -> None:
     req = urllib.request.Request(url, body, {"Content-Type": "application/json",
                                              "User-Agent": f"clumon/{__version__}"}, method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        if not 200 <= resp.status < 300:
-            raise OSError(f"HTTP {resp.status}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            if not 200 <= resp.status < 300:
+                raise OSError(f"HTTP {resp.status}")
+    except urllib.error.HTTPError as exc:
+        if 400 <= exc.code < 500 and exc.code not in (408, 429):
+            raise Permanent(f"HTTP {exc.code} {exc.reason}") from None
+        raise OSError(f"HTTP {exc.code} {exc.reason}") from None
 
 
 async def run_command(argv: tuple[str, ...], n: Notice, body: bytes) -> None:
@@ -113,38 +120,75 @@ async def run_command(argv: tuple[str, ...], n: Notice, body: bytes) -> None:
     try:
         _, err = await asyncio.wait_for(proc.communicate(body), COMMAND_TIMEOUT)
     except asyncio.TimeoutError:
-        proc.kill()
+        _kill_group(proc)
         await proc.wait()
         raise OSError(f"still running after {COMMAND_TIMEOUT:g} s: killed") from None
+    except asyncio.CancelledError:  # the root stops or the rules were reloaded: no orphan left behind
+        _kill_group(proc)
+        await asyncio.shield(proc.wait())
+        raise
     if proc.returncode != 0:
         tail = err.decode("utf-8", "replace").strip()[-200:]
         raise OSError(f"exited with code {proc.returncode}" + (f": {tail}" if tail else ""))
 
 
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the command and what it started
+    except ProcessLookupError:
+        pass
+
+
+class Permanent(Exception):
+    """A failure that a retry cannot mend (an HTTP 4xx other than 408 and 429)."""
+
+
 class Channel:
-    """One receiver's one way of delivery, with its queue and its retries."""
+    """One receiver's one way of delivery, with its queue and its retries.
+
+    Notices go out in order. One that fails is retried with backoff until
+    ``give_up_after``, unless a newer notice of the same group waits behind it
+    (that one says the group's state now: the old one is superseded) or the
+    failure is permanent (said at once, not retried)."""
 
     def __init__(self, receiver: Receiver, kind: str, deliver: Callable[[Notice], "asyncio.Future | object"],
-                 on_result: Result, give_up_after: float, clock: Callable[[], float] = time.monotonic):
+                 on_result: Result, give_up_after: float, clock: Callable[[], float] = time.monotonic,
+                 on_done: Callable[[Notice], None] = lambda n: None):
         self.receiver, self.kind = receiver, kind
         self._deliver = deliver
         self._on_result = on_result
+        self._on_done = on_done
         self.give_up_after = give_up_after
         self._clock = clock
-        self.queue: asyncio.Queue[tuple[Notice, float]] = asyncio.Queue()
-        self.sent = self.failed = self.dropped = 0
+        self.queue: deque[tuple[Notice, float]] = deque()
+        self._wake = asyncio.Event()
+        #: the notice being delivered (or waiting to be retried), with when it was queued
+        self.current: tuple[Notice, float] | None = None
+        self.sent = self.failed = self.dropped = self.superseded = 0
         self.backoff_max = 300.0
 
-    def put(self, n: Notice) -> None:
-        if self.queue.qsize() >= QUEUE_MAX:
-            self.queue.get_nowait()
+    def put(self, n: Notice, queued: float | None = None) -> None:
+        if len(self.queue) >= QUEUE_MAX:
+            old, _ = self.queue.popleft()
             self.dropped += 1
+            self._on_done(old)
             self._on_result(self.receiver.name, self.kind, False, f"queue full ({QUEUE_MAX}): the oldest dropped", 0)
-        self.queue.put_nowait((n, self._clock()))
+        self.queue.append((n, self._clock() if queued is None else queued))
+        self._wake.set()
+
+    def qsize(self) -> int:
+        return len(self.queue) + (self.current is not None)
+
+    def _newer_waits(self, n: Notice) -> bool:
+        return any(q.group_key == n.group_key for q, _ in self.queue)
 
     async def run(self) -> None:
         while True:
-            n, queued = await self.queue.get()
+            while not self.queue:
+                self._wake.clear()
+                await self._wake.wait()
+            self.current = self.queue.popleft()
+            n, queued = self.current
             delay, attempts = 1.0, 0
             while True:
                 attempts += 1
@@ -153,20 +197,44 @@ class Channel:
                 except Exception as exc:  # every failure is the receiver's, never the root's
                     self.failed += 1
                     detail = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, Permanent):
+                        self._on_result(self.receiver.name, self.kind, False, f"gave up (permanent): {detail}",
+                                        attempts)
+                        break
                     if self._clock() - queued + delay > self.give_up_after:
                         self._on_result(self.receiver.name, self.kind, False, f"gave up: {detail}", attempts)
                         break
                     self._on_result(self.receiver.name, self.kind, False, detail, attempts)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.backoff_max)
+                    if self._newer_waits(n):  # it says the group's state now: this one is stale
+                        self.superseded += 1
+                        self._on_result(self.receiver.name, self.kind, False,
+                                        f"gave up: {detail}; a newer notice of the group waits", attempts)
+                        break
                 else:
                     self.sent += 1
+                    n.delivered += 1
                     self._on_result(self.receiver.name, self.kind, True, "", attempts)
                     break
+            self.current = None
+            self._on_done(n)
+
+    def take(self) -> list[tuple[Notice, float]]:
+        """What is still to deliver (the one in hand first); the channel holds nothing after."""
+        out = ([self.current] if self.current is not None else []) + list(self.queue)
+        self.current = None
+        self.queue.clear()
+        return out
 
 
 class Notifier:
-    """Every receiver's channels; ``send`` never waits."""
+    """Every receiver's channels; ``send`` never waits.
+
+    ``inflight`` counts, per alert fingerprint, the notices about it still to be
+    delivered: the engine keeps such an alert in memory until they are done, and a
+    root that stops hands what is left back (``stop``) so that it is told again
+    after the restart, not lost."""
 
     def __init__(self, receivers: dict[str, Receiver], smtp: Smtp, on_result: Result, external_url: str = "",
                  give_up_after: float = 3600.0, webhook_timeout: float = 10.0):
@@ -174,16 +242,28 @@ class Notifier:
         self.external_url = external_url
         self.webhook_timeout = webhook_timeout
         self.channels: dict[str, list[Channel]] = {}
+        self.inflight: dict[str, int] = {}
         for r in receivers.values():
             chans = []
             if r.email:
-                chans.append(Channel(r, "email", self._email(r), on_result, give_up_after))
+                chans.append(self._channel(r, "email", self._email(r), on_result, give_up_after))
             if r.webhook:
-                chans.append(Channel(r, "webhook", self._webhook(r), on_result, give_up_after))
+                chans.append(self._channel(r, "webhook", self._webhook(r), on_result, give_up_after))
             if r.command:
-                chans.append(Channel(r, "command", self._command(r), on_result, give_up_after))
+                chans.append(self._channel(r, "command", self._command(r), on_result, give_up_after))
             self.channels[r.name] = chans
         self._tasks: list[asyncio.Task] = []
+
+    def _channel(self, r: Receiver, kind: str, deliver, on_result: Result, give_up_after: float) -> Channel:
+        return Channel(r, kind, deliver, on_result, give_up_after, on_done=self._done)
+
+    def _done(self, n: Notice) -> None:
+        for fp in n.told:
+            left = self.inflight.get(fp, 0) - 1
+            if left > 0:
+                self.inflight[fp] = left
+            else:
+                self.inflight.pop(fp, None)
 
     def _email(self, r: Receiver):
         async def deliver(n: Notice) -> None:
@@ -210,14 +290,20 @@ class Notifier:
         if not chans:
             return False
         for c in chans:
-            c.put(n)
+            self._put(c, n)
         return True
 
-    def queued(self) -> int:
-        return sum(c.queue.qsize() for chans in self.channels.values() for c in chans)
+    def _put(self, c: Channel, n: Notice, queued: float | None = None) -> None:
+        for fp in n.told:
+            self.inflight[fp] = self.inflight.get(fp, 0) + 1
+        c.put(n, queued)
 
-    async def stop(self, drain: float = 2.0) -> None:
-        """Give queued notifications ``drain`` seconds, then stop the channels."""
+    def queued(self) -> int:
+        return sum(c.qsize() for chans in self.channels.values() for c in chans)
+
+    async def stop(self, drain: float = 2.0) -> list[tuple[str, str, Notice, float]]:
+        """Give queued notifications ``drain`` seconds, then stop the channels.
+        Returns what was not delivered: (receiver, channel kind, notice, queued at)."""
         deadline = time.monotonic() + drain
         while self.queued() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -225,3 +311,22 @@ class Notifier:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        left = []
+        for name, chans in self.channels.items():
+            for c in chans:
+                for n, queued in c.take():
+                    self._done(n)
+                    left.append((name, c.kind, n, queued))
+        return left
+
+    def adopt(self, left: list[tuple[str, str, Notice, float]]) -> list[tuple[str, str, Notice, float]]:
+        """Take over another notifier's undelivered notices (after a reload) where the
+        receiver and its channel still exist; returns the ones that have no home."""
+        homeless = []
+        for name, kind, n, queued in left:
+            c = next((c for c in self.channels.get(name, ()) if c.kind == kind), None)
+            if c is None:
+                homeless.append((name, kind, n, queued))
+            else:
+                self._put(c, n, queued)
+        return homeless

@@ -33,6 +33,7 @@ def open_alerts(conn: sa.Connection) -> list[dict]:
     """Alerts not yet done with: pending, firing, or resolved but still to be told."""
     t = S.alerts
     q = sa.select(t).where(sa.or_(t.c.state.in_(OPEN), sa.and_(t.c.state == "resolved", t.c.notified == "firing")))
+    q = q.order_by(t.c.started)  # of two with one fingerprint, the newer is the one in force
     return [dict(r._mapping) for r in conn.execute(q)]
 
 

@@ -283,9 +283,11 @@ class Store:
 
     def alerts_sql(self, work: Callable[[sa.Connection, Callable[[sa.Table], Any]], Any], write: bool = False) -> Any:
         """Run ``work(conn, insert)`` on the alert tables (``storage/alerts.py``), in
-        one transaction when it writes."""
+        one transaction when it writes; on SQLite a write takes its turn with the
+        others of this process, as every writer here does."""
         self._ensure_schema()
-        with Translate(), (self.engine.begin() if write else self.engine.connect()) as conn:
+        with (self._one_writer() if write else contextlib.nullcontext()), Translate(), \
+                (self.engine.begin() if write else self.engine.connect()) as conn:
             return work(conn, self._insert)
 
     def state_history(self, node: str, since: float | None = None) -> list[StateRow]:

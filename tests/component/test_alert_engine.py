@@ -158,7 +158,8 @@ def test_pending_firing_resolved_with_for_and_hysteresis(site_factory, webhook):
     bodies = wait_until(lambda: len(webhook.bodies) == 2 and webhook.bodies, what="the resolved webhook")
     assert bodies[1]["status"] == "resolved" and bodies[1]["alerts"][0]["status"] == "resolved"
     assert bodies[1]["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
-    assert s.alerts() == {}  # told resolved: done with (its row stays in SQL)
+    s.tick()
+    assert s.alerts() == {}  # told resolved and delivered: done with (its row stays in SQL)
     rows = s.store.alerts_sql(lambda c, i: __import__("clumon.root.storage.alerts", fromlist=["x"]).history(c, 0))
     assert [(r["state"], r["notified"], r["notifications"]) for r in rows] == [("resolved", "resolved", 2)]
 
