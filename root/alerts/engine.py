@@ -21,7 +21,7 @@ from clumon.root.storage import alerts as rows
 from . import dispatch
 from .conditions import Conditions, window_values
 from .dispatch import Matcher, Notice, Silence, SilenceError
-from .lifecycle import FIRING, PENDING, RESOLVED, Alert, Book
+from .lifecycle import FIRING, PENDING, RESOLVED, UNROUTABLE, Alert, Book
 from .notify import Notifier
 from .rules import AlertsConfig, RulesError, load
 
@@ -171,13 +171,20 @@ class AlertEngine:
         for n in dispatch.due(alerts, self.cfg, mute, now, folded, self.cfg.external_url):
             n.at = now
             n.before = {fp: (self.book.alerts[fp].notified, self.book.alerts[fp].notified_at) for fp in n.told}
-            if not self.notifier.send(n):
-                continue
+            sent = self.notifier.send(n)
             for fp, state in n.told.items():
                 a = self.book.alerts.get(fp)
-                if a is not None:
+                if a is None:
+                    continue
+                if sent:
                     a.notified, a.notified_at, a.dirty = state, now, True
                     a.notifications += 1
+                elif state == RESOLVED:  # a receiver with no way to reach: nobody to tell
+                    a.notified, a.dirty = UNROUTABLE, True
+        for a in alerts:  # told firing, resolved, and no route takes it since a reload
+            if a.state == RESOLVED and a.notified == FIRING and a.fingerprint not in mute \
+                    and dispatch.route_of(self.cfg, a.labels) is None:
+                a.notified, a.dirty = UNROUTABLE, True
 
     async def _write(self) -> None:
         retired = list(self.book.retired)

@@ -26,6 +26,8 @@ from .rules import Rule
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 #: ``notified`` of an alert whose resolution was never told because it fired again
 SUPERSEDED = "superseded"
+#: ``notified`` of a resolved alert that no route takes any more (after a reload)
+UNROUTABLE = "unroutable"
 
 
 @dataclass(slots=True)

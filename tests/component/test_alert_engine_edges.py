@@ -228,3 +228,22 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_a_resolved_alert_that_no_route_takes_after_a_reload_is_let_go(site_factory, webhook):
+    routed = hook_receiver(webhook.url, group_interval="10m")
+    s = site_factory(FAST, routed)
+    s.node("n1", {DISK_ROOT: 0.99})
+    s.tick()
+    s.tick(1)
+    s.settle()
+    wait_until(lambda: webhook.bodies, what="the firing notification")
+    s.values("n1", {DISK_ROOT: 0.5})
+    s.tick(1)  # resolved, untold for 10 min
+    assert s.alerts()["DiskFull:n1"]["state"] == "resolved"
+    s.path.write_text(FAST + routed.replace('receiver = "hook"', 'receiver = "hook"\nmatch = { team = "db" }'))
+    s.loop.run_until_complete(s.engine.reload())
+    s.tick(1)
+    s.tick(1)
+    assert s.alerts() == {}
+    assert [(r["state"], r["notified"]) for r in history(s)] == [("resolved", "unroutable")]
