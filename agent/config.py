@@ -98,6 +98,9 @@ class AgentConfig(ChildLink):
         """Cross-field checks the declared ranges cannot express."""
         if not self.parents:
             return "key 'parents': expected at least one endpoint"
+        bad = self.curve.problem(len(self.parents), serves=False)
+        if bad:
+            return bad
         from clumon.agent.collectors.registry import SOURCES
 
         for i, name in enumerate(self.collectors):

@@ -59,7 +59,7 @@ class Agent:
                            incarnation=self.incarnation)
         self.uplink = Uplink(
             ctx, self.name, self.incarnation, tuple(cfg.parents), cfg.timings, self.spool,
-            self._on_frame, cfg.max_frame_bytes,
+            self._on_frame, cfg.max_frame_bytes, curve=cfg.uplink_keys(),
         )
         for c in collectors:
             if isinstance(c, AgentSelfCollector):

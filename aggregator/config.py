@@ -37,4 +37,4 @@ class AggregatorConfig(ChildLink):
     def check(self) -> str | None:
         if not self.parents:
             return "key 'parents': expected at least one endpoint"
-        return None
+        return self.curve.problem(len(self.parents), serves=True)

@@ -21,7 +21,7 @@ import zmq.asyncio
 from clumon.aggregator.config import AggregatorConfig
 from clumon.aggregator.batcher import Batcher
 from clumon.proto import __version__
-from clumon.proto import codec, runtime
+from clumon.proto import codec, curve, runtime
 from clumon.proto.downlink import Downlink
 from clumon.proto.frames import Ack, Control, Data, Event, Frame, Hello, Kind, Reply, Request
 from clumon.proto.liveness import Transition
@@ -69,10 +69,13 @@ class Aggregator:
         self.spool = Spool(cfg.spool_max_bytes, cfg.spool_max_age, directory=cfg.state_dir / "spool",
                            incarnation=self.incarnation)
         self.uplink = Uplink(ctx, self.name, self.incarnation, tuple(cfg.parents), cfg.timings,
-                             self.spool, self._from_parent, cfg.max_frame_bytes)
+                             self.spool, self._from_parent, cfg.max_frame_bytes, curve=cfg.uplink_keys())
+        #: CurveZMQ (``[curve]``): the children's keys, checked by ZAP
+        self.curve = curve.Server(ctx, cfg.curve) if cfg.curve.on else None
         self.downlink = Downlink(ctx, cfg.listen, self.name, self.incarnation, self._from_child,
                                  self._transitions, cfg.heartbeat_interval, cfg.down_after,
-                                 cfg.max_frame_bytes, lambda: self.uplink.root_incarnation, self._duplicate)
+                                 cfg.max_frame_bytes, lambda: self.uplink.root_incarnation, self._duplicate,
+                                 curve=self.curve, on_refused=self._auth_refused)
         self.batcher = Batcher(self.name, self.incarnation, self.uplink.send_raw,
                                cfg.batch_max_frames, cfg.batch_max_delay, cfg.max_frame_bytes // 2,
                                cfg.max_frame_bytes)
@@ -120,6 +123,10 @@ class Aggregator:
         self.uplink.send_stored(Event("duplicate_name", name, f"two live processes are named {name}: the newer "
                                       "one's frames are kept, the older one's refused until it stops",
                                       {"older_incarnation": older, "newer_incarnation": newer}))
+
+    def _auth_refused(self, peer: str, key: str, why: str) -> None:
+        self.uplink.send_stored(Event("auth_refused", peer, f"{self.name} refused {peer}: {why}",
+                                      {"peer": peer, "key": key, "why": why, "at": self.name}))
 
     def _ask_hello(self, child: str, node: str) -> None:
         now = time.monotonic()
@@ -266,4 +273,6 @@ class Aggregator:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.downlink.close()
         self.uplink.close()
+        if self.curve is not None:
+            self.curve.stop()
         log.info("aggregator %s stopped", self.name)

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from clumon.cli import admin, alerts, history, masks, nodes, reads, sched, watch
+from clumon.cli import admin, alerts, history, masks, nodes, reads, sched, security, watch
 from clumon.cli.client import DEFAULT_ENDPOINT, Client, ClientError
 from clumon.cli.render import duration
 from clumon.proto import __version__
 
-FAMILIES = (nodes, history, reads, masks, admin, sched, alerts, watch)
+FAMILIES = (nodes, history, reads, masks, admin, sched, alerts, watch, security)
 
 Command = Callable[[Client, argparse.Namespace], Any]
 
@@ -34,6 +34,10 @@ def _common_options(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help=f"root query endpoint (default {DEFAULT_ENDPOINT}, or $CLUMON_ENDPOINT)")
     p.add_argument("--timeout", type=float, default=d(10.0), help="seconds to wait for the root")
     p.add_argument("--json", action="store_true", default=d(False), help="print the result as JSON")
+    p.add_argument("--key", default=d(None), help="your CurveZMQ secret key file (NAME.key_secret; or $CLUMON_KEY, "
+                   "or the one in ~/.config/clumon/) for a root with keys on")
+    p.add_argument("--server-key", default=d(None), help="the root's public key file (or $CLUMON_SERVER_KEY, "
+                   "or root.key beside your key)")
 
 
 def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
@@ -95,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         if not a.file:
             p.error("rules check needs the FILE to check")
         return alerts.check_rules(a.file, a.json)
+    if a.command == "keys":
+        return security.keys_gen(a.name, a.dir, a.json)
     try:
-        with Client(a.endpoint, a.timeout) as c:
+        with Client(a.endpoint, a.timeout, key=a.key, server_key=a.server_key) as c:
             result = commands[a.command](c, a)
     except ClientError as exc:
         print(f"clumon: {exc}", file=sys.stderr)

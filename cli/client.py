@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import zmq
 
 DEFAULT_ENDPOINT = "tcp://localhost:7401"
+#: where a user's key and the root's public key are looked for last
+KEY_DIR = Path("~/.config/clumon")
 
 
 class ClientError(Exception):
@@ -28,13 +32,20 @@ class Client:
     replies are recognised by their id and discarded.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 10.0, ctx: zmq.Context | None = None):
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 10.0, ctx: zmq.Context | None = None,
+                 key: str | None = None, server_key: str | None = None):
+        """``key``: this client's secret key file (``NAME.key_secret``) and
+        ``server_key`` the root's public key file, for a root with CurveZMQ on;
+        both are looked for as ``find_keys`` says."""
         self.endpoint = endpoint
         self.timeout = timeout
+        self.keys = find_keys(key, server_key)
         self._own_ctx = ctx is None
         self._ctx = ctx or zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:
+            self.keys.secure(self._sock)
         self._sock.connect(endpoint)
         self._ids = itertools.count(1)
 
@@ -50,8 +61,10 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             if not self._sock.poll(max(0, int((deadline - time.monotonic()) * 1000))):
-                raise ClientError("timeout", f"no reply from {self.endpoint} within {timeout:g} s: is clumon-root "
-                                             "running there? (check --endpoint or CLUMON_ENDPOINT)")
+                hint = ("is clumon-root running there, and does it accept this key?" if self.keys is not None
+                        else "is clumon-root running there? If it has keys on, give yours with --key or CLUMON_KEY")
+                raise ClientError("timeout", f"no reply from {self.endpoint} within {timeout:g} s: {hint} "
+                                             "(check --endpoint or CLUMON_ENDPOINT)")
             parts = self._sock.recv_multipart()
             reply = msgpack.unpackb(parts[-1], raw=False)
             if isinstance(reply, dict) and reply.get("id", rid) != rid:
@@ -74,3 +87,38 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def find_keys(key: str | None = None, server_key: str | None = None):
+    """This client's CurveZMQ keys, or None (no key anywhere: the link is open).
+
+    The secret key: ``key``, else ``$CLUMON_KEY``, else the one ``*.key_secret``
+    in ``~/.config/clumon/``. The root's public key: ``server_key``, else
+    ``$CLUMON_SERVER_KEY``, else ``root.key`` beside the secret key, else
+    ``~/.config/clumon/root.key``. Raises ``ClientError`` for a key that cannot
+    be used."""
+    from clumon.proto.curve import ClientKeys, KeyFileError
+
+    key = key or os.environ.get("CLUMON_KEY") or None
+    home = KEY_DIR.expanduser()
+    if key is None and home.is_dir():
+        found = sorted(home.glob("*.key_secret"))
+        if len(found) == 1:
+            key = str(found[0])
+        elif len(found) > 1:
+            raise ClientError("keys", f"{home} holds {len(found)} secret keys: choose one with --key or CLUMON_KEY")
+    if key is None:
+        return None
+    server_key = server_key or os.environ.get("CLUMON_SERVER_KEY") or None
+    if server_key is None:
+        for candidate in (Path(key).parent / "root.key", home / "root.key"):
+            if candidate.is_file():
+                server_key = str(candidate)
+                break
+        else:
+            raise ClientError("keys", f"the root's public key is needed with {key}: give --server-key, "
+                                      "CLUMON_SERVER_KEY, or put root.key beside your key")
+    try:
+        return ClientKeys.load(key, server_key)
+    except KeyFileError as exc:
+        raise ClientError("keys", str(exc)) from None

@@ -23,6 +23,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, NewType
 
+from .curve import CurveConfig
 from .transport import valid_endpoint
 
 #: A ZeroMQ endpoint string, checked at load time.
@@ -336,6 +337,16 @@ class ChildLink:
     #: the first HELLO and reconnects wait up to this long, so a restarted
     #: parent sees no storm
     jitter: float = between(1.0, 0.0, HOUR, low_open=False)
+    #: ``[curve]``: CurveZMQ keys (``proto/curve.py``); none: the links are open
+    curve: CurveConfig = CurveConfig()
+
+    def uplink_keys(self) -> tuple | None:
+        """The curve keys for each of ``parents`` (None when keys are off)."""
+        if not self.curve.on:
+            return None
+        from .curve import ClientKeys
+        return tuple(ClientKeys.load(self.curve.secret_key, k)
+                     for k in self.curve.parent_keys(len(getattr(self, "parents", ()))))
 
     @property
     def node_name(self) -> str:

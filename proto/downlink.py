@@ -43,12 +43,23 @@ class Downlink:
         max_frame_bytes: int = codec.MAX_FRAME_BYTES,
         root_incarnation: Callable[[], int] = lambda: 0,
         on_duplicate: Callable[[str, int, int], None] | None = None,
+        curve=None,
+        on_refused: Callable[[str, str, str], None] | None = None,
     ):
+        """``curve`` (``proto.curve.Server``): every child's key is checked at its
+        handshake and each message's routing id must be its key's name; a message
+        that is not is dropped, counted (``auth_refused``) and told to
+        ``on_refused(peer, key name, why)`` at most once a minute per peer."""
         self.name = name
+        self.curve = curve
+        self._on_refused = on_refused
+        #: messages dropped because the key does not speak for the routing id
+        self.auth_refused = 0
+        self._refused_told: dict[str, float] = {}
         self.incarnation = incarnation
         # ZMTP heartbeats are the children's (a child must notice a link its parent
         # stopped reading); pinging 500 children from here cost ~1 % of a core
-        self.conn = transport.router(ctx, bind, max_bytes=max_frame_bytes)
+        self.conn = transport.router(ctx, bind, max_bytes=max_frame_bytes, curve=curve)
         # ticks come every second at most: a gap of a heartbeat interval is our pause
         self.liveness = Liveness(heartbeat_interval, down_after, pause_after=max(2.0, heartbeat_interval))
         self._on_frame = on_frame
@@ -116,6 +127,32 @@ class Downlink:
         except Exception:  # a handler bug must not kill the receive loop
             log.exception("handling %s from %s failed", frame.kind.name, who)
 
+    def accept_signed(self, parts: list) -> None:
+        """``accept`` for a CurveZMQ socket (``zmq.Frame`` parts): the key's name,
+        bound at the handshake, must be the routing id."""
+        who = parts[0].bytes.decode("utf-8", "replace") if parts else "?"
+        user = self.curve.name_of(parts[-1]) if parts else None
+        if user != who:
+            why = (f"the key of {user!r} may not speak for {who!r}" if user
+                   else f"the key {who!r} connected with is no longer accepted")
+            self.refuse(who, user or "", why)
+            return
+        self.accept([p.bytes for p in parts])
+
+    def refuse(self, who: str, key: str, why: str) -> None:
+        """Count a message refused for its key and tell it (once a minute per peer)."""
+        self.auth_refused += 1
+        now = time.monotonic()
+        if now - self._refused_told.get(who, -1e9) < 60.0:
+            return
+        self._refused_told[who] = now
+        log.error("refused a message from %s: %s", who, why)
+        if self._on_refused is not None:
+            try:
+                self._on_refused(who, key, why)
+            except Exception:
+                log.exception("reporting a refused message failed")
+
     def _older_is_live(self, who: str, frame: Frame, child) -> bool:
         """A frame of an older incarnation than ``who``'s newest: the replay of a
         killed predecessor's spool (stored frames, in a burst), or a second live
@@ -161,7 +198,10 @@ class Downlink:
         """Hand every message to ``accept`` until cancelled: a loop reader on the
         socket (``Conn.watch``), no future per message, in time slices so the
         other sockets of the loop (a read waiting) get their turn."""
-        self.conn.watch(self.accept)
+        if self.curve is not None:
+            self.conn.watch(self.accept_signed, copy=False)
+        else:
+            self.conn.watch(self.accept)
         try:
             await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
@@ -219,6 +259,8 @@ class Downlink:
 
     def tick(self) -> list[Transition]:
         """Liveness transitions and heartbeats to every child still there."""
+        if self.curve is not None:
+            self.curve.ring.maybe_reload()  # a key removed is refused from now on
         transitions = self.liveness.tick()
         if transitions:
             self._report(transitions)

@@ -172,14 +172,18 @@ class Conn:
 
 
 def router(ctx: zmq.asyncio.Context, bind: str, hwm: int = DEFAULT_HWM, max_bytes: int = DEFAULT_MAX_BYTES,
-           heartbeat: float | None = None) -> Conn:
+           heartbeat: float | None = None, curve=None) -> Conn:
     """A parent's socket for its children (or the root's query socket).
 
     ROUTER_HANDOVER lets a rebooted child take over its routing id;
     ROUTER_MANDATORY makes a send to a vanished child fail instead of vanishing.
+    ``curve`` (a ``proto.curve.Server``): CurveZMQ, every peer's key checked by
+    the process's ZAP handler at its handshake.
     """
     sock = ctx.socket(zmq.ROUTER)
     _common(sock, hwm, max_bytes, heartbeat)
+    if curve is not None:
+        curve.secure(sock)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.bind(bind)
@@ -187,10 +191,13 @@ def router(ctx: zmq.asyncio.Context, bind: str, hwm: int = DEFAULT_HWM, max_byte
 
 
 def dealer(ctx: zmq.asyncio.Context, identity: str, connect: str | None = None, hwm: int = DEFAULT_HWM,
-           max_bytes: int = DEFAULT_MAX_BYTES, heartbeat: float | None = None) -> Conn:
-    """A child's socket to its parent; its routing id is the child's name."""
+           max_bytes: int = DEFAULT_MAX_BYTES, heartbeat: float | None = None, curve=None) -> Conn:
+    """A child's socket to its parent; its routing id is the child's name.
+    ``curve`` (a ``proto.curve.ClientKeys``): CurveZMQ with the parent's key."""
     sock = ctx.socket(zmq.DEALER)
     _common(sock, hwm, max_bytes, heartbeat)
+    if curve is not None:
+        curve.secure(sock)
     sock.setsockopt(zmq.IDENTITY, identity.encode())
     # Each child waits its own random interval before reconnecting, so a restarted
     # parent is not hit by every child in the same millisecond.

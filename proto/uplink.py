@@ -51,9 +51,14 @@ class Uplink:
         on_frame: Callable[[Frame], None],
         max_frame_bytes: int = codec.MAX_FRAME_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        curve: tuple | None = None,
     ):
+        """``curve``: CurveZMQ keys (``proto.curve.ClientKeys``), one per parent."""
         if not parents:
             raise ValueError("an uplink needs at least one parent endpoint")
+        if curve is not None and len(curve) != len(parents):
+            raise ValueError("one set of curve keys per parent")
+        self._curve = curve
         self.name = name
         self.incarnation = incarnation
         self.parents = parents
@@ -65,7 +70,7 @@ class Uplink:
         self._ctx = ctx
         self._current = 0
         self._conn = transport.dealer(ctx, name, parents[0], max_bytes=max_frame_bytes,
-                                      heartbeat=timings.heartbeat_interval)
+                                      heartbeat=timings.heartbeat_interval, curve=self._keys(0))
         self._seq = 0
         self._hello_frame: bytes | None = None
         self._hello_seq = 0
@@ -309,6 +314,8 @@ class Uplink:
             sync_ctx = zmq.Context.shadow(self._ctx.underlying)
             self._probe = sync_ctx.socket(zmq.DEALER)
             self._probe.setsockopt(zmq.LINGER, 0)
+            if self._curve is not None:
+                self._curve[0].secure(self._probe)
             self._probe_monitor = self._probe.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
             self._probe.connect(self.parents[0])
             return False
@@ -320,6 +327,9 @@ class Uplink:
                     return True
         except zmq.Again:
             return False
+
+    def _keys(self, index: int):
+        return self._curve[index] if self._curve is not None else None
 
     def _close_probe(self) -> None:
         if self._probe is not None:
@@ -349,7 +359,7 @@ class Uplink:
         self._current = index
         self._conn.close()
         self._conn = transport.dealer(self._ctx, self.name, self.parent, max_bytes=self._max_frame_bytes,
-                                      heartbeat=self.timings.heartbeat_interval)
+                                      heartbeat=self.timings.heartbeat_interval, curve=self._keys(index))
         if self._receiving:
             self._conn.watch(self._accept)
         self.parent_incarnation = 0  # the first frame from the new parent triggers a replay

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clumon.proto.codec import MAX_FRAME_BYTES
+from clumon.proto.curve import CurveConfig
 from clumon.proto.config import (DAY, HOUR, Endpoint, MapOf, Range, between, checked, down_after,
                                  heartbeat_interval, log_level, max_frame_bytes, name_field)
 
@@ -61,11 +62,27 @@ class RootConfig:
     log_level: str = log_level()
     #: the alert rules, receivers and routes (TOML, docs: deploy/alerts.toml); empty: no alerts
     alerts: str = ""
+    #: ``[curve]``: CurveZMQ keys for the children's and the clients' sockets; none: open
+    curve: CurveConfig = CurveConfig()
+    #: which client key may do what (TOML, docs: deploy/roles.toml); empty: loopback is
+    #: admin and every other client a reader, as before keys
+    roles: str = ""
 
     def check(self) -> str | None:
         """What the declared ranges cannot express: host:port and the database URL."""
         if self.metrics and not _host_port(self.metrics):
             return f"key 'metrics': expected host:port (e.g. 127.0.0.1:7402), got {self.metrics!r}"
+        bad = self.curve.problem(0, serves=True)
+        if bad:
+            return bad
+        if self.roles:
+            if not self.curve.on:
+                return "key 'roles': roles name client keys: [curve] secret_key and authorized_keys are required"
+            from clumon.root.roles import RolesError, load_roles
+            try:
+                load_roles(self.roles)
+            except RolesError as exc:
+                return str(exc)
         return _database_problem(self.database)
 
 

@@ -47,8 +47,11 @@ def caller_role(peer: str | None) -> str:
 class QueryServer:
     """Receives requests, runs each as a task, replies with a fixed shape."""
 
-    def __init__(self, conn: Conn, ops: OpTable, timeout: float):
+    def __init__(self, conn: Conn, ops: OpTable, timeout: float, caller=None):
+        """``caller(frame)``: who sent a request (a ``roles.Principal``), on a
+        CurveZMQ socket; without it the caller is a role by peer address."""
         self.conn = conn
+        self._caller = caller
         self.ops = ops
         self.timeout = timeout
         self.requests = 0
@@ -65,18 +68,21 @@ class QueryServer:
             self.conn.unwatch()
 
     def _received(self, parts: list[zmq.Frame]) -> None:
-        try:
-            peer = parts[-1].get("Peer-Address")
-        except (zmq.ZMQError, AttributeError):
-            peer = None
+        if self._caller is not None:
+            caller = self._caller(parts[-1])
+        else:
+            try:
+                caller = caller_role(parts[-1].get("Peer-Address"))
+            except (zmq.ZMQError, AttributeError):
+                caller = caller_role(None)
         envelope = [p.bytes for p in parts[:-1]]
-        task = asyncio.create_task(self._answer(envelope, parts[-1].bytes, peer))
+        task = asyncio.create_task(self._answer(envelope, parts[-1].bytes, caller))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, envelope: list[bytes], payload: bytes, peer: str | None) -> None:
+    async def _answer(self, envelope: list[bytes], payload: bytes, caller) -> None:
         self.requests += 1
-        reply = await self._reply(payload, peer)
+        reply = await self._reply(payload, caller)
         if not reply.get("ok"):
             self.errors += 1
         try:
@@ -85,26 +91,26 @@ class QueryServer:
             data = msgpack.packb(error("internal", f"reply not serialisable: {exc}"), use_bin_type=True)
         self.conn.send(envelope + [data])
 
-    async def _reply(self, payload: bytes, peer: str | None) -> dict:
+    async def _reply(self, payload: bytes, caller) -> dict:
         try:
             req = codec.unpack(payload, MAX_REQUEST_BYTES)
         except codec.DecodeError as exc:
             return error("bad_request", str(exc))
         if not isinstance(req, dict):
             return error("bad_request", "request must be a map {op, args}")
-        reply = await self._run(req, peer)
+        reply = await self._run(req, caller)
         if "id" in req:
             reply["id"] = req["id"]
         return reply
 
-    async def _run(self, req: dict, peer: str | None) -> dict:
+    async def _run(self, req: dict, caller) -> dict:
         op, args = req.get("op"), req.get("args", {})
         timeout = req.get("timeout", self.timeout)
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
             return error("bad_args", f"timeout: expected seconds in (0, 3600], got {timeout!r}")
         try:
             async with asyncio.timeout(timeout):  # in this task: no task of its own, unlike wait_for
-                result = await self.ops.call(op, args, caller_role(peer))
+                result = await self.ops.call(op, args, caller)
         except QueryError as exc:
             return error(exc.code, exc.message)
         except TimeoutError:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import zmq.asyncio
 
-from clumon.proto import runtime, transport
+from clumon.proto import curve, runtime, transport
 from clumon.proto.downlink import Downlink
 from clumon.proto.frames import Ack, Control, Frame, Kind
 from clumon.proto.liveness import Transition
@@ -21,6 +21,10 @@ from clumon.root.storage import HistoryConfig
 from clumon.root.ingest import Ingest
 from clumon.root.downward import Downward
 from clumon.root.ops import OpTable
+from clumon.root.ops.base import ADMIN, Op, arg, time_arg
+from clumon.root.ops.masks import agents_under
+from clumon.root.ops.stored import recent_events
+from clumon.root.roles import LEGACY_ADMIN, LEGACY_READER, Principal, Roles
 from clumon.root.alerts.engine import AlertEngine
 from clumon.root.ops.admin import AdminOps
 from clumon.root.ops.alerts import AlertOps
@@ -31,7 +35,7 @@ from clumon.root.ops.watch import WatchOps
 from clumon.root.ops.sched import SchedOps
 from clumon.root.ops.stored import StoredOps
 from clumon.root.registry import Registry
-from clumon.root.server import MAX_REQUEST_BYTES, QUERY_HWM, QueryServer
+from clumon.root.server import MAX_REQUEST_BYTES, QUERY_HWM, QueryServer, caller_role
 from clumon.root.storage import Store
 
 log = logging.getLogger("clumon.root")
@@ -71,9 +75,16 @@ class Root:
         for n in self.registry.nodes.values():
             hop = n.path.split("/")[0] if n.path else n.name
             self.routes.learn(n.name, hop)
+        #: CurveZMQ (``[curve]``): the keys of children and clients, checked by ZAP
+        self.curve = curve.Server(ctx, cfg.curve) if cfg.curve.on else None
+        self.roles = Roles(cfg.roles) if cfg.roles else None
+        #: frames refused because their node lives in another subtree
+        self.subtree_refused = 0
+        self._subtree_told: dict[str, float] = {}
         self.downlink = Downlink(ctx, cfg.listen, self.name, self.incarnation, self._from_child,
                                  self._transitions, cfg.heartbeat_interval, cfg.down_after,
-                                 cfg.max_frame_bytes, lambda: self.incarnation, self._duplicate)
+                                 cfg.max_frame_bytes, lambda: self.incarnation, self._duplicate,
+                                 curve=self.curve, on_refused=self._auth_refused)
         self.ingest = Ingest(store, self.registry, self.cache, self._send_ack, self._ask_hello,
                              self.name, self.incarnation, cfg.commit_interval, cfg.commit_max_frames,
                              cfg.max_pending_frames, cfg.max_waiting_frames, cfg.max_waiting_bytes)
@@ -83,9 +94,14 @@ class Root:
                             *StoredOps(self.registry, store, self.cache).ops(),
                             *SchedOps(self.registry, self.cache, store).ops(),
                             *ReadOps(self.downward).ops(), *WatchOps(self.downward).ops(), *self.masks.ops(),
-                            *AdminOps(self.health, self.forget, self.registry).ops()])
-        self.query_conn = transport.router(ctx, cfg.query, hwm=QUERY_HWM, max_bytes=MAX_REQUEST_BYTES)
-        self.server = QueryServer(self.query_conn, self.ops, cfg.request_timeout)
+                            *AdminOps(self.health, self.forget, self.registry).ops(),
+                            Op("audit", self._audit_trail, ADMIN)])
+        self.ops.resolve = self._resolve
+        self.ops.audit = self._audit
+        self.query_conn = transport.router(ctx, cfg.query, hwm=QUERY_HWM, max_bytes=MAX_REQUEST_BYTES,
+                                           curve=self.curve)
+        self.server = QueryServer(self.query_conn, self.ops, cfg.request_timeout,
+                                  self._caller if self.curve is not None else None)
         self.inner_errors = 0
         self.metrics: http.MetricsServer | None = None
         self.alerts: AlertEngine | None = None
@@ -103,6 +119,8 @@ class Root:
 
     def _from_child(self, hop: str, frame: Frame, data: bytes) -> None:
         for path, inner, raw in walk(frame, (), data, self._bad_inner, self.cfg.max_frame_bytes):
+            if path and self.curve is not None and not self._in_subtree(path, inner):
+                continue
             self.routes.learn(inner.sender, hop)
             if inner.kind is Kind.EVENT and inner.body.type == "state":
                 self.routes.learn(inner.body.subject, hop)  # its parent reports it: same way down
@@ -110,6 +128,80 @@ class Root:
                 self.ingest.accept(hop, path, inner, raw)
             elif inner.kind is Kind.REPLY:
                 self.downward.reply(inner.body)
+
+    # --- security -----------------------------------------------------------------------
+
+    def _in_subtree(self, path: tuple[str, ...], inner: Frame) -> bool:
+        """Whether the aggregators of ``path`` may speak for ``inner``'s sender (and,
+        for a state EVENT, its subject): a node the root places under another
+        aggregator, while that placement is live, is not theirs. A node the root
+        does not know yet, or whose placement went down (a failover, a move),
+        takes the path its frames come by."""
+        where = where_subject = "/".join(path)
+        names = [inner.sender]
+        if inner.kind is Kind.EVENT and inner.body.type == "state" and inner.body.subject != inner.sender:
+            names.append(inner.body.subject)
+            where_subject = f"{where}/{inner.sender}"
+        for name in names:
+            n = self.registry.nodes.get(name)
+            expected = where if name == inner.sender else where_subject
+            if n is None or n.path == expected or n.state in ("down", "unreachable") or name == path[-1]:
+                continue
+            if n.path and any(self.registry.nodes.get(a) is not None and self.registry.nodes[a].state in
+                              ("down", "unreachable") for a in n.path.split("/")):
+                continue
+            self.subtree_refused += 1
+            now = time.monotonic()
+            if now - self._subtree_told.get(path[0], -1e9) >= 60.0:
+                self._subtree_told[path[0]] = now
+                log.error("refused a frame of %s forwarded by %s: the node lives under %s", name, where,
+                          n.path or "the root")
+                self.ingest.note("auth_refused", path[0],
+                                 f"{path[0]} forwarded a frame of {name}, which lives under {n.path or 'the root'}",
+                                 {"peer": path[0], "node": name, "path": where, "placed": n.path,
+                                  "why": "outside_subtree"})
+            return False
+        return True
+
+    def _auth_refused(self, peer: str, key: str, why: str) -> None:
+        self.ingest.note("auth_refused", peer, f"refused {peer}: {why}", {"peer": peer, "key": key, "why": why})
+
+    def _caller(self, frame) -> Principal:
+        """The caller of a query on the CurveZMQ socket: its key's role (or, with no
+        roles file, the rule of before keys by its address)."""
+        name = self.curve.name_of(frame)
+        if self.roles is not None:
+            return self.roles.principal(name)
+        try:
+            peer = frame.get("Peer-Address")
+        except Exception:
+            peer = None
+        return Principal(name or "?", LEGACY_ADMIN if caller_role(peer) == ADMIN else LEGACY_READER)
+
+    def _resolve(self, target) -> list[tuple[str, str]]:
+        if not isinstance(target, str) or not target:
+            return []
+        found, _ = self.downward.resolve([target])
+        names = list(dict.fromkeys([*found, *agents_under(self.registry, found)]))
+        return [(n, self.registry.nodes[n].path) for n in names if n in self.registry.nodes]
+
+    def _audit(self, caller, op: str, args: dict, outcome: str) -> None:
+        shown = {k: v for k, v in args.items() if k not in ("timeout",)}
+        targets = [t for t in (args.get("node"), args.get("target")) if isinstance(t, str)]
+        if isinstance(args.get("targets"), list):
+            targets += [t for t in args["targets"] if isinstance(t, str)]
+        self.ingest.note("audit", caller.name, f"{caller.describe()} {op}: {outcome}",
+                         {"who": caller.name, "role": caller.role, "op": op, "args": _plain(shown),
+                          "targets": targets, "outcome": outcome})
+        if outcome.startswith("forbidden"):
+            log.warning("refused %s to %s: %s", op, caller.describe(), outcome)
+
+    async def _audit_trail(self, args: dict) -> list[dict]:
+        since = time_arg(args, "since", 86400.0)
+        limit = arg(args, "limit", int, 1000, check=lambda v: 0 < v <= 100000)
+        rows = await recent_events(self.store, None, "audit", since, limit)
+        rows += await recent_events(self.store, None, "auth_refused", since, limit)
+        return sorted(rows, key=lambda e: e["ts"], reverse=True)[:limit]
 
     def _duplicate(self, name: str, older: int, newer: int) -> None:
         self.ingest.note("duplicate_name", name, f"two live processes are named {name}: the newer one's frames "
@@ -172,7 +264,16 @@ class Root:
             **i.rates(),
             **self._compaction(),
             **(self.alerts.figures() if self.alerts is not None else {}),
+            **self._security(),
         }
+
+    def _security(self) -> dict:
+        if self.curve is None:
+            return {"curve": False}
+        return {"curve": True, "handshakes_refused": self.curve.handshake_failures,
+                "unknown_keys_refused": self.curve.ring.refused,
+                "auth_refused": self.downlink.auth_refused, "subtree_refused": self.subtree_refused,
+                "authorized_keys": len(self.curve.ring.keys)}
 
     def _compaction(self) -> dict:
         """Is compaction keeping up: its thread, its work, its last error, and the
@@ -257,5 +358,20 @@ class Root:
         self.ingest.close()
         self.downlink.close()
         self.query_conn.close()
+        if self.curve is not None:
+            self.curve.stop()
         log.info("root stopped")
 
+
+
+def _plain(v, depth: int = 0):
+    """Arguments as an audit row keeps them: plain values, bounded."""
+    if depth > 4:
+        return "..."
+    if isinstance(v, dict):
+        return {str(k)[:100]: _plain(x, depth + 1) for k, x in list(v.items())[:50]}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, depth + 1) for x in list(v)[:50]]
+    if isinstance(v, str):
+        return v[:500]
+    return v if isinstance(v, (int, float, bool)) or v is None else repr(v)[:200]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from clumon.proto.liveness import AWAY
-from clumon.root.ops.base import OPERATOR, Op, QueryError, arg
+from clumon.root.ops.base import OPERATOR, SITE_SCOPE, Op, QueryError, arg
 from clumon.root.registry import Registry
 
 
@@ -18,7 +18,8 @@ class AdminOps:
         self.registry = registry
 
     def ops(self) -> list[Op]:
-        return [Op("health", self.health), Op("forget", self.forget, role=OPERATOR, mutating=True)]
+        return [Op("health", self.health, scope=SITE_SCOPE),
+                Op("forget", self.forget, role=OPERATOR, mutating=True, targets=lambda a: [a.get("node")])]
 
     async def health(self, args: dict) -> dict:
         return self._health()

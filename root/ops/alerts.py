@@ -9,7 +9,7 @@ import math
 from clumon.root.alerts.dispatch import SilenceError
 from clumon.root.alerts.engine import AlertEngine
 from clumon.root.alerts.rules import RulesError
-from clumon.root.ops.base import ADMIN, OPERATOR, Op, QueryError, arg, time_arg
+from clumon.root.ops.base import ADMIN, OPERATOR, SITE, Op, QueryError, arg, time_arg
 from clumon.root.storage import alerts as rows
 
 STATES = ("pending", "firing", "resolved")
@@ -20,7 +20,8 @@ class AlertOps:
         self.engine = engine
 
     def ops(self) -> list[Op]:
-        return [Op("alerts", self.alerts), Op("silence", self.silence, OPERATOR, mutating=True),
+        return [Op("alerts", self.alerts, rows=_alert_rows),
+                Op("silence", self.silence, OPERATOR, mutating=True, targets=_silence_targets),
                 Op("rules_reload", self.reload, ADMIN, mutating=True)]
 
     def _on(self) -> AlertEngine:
@@ -73,3 +74,22 @@ class AlertOps:
             return await e.reload()
         except RulesError as exc:
             raise QueryError("bad_rules", f"{exc} (the rules in force stay)") from None
+
+
+def _alert_rows(result: dict, mine) -> dict:
+    """An operator's ``alerts``: those of their nodes."""
+    return {**result, "alerts": [a for a in result.get("alerts", []) if mine(a.get("labels", {}).get("node", ""))]}
+
+
+def _silence_targets(args: dict):
+    """The nodes a silence names (``node=NAME`` matchers); listing is site-wide;
+    anything else (no node named, expiring) names every node: admins only."""
+    action = args.get("action")
+    if action == "list":
+        return SITE
+    if action != "add":
+        return None
+    matchers = args.get("matchers") if isinstance(args.get("matchers"), list) else []
+    nodes = [m.split("=", 1)[1].strip().strip('"') for m in matchers
+             if isinstance(m, str) and m.replace(" ", "").startswith("node=") and "=~" not in m]
+    return nodes or None

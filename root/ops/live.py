@@ -7,7 +7,7 @@ import fnmatch
 
 from clumon.proto.liveness import STATES
 from clumon.proto.tree import LatestCache
-from clumon.root.ops.base import Op, QueryError, arg
+from clumon.root.ops.base import SITE_SCOPE, Op, QueryError, arg
 from clumon.root.ops.stored import recent_events
 from clumon.root.overview import overview
 from clumon.root.registry import Registry
@@ -23,8 +23,9 @@ class LiveOps:
         self.store = store
 
     def ops(self) -> list[Op]:
-        return [Op("nodes", self.nodes), Op("tree", self.tree), Op("latest", self.latest),
-                Op("overview", self.overview)]
+        return [Op("nodes", self.nodes, scope=SITE_SCOPE), Op("tree", self.tree, scope=SITE_SCOPE),
+                Op("latest", self.latest, targets=lambda a: [a.get("node")]),
+                Op("overview", self.overview, scope=SITE_SCOPE, for_user=_overview_for_user)]
 
     async def nodes(self, args: dict) -> list[dict]:
         """Every node, or those of a ``role``, in ``states`` and matching a glob of
@@ -85,3 +86,10 @@ def _count_states(entry: dict) -> dict[str, int]:
             states[k] = states.get(k, 0) + v
     entry["nodes_by_state"] = states
     return states
+
+
+def _overview_for_user(result: dict) -> dict:
+    """A user's overview: states and counts, no node's values and no events."""
+    keep = {k: v for k, v in result.items() if not k.startswith("hottest_")}
+    keep.update({k: [] for k in result if k.startswith("hottest_")}, events=[])
+    return keep

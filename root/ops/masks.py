@@ -41,7 +41,8 @@ class MaskOps:
         self._delivering: dict[str, asyncio.Task] = {}
 
     def ops(self) -> list[Op]:
-        return [Op("masks", self.masks), Op("set_mask", self.set_mask, role=OPERATOR, mutating=True)]
+        return [Op("masks", self.masks, targets=lambda a: [a.get("node")]),
+                Op("set_mask", self.set_mask, role=OPERATOR, mutating=True, targets=lambda a: [a.get("target")])]
 
     async def masks(self, args: dict) -> dict:
         node = arg(args, "node", str)

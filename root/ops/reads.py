@@ -13,7 +13,7 @@ class ReadOps:
         self.downward = downward
 
     def ops(self) -> list[Op]:
-        return [Op("read", self.read)]
+        return [Op("read", self.read, targets=lambda a: _names(a.get("targets")))]
 
     async def read(self, args: dict) -> dict:
         targets = arg(args, "targets", list)
@@ -33,3 +33,7 @@ class ReadOps:
             raise QueryError("unknown_node", f"no node matches {', '.join(repr(u) for u in unknown)}; "
                                              "see clumon nodes")
         return await self.downward.read(targets, series, max_age, timeout)
+
+
+def _names(targets) -> list:
+    return list(targets) if isinstance(targets, list) and targets else [None]

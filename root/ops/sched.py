@@ -9,7 +9,7 @@ import time
 
 from clumon.proto.seriesname import parse
 from clumon.proto.tree import LatestCache
-from clumon.root.ops.base import Op, QueryError, arg, time_arg
+from clumon.root.ops.base import OWN_SCOPE, SITE_SCOPE, Op, QueryError, arg, time_arg
 from clumon.root.registry import Registry
 from clumon.root.storage import Store
 from clumon.root.storage.jobs import JOB_STATES
@@ -38,8 +38,8 @@ class SchedOps:
         self.store = store
 
     def ops(self) -> list[Op]:
-        return [Op("cluster", self.cluster), Op("jobs", self.jobs), Op("job", self.job),
-                Op("utilization", self.utilization)]
+        return [Op("cluster", self.cluster, scope=SITE_SCOPE), Op("jobs", self.jobs, scope=OWN_SCOPE),
+                Op("job", self.job, scope=OWN_SCOPE), Op("utilization", self.utilization, scope=SITE_SCOPE)]
 
     # --- the figures now ------------------------------------------------------------
 

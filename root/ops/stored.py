@@ -10,7 +10,7 @@ import difflib
 
 from clumon.proto.tree import LatestCache
 from clumon.root.config import TIERS
-from clumon.root.ops.base import Op, QueryError, arg, time_arg
+from clumon.root.ops.base import SITE, Op, QueryError, arg, time_arg
 from clumon.root.registry import Registry
 from clumon.root.storage import Store
 
@@ -32,7 +32,10 @@ class StoredOps:
         self.cache = cache
 
     def ops(self) -> list[Op]:
-        return [Op("series", self.series), Op("summary", self.summary), Op("events", self.events)]
+        return [Op("series", self.series, targets=lambda a: [a.get("node")]),
+                Op("summary", self.summary, targets=lambda a: [a["node"]] if a.get("node") else SITE),
+                Op("events", self.events, targets=lambda a: [a["node"]] if a.get("node") else None,
+                   rows=lambda result, mine: [e for e in result if mine(e.get("subject", ""))])]
 
     async def series(self, args: dict) -> dict:
         """Stored points of one series: raw [ts, value] pairs, or rollup buckets

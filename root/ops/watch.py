@@ -17,8 +17,9 @@ class WatchOps:
         self.downward = downward
 
     def ops(self) -> list[Op]:
-        return [Op("services", self.services), Op("service", self.service, OPERATOR, mutating=True),
-                Op("procs", self.procs)]
+        return [Op("services", self.services, targets=lambda a: a.get("targets") or None, rows=_service_rows),
+                Op("service", self.service, OPERATOR, mutating=True, targets=lambda a: a.get("targets") or None),
+                Op("procs", self.procs, targets=lambda a: [a.get("node")])]
 
     def _targets(self, args: dict, default: list[str] | None = None) -> list[str]:
         targets = arg(args, "targets", list, default)
@@ -67,3 +68,8 @@ class WatchOps:
             why = "down" if node in got["down"] else "timed out" if node in got["timed_out"] else "no answer"
             raise QueryError("no_answer", f"{node}: {why} (an agent without [[service]] or [processes] has no procs op)")
         return {"node": node, **answer}
+
+
+def _service_rows(result: dict, mine) -> dict:
+    """An operator's ``services``: those of their nodes."""
+    return {**result, "services": [r for r in result.get("services", []) if mine(r.get("node", ""))]}

@@ -1,0 +1,72 @@
+"""``clumon keys gen NAME`` (CurveZMQ key files) and ``clumon audit`` (who did
+what: every mutating op and every refusal, from the root's ``audit`` and
+``auth_refused`` events).
+
+Rotating a rack's keys without a gap (docs/ARCHITECTURE.md, "Security"):
+
+1. ``clumon keys gen node-1 --dir new/`` for each node of the rack;
+2. copy each ``node-1.key`` into the aggregator's ``authorized_keys`` as
+   ``node-1.key.new``: the old and the new key are both node-1's now (the
+   directory is read again within a second; no restart);
+3. give each agent its new ``node-1.key_secret`` and restart it (its spool keeps
+   what was not acknowledged and replays it);
+4. move ``node-1.key.new`` over ``node-1.key``: the old key is refused from then
+   on, live connections made with it included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from clumon.cli import render as R
+from clumon.cli.client import Client
+
+
+def keys_gen(name: str, directory: str, as_json: bool) -> int:
+    from clumon.proto.curve import KeyFileError, generate
+
+    if not name or "/" in name or name.startswith("."):
+        print(f"clumon keys gen: {name!r} is not a key name (a node's, an aggregator's or a client's name)",
+              file=sys.stderr)
+        return 2
+    try:
+        public, secret = generate(name, directory)
+    except KeyFileError as exc:
+        print(f"clumon keys gen: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        import json
+        print(json.dumps({"public": str(public), "secret": str(secret)}))
+    else:
+        print(f"wrote {public} (public: give it to the parent's authorized_keys, or to clients as parent_key)")
+        print(f"wrote {secret} (secret: this daemon's [curve] secret_key, or a client's --key; keep it private)")
+    return 0
+
+
+def cmd_audit(c: Client, a: argparse.Namespace) -> Any:
+    result = c.call("audit", since=a.since, limit=a.limit)
+    if not a.json:
+        rows = []
+        for e in result:
+            attrs = e.get("attrs") or {}
+            if e["type"] == "audit":
+                rows.append([R.when(e["ts"]), attrs.get("who", e["subject"]), attrs.get("role", ""),
+                             attrs.get("op", ""), ", ".join(attrs.get("targets") or []), attrs.get("outcome", "")])
+            else:
+                rows.append([R.when(e["ts"]), attrs.get("peer", e["subject"]), "", "(link)", attrs.get("node", ""),
+                             e["message"]])
+        R.table("audit", ["time", "who", "role", "op", "targets", "outcome"], rows)
+    return result
+
+
+def add_parsers(sub, common: argparse.ArgumentParser) -> dict:
+    s = sub.add_parser("keys", parents=[common], help="CurveZMQ keys: gen NAME writes NAME.key and NAME.key_secret")
+    s.add_argument("action", choices=["gen"])
+    s.add_argument("name", help="the name the key speaks for (a node, an aggregator, the root or a client)")
+    s.add_argument("--dir", default=".", help="where to write the two files (default: here)")
+    s = sub.add_parser("audit", parents=[common], help="mutating ops and refusals: who, what, targets, outcome")
+    s.add_argument("--since", type=R.duration, default=86400.0, help="how far back (default 1d)")
+    s.add_argument("--limit", type=int, default=1000)
+    return {"audit": cmd_audit}
