@@ -13,7 +13,7 @@ from clumon.proto.curve import generate
 class Keys:
     def __init__(self, tmp: Path):
         self.dir = tmp / "keys"
-        self.dir.mkdir(exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
 
     def gen(self, *names: str) -> None:
         for n in names:

@@ -1,4 +1,6 @@
-"""Malformed and mutated frames sent to a running root and a running aggregator.
+"""Malformed and mutated frames sent to a running root and a running aggregator,
+over open links and over CurveZMQ links (the fuzzers hold accepted keys: what
+a key holder sends is checked as closely as anything else).
 
 Nothing crashes, malformed frames store nothing and are counted as decode errors,
 and the good agent keeps being served throughout.
@@ -9,7 +11,9 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
 import zmq
+from curve_keys import Keys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from harness import wait_for
@@ -17,6 +21,7 @@ from harness import wait_for
 from clumon.proto import codec
 from clumon.proto.frames import Data, Event, Heartbeat, Hello, make
 from clumon.cli.client import Client
+from clumon.proto.curve import ClientKeys
 
 
 def templates(sender: str) -> list[bytes]:
@@ -54,12 +59,40 @@ def mutate(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:
     return bytes(buf)
 
 
-def dealer(ctx: zmq.Context, identity: str, port: int) -> zmq.Socket:
+def dealer(ctx: zmq.Context, identity: str, port: int, keys: ClientKeys | None = None) -> zmq.Socket:
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.IDENTITY, identity.encode())
     s.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        keys.secure(s)
     s.connect(f"tcp://127.0.0.1:{port}")
+    if keys is not None:
+        time.sleep(0.3)  # the CURVE handshake, before anything is sent
     return s
+
+
+class Site:
+    """root, agg-1 and node-1, open or secured; fuzzers' sockets and a client."""
+
+    def __init__(self, tree, tmp_path, secured: bool):
+        self.keys = k = Keys(tmp_path) if secured else None
+        c = (lambda name, parent=None, auth=None: {"curve": k.curve(name, parent, auth)}) if secured else \
+            (lambda *a: {})
+        self.root = tree.root(**c("root", None, k and k.authorized("root", "agg-1", "fuzz-root", "ann")))
+        self.agg = tree.aggregator("agg-1", [self.root.port],
+                                   **c("agg-1", "root", k and k.authorized("agg-1", "node-1", "fuzz-agg")))
+        tree.agent("node-1", [self.agg.port], **c("node-1", "agg-1"))
+
+    def client(self) -> Client:
+        if self.keys is None:
+            return Client(self.root.query)
+        return Client(self.root.query, key=str(self.keys.secret("ann")), server_key=str(self.keys.public("root")))
+
+    def dealer(self, ctx, identity: str, to_root: bool) -> zmq.Socket:
+        keys = None
+        if self.keys is not None:
+            keys = ClientKeys.load(self.keys.secret(identity), self.keys.public("root" if to_root else "agg-1"))
+        return dealer(ctx, identity, (self.root if to_root else self.agg).port, keys)
 
 
 def frames_of(db, node: str) -> int:
@@ -67,16 +100,15 @@ def frames_of(db, node: str) -> int:
         return conn.execute("SELECT count(*) FROM frames WHERE node = ?", (node,)).fetchone()[0]
 
 
-def test_garbage_to_root_and_aggregator_is_counted_and_stores_nothing(tree, tmp_path):
-    root = tree.root()
-    agg = tree.aggregator("agg-1", [root.port])
-    tree.agent("node-1", [agg.port])
+@pytest.mark.parametrize("secured", [False, True], ids=["open", "curve"])
+def test_garbage_to_root_and_aggregator_is_counted_and_stores_nothing(tree, tmp_path, secured):
+    site = Site(tree, tmp_path, secured)
     db = tmp_path / "clumon.db"
     wait_for(lambda: frames_of(db, "node-1") >= 2, what="node-1 stored")
 
     ctx = zmq.Context()
-    to_root = dealer(ctx, "fuzz-root", root.port)
-    to_agg = dealer(ctx, "fuzz-agg", agg.port)
+    to_root = site.dealer(ctx, "fuzz-root", True)
+    to_agg = site.dealer(ctx, "fuzz-agg", False)
     sent = {"n": 0}
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -97,7 +129,7 @@ def test_garbage_to_root_and_aggregator_is_counted_and_stores_nothing(tree, tmp_
     to_root.send(b"\x97" + b"\x00" * (17 * 1024 * 1024))
     assert sent["n"] > 50
 
-    with Client(root.query) as c:
+    with site.client() as c:
         health = wait_for(lambda: (h := c.call("health"))["decode_errors_by_sender"].get("fuzz-root", 0) >= sent["n"] and h,
                           what="root counts every bad frame")
         assert health["decode_errors"] >= sent["n"]
@@ -115,15 +147,14 @@ def test_garbage_to_root_and_aggregator_is_counted_and_stores_nothing(tree, tmp_
     ctx.destroy(0)
 
 
-def test_mutated_frames_that_stay_valid_crash_nothing(tree, tmp_path):
-    root = tree.root()
-    agg = tree.aggregator("agg-1", [root.port])
-    tree.agent("node-1", [agg.port])
+@pytest.mark.parametrize("secured", [False, True], ids=["open", "curve"])
+def test_mutated_frames_that_stay_valid_crash_nothing(tree, tmp_path, secured):
+    site = Site(tree, tmp_path, secured)
     db = tmp_path / "clumon.db"
     wait_for(lambda: frames_of(db, "node-1") >= 2, what="node-1 stored")
     ctx = zmq.Context()
-    to_root = dealer(ctx, "fuzz-root", root.port)
-    to_agg = dealer(ctx, "fuzz-agg", agg.port)
+    to_root = site.dealer(ctx, "fuzz-root", True)
+    to_agg = site.dealer(ctx, "fuzz-agg", False)
     root_t, agg_t = templates("fuzz-root"), templates("fuzz-agg")
 
     @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -134,7 +165,7 @@ def test_mutated_frames_that_stay_valid_crash_nothing(tree, tmp_path):
         to_agg.send(mutate(agg_t[i], ops))
 
     send_mutated()
-    with Client(root.query) as c:
+    with site.client() as c:
         before = {n["name"]: n for n in c.call("nodes")}["node-1"]["last_seen"]
         wait_for(lambda: {n["name"]: n for n in c.call("nodes")}["node-1"]["last_seen"] > before + 0.5,
                  what="node-1 still served")
