@@ -152,3 +152,72 @@ def test_second_agent_on_the_same_state_dir_stops_at_once(tree, tmp_path):
     assert agent.stop() == 0
     again = tree.agent("node-1", [root.port])
     assert again.proc.poll() is None
+
+
+def _keys(tmp_path: Path) -> dict[str, str]:
+    from clumon.proto.curve import generate
+    d = tmp_path / "k"
+    generate("me", d)
+    generate("parent", d)
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "notkey").write_text("hello\n")
+    return {"sec": str(d / "me.key_secret"), "pub": str(d / "me.key"), "parent": str(d / "parent.key"),
+            "auth": str(tmp_path / "auth"), "notkey": str(tmp_path / "notkey")}
+
+
+CURVE_CASES = [
+    ("agent", '[curve]\nsecret_key = "{tmp}/nowhere.key_secret"\nparent_key = "{parent}"\n',
+     ["[curve]", "cannot read key file", "nowhere.key_secret"]),
+    ("agent", '[curve]\nsecret_key = "{pub}"\nparent_key = "{parent}"\n', ["[curve]", "no secret key", "key_secret"]),
+    ("agent", '[curve]\nsecret_key = "{sec}"\n', ["[curve]", "parent_key", "required"]),
+    ("agent", '[curve]\nsecret_key = "{sec}"\nparent_key = "{notkey}"\n', ["[curve]", "not a key file"]),
+    ("agent", '[curve]\nparent_key = "{parent}"\n', ["[curve]", "secret_key is required"]),
+    ("agent", '[curve]\nsecret_key = "{sec}"\nparent_key = ["{parent}", "{parent}"]\n',
+     ["[curve]", "one per parent (1)", "got 2"]),
+    ("agent", '[curve]\nsecret = "{sec}"\n', ["curve.secret", "unknown key"]),
+    ("aggregator", '[curve]\nsecret_key = "{sec}"\nparent_key = "{parent}"\n', ["authorized_keys", "required"]),
+    ("aggregator", '[curve]\nsecret_key = "{sec}"\nparent_key = "{parent}"\nauthorized_keys = "{notkey}"\n',
+     ["authorized_keys", "not a directory"]),
+    ("root", 'roles = "{tmp}/roles.toml"\n', ["roles", "[curve]"]),
+    ("root", '[curve]\nsecret_key = "{sec}"\nauthorized_keys = "{auth}"\n', []),  # fine: checked to start
+]
+
+
+@pytest.mark.parametrize("daemon,text,words", CURVE_CASES)
+def test_bad_curve_keys_exit_2_with_one_line(tmp_path, daemon, text, words):
+    k = _keys(tmp_path)
+    cfg = tmp_path / f"{daemon}.toml"
+    cfg.write_text(text.format(tmp=tmp_path, **k))
+    if not words:  # a good [curve]: the config loads (the daemon is not started here)
+        load({"root": RootConfig, "agent": AgentConfig, "aggregator": AggregatorConfig}[daemon], cfg)
+        return
+    out = subprocess.run([sys.executable, "-m", DAEMONS[daemon], "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.mark.parametrize("text,words", [
+    ('[[client]]\nkey = "ann"\nrole = "god"\n', ["role", "admin, operator or user", "god"]),
+    ('[[client]]\nkey = "op"\nrole = "operator"\n', ["operator needs 'nodes'"]),
+    ('[[client]]\nkey = "u"\nrole = "user"\nnodes = ["x/*"]\n', ["'nodes' is for operators only"]),
+    ('[[client]]\nkey = "u"\nrole = "user"\n[[client]]\nkey = "u"\nrole = "admin"\n', ["listed twice"]),
+    ('[[clients]]\nkey = "u"\n', ["unknown table", "clients"]),
+    ('[[client]]\nkey = "u"\nrole = "user"\nextra = 1\n', ["unknown key", "extra"]),
+    ("[[client]\n", ["not TOML"]),
+])
+def test_a_bad_roles_file_stops_the_root_with_one_line(tmp_path, text, words):
+    k = _keys(tmp_path)
+    roles = tmp_path / "roles.toml"
+    roles.write_text(text)
+    cfg = tmp_path / "root.toml"
+    cfg.write_text(f'roles = "{roles}"\n[curve]\nsecret_key = "{k["sec"]}"\nauthorized_keys = "{k["auth"]}"\n')
+    out = subprocess.run([sys.executable, "-m", "clumon.root", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "roles file" in lines[0]
+    for w in words:
+        assert w in lines[0], (w, lines[0])

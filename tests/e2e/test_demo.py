@@ -50,11 +50,13 @@ def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
     demo = subprocess.Popen([sys.executable, "-m", "clumon.cli", "demo", "--dir", str(tmp_path / "demo"),
                              "--base-port", str(base)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "COLUMNS": "200"})
+    key = tmp_path / "demo" / "keys" / "admin.key_secret"
+    env = {**os.environ, "CLUMON_KEY": str(key), "COLUMNS": "200"}  # the demo runs secured: its user's key
     try:
         def nodes():
             out = subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint",
-                                  f"tcp://127.0.0.1:{base + 1}", "--json", "nodes"],
-                                 capture_output=True, text=True, timeout=30)
+                                  f"tcp://127.0.0.1:{base + 1}", "--json", "nodes", "--timeout", "3"],
+                                 capture_output=True, text=True, timeout=30, env=env)
             got = {n["name"]: n for n in json.loads(out.stdout)} if out.returncode == 0 else {}
             return all(got.get(f"node-{i}", {}).get("state") == "up" for i in range(1, 5)) and got
 
@@ -63,13 +65,18 @@ def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
         assert (tmp_path / "demo" / "clumon.db").exists()
         # "up" comes with a node's first frame; its first DATA is stored with the
         # root's next commit, a moment later: wait for a stored point, then show it
-        with Client(f"tcp://127.0.0.1:{base + 1}") as c:
+        with Client(f"tcp://127.0.0.1:{base + 1}", key=str(key)) as c:
             wait_for(lambda: c.call("series", node="node-1", series="node_load1", since=300)["points"],
                      timeout=30, what="a stored node_load1 point of node-1")
         out = subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint", f"tcp://127.0.0.1:{base + 1}",
                               "series", "node-1", "node_load1", "--since", "5m"], capture_output=True, text=True,
-                             env={**os.environ, "COLUMNS": "200"})  # a narrow table would wrap its title
+                             env=env)  # COLUMNS: a narrow table would wrap its title
         assert out.returncode == 0 and "node_load1 on node-1" in out.stdout, out.stdout + out.stderr
+        # without the key the root answers nothing: the demo is secured
+        out = subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint", f"tcp://127.0.0.1:{base + 1}",
+                              "--timeout", "2", "nodes"], capture_output=True, text=True,
+                             env={k: v for k, v in env.items() if k != "CLUMON_KEY"})
+        assert out.returncode == 1 and "--key" in out.stderr, out.stderr
     finally:
         demo.send_signal(signal.SIGTERM)
         try:
@@ -80,6 +87,7 @@ def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
     text = demo.stdout.read()
     assert rc == 0, text
     assert "database:" in text and "clumon.db" in text and "demo stopped" in text
+    assert f"CLUMON_KEY={key.resolve()}" in text.replace("\n", "")
     # every daemon the demo started is gone
     time.sleep(0.5)
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True).stdout.split()
