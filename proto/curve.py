@@ -8,8 +8,9 @@ its file's name: ``node-1.key`` is node-1's; during a rotation a second file
 ``node-1.key.TAG`` (``node-1.key.new``) beside it is node-1's too, so the old
 and the new key both work until the old file is removed.
 
-The directory is read again when it changes (checked at most once a second, at
-a handshake): a key added is accepted at its next handshake, a key removed is
+The directory is read again when it changes (looked at once a second, and at a
+handshake with a key it does not hold): a key added is accepted at its next
+handshake, a key removed is
 refused at its next handshake, and the messages of a connection made with a
 removed key are dropped from then on (``Keyring.name_of`` says None).
 """
@@ -149,7 +150,7 @@ class Keyring:
         self._clock = clock
         self.keys: dict[bytes, str] = {}
         self._stamp: tuple | None = None
-        self._checked = 0.0
+        self._checked = self._forced = 0.0
         self.refused = 0
         #: z85 key -> times refused, for the daemon's report
         self.refused_keys: dict[bytes, int] = {}
@@ -193,6 +194,12 @@ class Keyring:
         self.maybe_reload()
         if z85_key in self.keys:
             return True
+        now = self._clock()
+        if now - self._forced >= 0.1:  # a key just added is taken at once (a scanner: ten looks a second)
+            self._forced = self._checked = now
+            self.reload()
+            if z85_key in self.keys:
+                return True
         self.refused += 1
         self.refused_keys[z85_key] = self.refused_keys.get(z85_key, 0) + 1
         return False

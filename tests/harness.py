@@ -48,15 +48,47 @@ FAST = {"heartbeat_interval": 0.5, "jitter": 0.2}
 
 
 class Tree:
-    """Starts root, aggregators and agents as processes; stops them all at the end."""
+    """Starts root, aggregators and agents as processes; stops them all at the end.
+
+    With ``CLUMON_TEST_CURVE=1`` in the environment every daemon it starts runs with
+    CurveZMQ keys (one key pair per name, the parents' ``authorized_keys`` one shared
+    directory), and the test's clients find theirs through ``CLUMON_KEY``: the same
+    tests, secured (``.ci/run`` runs a set of them so)."""
 
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.daemons: list[Daemon] = []
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.curve = os.environ.get("CLUMON_TEST_CURVE") == "1"
+        self._saved_env: dict[str, str | None] = {}
+        if self.curve:
+            from curve_keys import Keys
+            self.keys = Keys(tmp)
+            self.keys.gen("root", "tester")
+            self.auth = self.keys.authorized("parents", "tester")
+            for var, value in (("CLUMON_KEY", str(self.keys.secret("tester"))),
+                               ("CLUMON_SERVER_KEY", str(self.keys.public("root")))):
+                self._saved_env[var] = os.environ.get(var)
+                os.environ[var] = self.env[var] = value
+
+    def _secure(self, module: str, config: dict) -> dict:
+        if not self.curve or "curve" in config:
+            return config
+        import shutil
+        name = config.get("name") or "root"
+        self.keys.gen(name)
+        shutil.copy(self.keys.public(name), self.auth / f"{name}.key")
+        table = {"secret_key": str(self.keys.secret(name))}
+        if module != "clumon.agent":
+            table["authorized_keys"] = str(self.auth)
+        if module != "clumon.root":
+            by_port = {str(getattr(d, "port", "")): d.key_name for d in self.daemons if hasattr(d, "key_name")}
+            parents = [by_port.get(p.rsplit(":", 1)[1], "root") for p in config.get("parents", [])]
+            table["parent_key"] = [str(self.keys.public(p)) for p in parents]
+        return {**config, "curve": table}
 
     def _start(self, label: str, module: str, config: dict, extra: list[str] = (), wait: bool = True) -> Daemon:
-        cfg = write_toml(self.tmp / f"{label}.toml", config)
+        cfg = write_toml(self.tmp / f"{label}.toml", self._secure(module, config))
         d = Daemon(label, [sys.executable, "-m", module, "--config", str(cfg), *extra], self.tmp / f"{label}.log")
         d.start(self.env)
         self.daemons.append(d)
@@ -72,6 +104,7 @@ class Tree:
             "database": database, "state_dir": str(self.tmp / label), "heartbeat_interval": 0.5,
             "down_after": 3.0, **cfg})
         d.port, d.query = port, f"tcp://127.0.0.1:{qport}"
+        d.key_name = cfg.get("name", "root")
         return d
 
     def aggregator(self, name: str, parents: list[int], port: int | None = None, wait: bool = True, **cfg) -> Daemon:
@@ -80,7 +113,7 @@ class Tree:
             "name": name, "listen": f"tcp://127.0.0.1:{port}",
             "parents": [f"tcp://127.0.0.1:{p}" for p in parents], "state_dir": str(self.tmp / name),
             "down_after": 3.0, "failover_after": 3.0, "health_interval": 1.0, **FAST, **cfg}, wait=wait)
-        d.port = port
+        d.port, d.key_name = port, name
         return d
 
     def agent(self, name: str, parents: list[int], wait: bool = True, label: str | None = None, **cfg) -> Daemon:
@@ -92,6 +125,12 @@ class Tree:
         codes = {}
         for d in reversed(self.daemons):
             codes[d.label] = d.stop()
+        for var, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        self._saved_env.clear()
         return codes
 
 
@@ -115,7 +154,7 @@ def restart(tree: Tree, d: Daemon, wait: bool = True) -> Daemon:
     """Start a stopped daemon again with the same command line (same name, ports, state)."""
     again = Daemon(d.label, d.argv, d.log_path)
     again.start(tree.env)
-    for attr in ("port", "query"):
+    for attr in ("port", "query", "key_name"):
         if hasattr(d, attr):
             setattr(again, attr, getattr(d, attr))
     tree.daemons.append(again)
