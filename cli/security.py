@@ -24,6 +24,21 @@ from clumon.cli import render as R
 from clumon.cli.client import Client
 
 
+ROTATION = """clumon keys gen NAME [--dir D] writes NAME.key (public) and NAME.key_secret (secret).
+
+Rotating a rack's keys without a gap (docs/ARCHITECTURE.md, "Security"):
+
+1. ``clumon keys gen node-1 --dir new/`` for each node of the rack;
+2. copy each ``node-1.key`` into the aggregator's ``authorized_keys`` as
+   ``node-1.key.new``: the old and the new key are both node-1's now (the
+   directory is read again within a second; no restart);
+3. give each agent its new ``node-1.key_secret`` and restart it (its spool keeps
+   what was not acknowledged and replays it);
+4. move ``node-1.key.new`` over ``node-1.key``: the old key is refused from then
+   on, live connections made with it included.
+"""
+
+
 def keys_gen(name: str, directory: str, as_json: bool) -> int:
     from clumon.proto.curve import KeyFileError, generate
 
@@ -62,7 +77,8 @@ def cmd_audit(c: Client, a: argparse.Namespace) -> Any:
 
 
 def add_parsers(sub, common: argparse.ArgumentParser) -> dict:
-    s = sub.add_parser("keys", parents=[common], help="CurveZMQ keys: gen NAME writes NAME.key and NAME.key_secret")
+    s = sub.add_parser("keys", parents=[common], help="CurveZMQ keys: gen NAME writes NAME.key and NAME.key_secret",
+                       description=ROTATION, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("action", choices=["gen"])
     s.add_argument("name", help="the name the key speaks for (a node, an aggregator, the root or a client)")
     s.add_argument("--dir", default=".", help="where to write the two files (default: here)")
