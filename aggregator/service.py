@@ -47,6 +47,8 @@ HEALTH_SERIES = (
     "clumon_aggregator_children",
     "clumon_aggregator_children_up",
     "clumon_aggregator_pending_frames",
+    "clumon_aggregator_handshakes_refused_total",
+    "clumon_aggregator_auth_refused_total",
 )
 
 
@@ -228,7 +230,7 @@ class Aggregator:
             d.frames_in, d.bytes_in, u.frames_out, u.bytes_out, b.batches_out,
             sum(d.decode_errors.values()), b.frames_unsent, len(self.spool),
             self.spool.dropped_total, len(children), sum(1 for c in children if c.state == "up"),
-            len(b),
+            len(b), self.curve.handshake_failures if self.curve is not None else 0, d.auth_refused,
         ]
 
     async def _timers(self) -> None:
