@@ -10,8 +10,9 @@ judged after each scan of the process table.
   ``cpu_ratio`` (share of one core) or ``rss_bytes`` for longer than ``for``:
   reported, and reniced (to 19) or killed as the rule says.
 
-A process is reported once per kind and reason (not at every check); each report
-is a ``process_flag`` EVENT saying what was seen and what was done.
+A process is reported once per kind and reason (not at every check); an over-limit
+episode once per rule, and again only after it was under the limit in between. Each
+report is a ``process_flag`` EVENT saying what was seen and what was done.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class Promon:
         self._forbidden = [(r, re.compile(r.cmdline) if r.cmdline else None) for r in cfg.forbidden]
         self._limits = [(r, re.compile(r.cmdline) if r.cmdline else None) for r in cfg.limits]
         self._uids: dict[int, bool] = {}
-        #: (pid, start, kind, reason) already reported
-        self._told: set[tuple[int, int, str, str]] = set()
+        #: (pid, start, kind, reason) already reported; over-limit's reason is the
+        #: rule's index (its text carries the CPU share, different at every check)
+        self._told: set[tuple[int, int, str, str | int]] = set()
         #: flagged now, by kind: pid -> reason
         self.flags: dict[str, dict[int, str]] = {k: {} for k in KINDS}
         #: limit tracking: (pid, start, rule index) -> (ticks, at, over_since or None)
@@ -74,8 +76,9 @@ class Promon:
         if self._limits:
             self._limits_check(now, clk_tck, mine)
 
-    def _flag(self, kind: str, p: Proc, why: str, action: str = "report", extra: dict | None = None) -> None:
-        key = (p.pid, p.start, kind, why)
+    def _flag(self, kind: str, p: Proc, why: str, action: str = "report", extra: dict | None = None,
+              reason: str | int | None = None) -> None:
+        key = (p.pid, p.start, kind, why if reason is None else reason)
         self.flags[kind][p.pid] = why
         if key in self._told:
             return
@@ -156,10 +159,11 @@ class Promon:
                 if over:
                     over_since = now if over_since is None else over_since
                     if now - over_since >= r.for_:
-                        self._flag("over_limit", p, f"{why} for {r.for_:g} s", r.action)
-                else:
+                        self._flag("over_limit", p, f"{why} for {r.for_:g} s", r.action, reason=i)
+                else:  # the episode is over: the next one is reported again
                     over_since = None
                     self.flags["over_limit"].pop(p.pid, None)
+                    self._told.discard((p.pid, p.start, "over_limit", i))
                 self._usage[key] = (ticks, now, over_since)
         self._usage = {k: v for k, v in self._usage.items() if k in seen}
 
