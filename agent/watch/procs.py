@@ -29,6 +29,7 @@ class Proc:
     exe: str  # readlink of /proc/PID/exe ("" when not readable)
     uid: int
     ppid: int
+    seen: int = 0  # the scan that saw it first
 
 
 def stat_fields(procfs: str, pid: int) -> list[str] | None:
@@ -70,8 +71,16 @@ class ProcTable:
         for pid in pids - self.procs.keys():
             p = self._read(pid)
             if p is not None:
+                p.seen = self.scans
                 self.procs[pid] = p
                 self.new.append(p)
+
+    def new_since(self, scan: int) -> list[Proc]:
+        """The processes first seen after scan number ``scan``, whoever made the scans
+        in between (the watch's check, the ``procs`` op, a start by hand)."""
+        if scan == self.scans - 1:
+            return self.new
+        return [p for p in self.procs.values() if p.seen > scan]
 
     def _read(self, pid: int) -> Proc | None:
         base = f"{self.procfs}/{pid}"

@@ -48,6 +48,7 @@ class Promon:
         #: limit tracking: (pid, start, rule index) -> (ticks, at, over_since or None)
         self._usage: dict[tuple[int, int, int], tuple[int, float, float | None]] = {}
         self._checks = 0
+        self._judged_scan = 0  # the table's scans up to this one were judged
         self._listeners: dict[int, int] = {}  # socket inode -> owner pid (cached)
 
     def judge(self, now: float, clk_tck: float = float(os.sysconf("SC_CLK_TCK"))) -> None:
@@ -58,7 +59,10 @@ class Promon:
         for kind in KINDS:
             self.flags[kind] = {pid: why for pid, why in self.flags[kind].items() if pid in procs}
         mine = self.own_pids()
-        fresh = self.procs.new if self._checks > 1 else list(procs.values())
+        # every process new since the last judgement, not only the last scan's: the
+        # `procs` op and a start by hand scan the table between two checks
+        fresh = self.procs.new_since(self._judged_scan)
+        self._judged_scan = self.procs.scans
         for p in fresh:
             if p.pid in mine:
                 continue

@@ -1,0 +1,58 @@
+"""The watch as the agent runs it (``Watcher``), with real processes and the real
+/proc, its checks called as its thread would call them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from clumon.agent.watch.config import ForbiddenRule, ProcessesConfig, ServiceConfig
+from clumon.agent.watch.watcher import Watcher
+
+
+@pytest.fixture
+def spawn():
+    """Start processes that are killed at the end."""
+    started: list[subprocess.Popen] = []
+
+    def start(*argv: str) -> subprocess.Popen:
+        p = subprocess.Popen(list(argv))
+        started.append(p)
+        return p
+    yield start
+    for p in started:
+        p.kill()
+        p.wait()
+
+
+def watcher(tmp_path, services=(), processes=None, rules=()) -> tuple[Watcher, list]:
+    events: list = []
+    w = Watcher(services, processes, rules, "n1", tmp_path / "state", "/proc",
+                lambda *samples: None, events.append)
+    return w, events
+
+
+@pytest.mark.parametrize("scan_by", ["procs op", "start by hand"])
+def test_a_process_first_seen_by_another_scan_is_judged_all_the_same(tmp_path, spawn, scan_by):
+    marker = f"{time.time_ns()}"
+    svc = ServiceConfig(name="svc", cmdline=f"svc-{marker}", check_interval=0.1, start_secs=0.0,
+                        start=(sys.executable, "-c", "import time; time.sleep(60)", f"svc-{marker}"))
+    w, events = watcher(tmp_path, services=(svc,), processes=ProcessesConfig(
+        suspicious=False, check_interval=0.1, forbidden=(ForbiddenRule(cmdline=f"forbidden-{marker}"),)))
+    s = w.supervisor.services["svc"]
+    try:
+        w._check()
+        bad = spawn(sys.executable, "-c", "import time; time.sleep(60)", f"forbidden-{marker}")
+        if scan_by == "procs op":
+            w._procs_now(5)  # `clumon procs NODE`: a scan of its own, between two checks
+        else:
+            w.supervisor.start_by_hand(s, "asked by an operator")  # it scans too
+        w._check()
+        w._flush()
+        flagged = [e for e in events if e.type == "process_flag" and e.attrs["pid"] == bad.pid]
+        assert len(flagged) == 1 and flagged[0].attrs["kind"] == "forbidden"
+    finally:
+        w.supervisor.stop(s, "the test is over")
