@@ -12,8 +12,8 @@ Each start writes the service's output to a new file
 ``NAME.HOST.PORT.YYYY-mm-dd.HH-MM-SS`` under ``log_dir``; the oldest beyond
 ``keep_logs`` are removed. Started processes get a session of their own, so they
 outlive the agent (with systemd's ``KillMode=process``); the agent keeps their
-pids and start times, and its restart counts, in ``state_dir/services.json`` and
-adopts them back when it starts again.
+pids and start times, its restart counts, and which service holds a stopped
+dependant, in ``state_dir/services.json`` and adopts them back when it starts again.
 """
 
 from __future__ import annotations
@@ -118,6 +118,9 @@ class Supervisor:
             s.restarts_total = int(old.get("restarts_total", 0))
             s.starts = [float(t) for t in old.get("starts", []) if isinstance(t, (int, float))]
             s.wanted = bool(old.get("wanted", True))
+            held_by = old.get("held_by", "")
+            if isinstance(held_by, str) and held_by in self.services:  # started again when that one runs
+                s.held_by = held_by
             if old.get("state") == FATAL:
                 s.state, s.since = FATAL, float(old.get("since", 0.0))
             for pid, start in (old.get("started") or {}).items():
@@ -130,7 +133,8 @@ class Supervisor:
         if not self._dirty:
             return
         data = {n: {"restarts_total": s.restarts_total, "starts": s.starts[-100:], "wanted": s.wanted,
-                    "state": s.state, "since": s.since, "started": {str(p): t for p, t in s.started.items()}}
+                    "held_by": s.held_by, "state": s.state, "since": s.since,
+                    "started": {str(p): t for p, t in s.started.items()}}
                 for n, s in self.services.items()}
         tmp = self.state_file.with_suffix(".tmp")
         try:

@@ -11,6 +11,7 @@ import pytest
 
 from clumon.agent.watch.config import ForbiddenRule, ProcessesConfig, ServiceConfig
 from clumon.agent.watch.watcher import Watcher
+from clumon.cli.daemon import free_port
 
 
 @pytest.fixture
@@ -56,3 +57,31 @@ def test_a_process_first_seen_by_another_scan_is_judged_all_the_same(tmp_path, s
         assert len(flagged) == 1 and flagged[0].attrs["kind"] == "forbidden"
     finally:
         w.supervisor.stop(s, "the test is over")
+
+
+def test_a_restarted_agent_knows_which_service_holds_a_stopped_dependant(tmp_path):
+    marker = f"dependant-{time.time_ns()}"
+    services = (ServiceConfig(name="a", port=free_port(), start=(sys.executable, "-c", "raise SystemExit(1)"),
+                              check_interval=0.1, start_secs=0.0, max_restarts=0),
+                ServiceConfig(name="b", cmdline=marker, depends_on=("a",), check_interval=0.1, start_secs=0.0,
+                              start=(sys.executable, "-c", "import time; time.sleep(60)", marker)))
+    w, _ = watcher(tmp_path, services=services)
+    a, b = w.supervisor.services["a"], w.supervisor.services["b"]
+    try:
+        now = time.time()
+        w.procs.scan()
+        w.supervisor.check(now)  # both started
+        a.popen.wait(timeout=10)
+        w.procs.scan()
+        w.supervisor.check(now + 1)  # a failed, b runs
+        assert (a.state, b.state) == ("backoff", "running")
+        w.procs.scan()
+        w.supervisor.check(now + 10)  # a's second start is one too many: fatal, and b is stopped
+        assert (a.state, b.state, b.held_by) == ("fatal", "stopped", "a")
+    finally:
+        w.supervisor.stop(b, "the test is over")
+    again, _ = watcher(tmp_path, services=services)  # the agent restarted
+    b = again.supervisor.services["b"]
+    assert (b.wanted, b.held_by) == (False, "a")
+    again._state_changed(again.supervisor.services["a"], "fatal", "running")  # a runs again (started by hand)
+    assert b.wanted and b.held_by == ""
