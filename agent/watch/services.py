@@ -214,16 +214,22 @@ class Supervisor:
         self._start(s, now, "fewer than min running" if s.state == RUNNING else "not running")
 
     def _start_failed(self, s: Service, now: float) -> bool:
-        """The process we started exited before the service showed up (or within start_secs)."""
+        """The process we started exited with an error before the service showed up (or
+        within start_secs). An exit 0 is a daemon that forked, the parent's exit its way
+        of starting: the service is then waited for up to start_timeout."""
         if s.popen is None:
             return False
         code = s.popen.poll()
         if code is None:
             return False
+        if code == 0:
+            if not s.found:
+                s.detail = "the start command exited 0: waiting for the service to show"
+            return False
         if s.found and now - s.start_at >= s.cfg.start_secs:
-            return False  # a daemon that forked: the parent's exit is its way of starting
+            return False  # it forked, and its copy outlived the error
         s.detail = f"exited with code {code}"
-        return not s.found or now - s.start_at < s.cfg.start_secs
+        return True
 
     # --- actions -------------------------------------------------------------------------
 

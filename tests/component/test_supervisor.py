@@ -86,3 +86,38 @@ def test_flapping_goes_fatal_and_a_start_by_hand_tries_again(tmp_path):
     assert result["state"] == "starting"
     saved = (tmp_path / "state" / "services.json").read_text()
     assert '"restarts_total": 3' in saved
+
+
+SERVER = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+time.sleep(60)
+"""
+
+
+def test_a_forking_daemon_whose_start_exits_0_first_is_waited_for(tmp_path):
+    port = free_port()
+    server = tmp_path / "server.py"
+    server.write_text(SERVER)
+    # the start command forks the daemon and exits 0 at once; the daemon listens a little later
+    daemon = f"(sleep 0.5; exec {sys.executable} {server} {port}) </dev/null >/dev/null 2>&1 & exit 0"
+    sup, events = supervisor(tmp_path, ServiceConfig(name="forker", port=port, start=("/bin/sh", "-c", daemon),
+                                                     check_interval=0.01, start_secs=0.0, start_timeout=10))
+    s = sup.services["forker"]
+    check(sup, time.time())
+    assert s.state == "starting"
+    try:
+        assert s.popen.wait(timeout=5) == 0
+        check(sup, time.time())
+        assert s.state == "starting", s.detail  # not a failed start: the daemon is on its way
+        deadline = time.monotonic() + 10
+        while s.state == "starting" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            check(sup, time.time())
+        assert s.state == "running" and len(s.found) == 1
+        assert [e[2]["state"] for e in events if e[0] == "service_state"] == ["starting", "running"]
+    finally:
+        sup.stop(s, "the test is over")
