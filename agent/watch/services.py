@@ -312,6 +312,7 @@ class Supervisor:
         now = self.clock() if now is None else now
         s.wanted = False
         self._dirty = True
+        self.finder.new_check()
         pids = set(self.finder.find(s)) | set(s.started)
         signalled = sorted(pids)
         for pid in pids:
@@ -344,6 +345,7 @@ class Supervisor:
                     "detail": "watched only: no start command"}
         s.next_check = 0.0
         self.procs.scan()
+        self.finder.new_check()  # the socket tables of the last check may be old by now
         s.found = self.finder.find(s)
         if len(s.found) < max(s.cfg.min, 1):
             self._start(s, now, why)

@@ -121,3 +121,26 @@ def test_a_forking_daemon_whose_start_exits_0_first_is_waited_for(tmp_path):
         assert [e[2]["state"] for e in events if e[0] == "service_state"] == ["starting", "running"]
     finally:
         sup.stop(s, "the test is over")
+
+
+def test_a_start_by_hand_looks_at_the_sockets_afresh(tmp_path):
+    port = free_port()
+    server = tmp_path / "server.py"
+    server.write_text(SERVER)
+    sup, events = supervisor(tmp_path, ServiceConfig(name="web", port=port, check_interval=0.01, start_secs=0.0,
+                                                     start=(sys.executable, str(server), str(port))))
+    s = sup.services["web"]
+    sup.stop(s, "not wanted yet")
+    check(sup, time.time())  # nothing listens on the port: the check reads (and keeps) the socket tables
+    by_hand = subprocess.Popen([sys.executable, str(server), str(port)])  # an operator starts it outside the agent
+    try:
+        deadline = time.monotonic() + 10
+        while port not in ProcTable().tcp_listening() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        result = sup.start_by_hand(s, "asked by an operator")
+        assert result["state"] == "running" and list(s.found) == [by_hand.pid]
+        assert not [e for e in events if e[0] == "service_action" and e[2]["action"] == "start"]
+    finally:
+        by_hand.kill()
+        by_hand.wait()
+        sup.stop(s, "the test is over")
