@@ -326,7 +326,7 @@ class Agent:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.watch is not None:
-            self.watch.close()
+            await self.watch.close()
         self.uplink.close()
         self._executor.shutdown(wait=False)
         log.info("agent %s stopped (%d frames unacknowledged)", self.name, len(self.spool))

@@ -11,6 +11,7 @@ import asyncio
 import fnmatch
 import logging
 import os
+import queue
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,8 @@ SOURCE = "services"
 #: checks (extra copies over `max`, drift), else only when a service moved
 FULL_SCAN_EVERY = 6
 COMMAND_TIMEOUT = 30.0
+#: at the agent's stop, how long the last save waits for a check (or a stop) under way
+CLOSE_TIMEOUT = 5.0
 
 
 class Watcher:
@@ -39,7 +42,8 @@ class Watcher:
                  on_samples: Callable[[str, float, list[Sample]], None], on_event: Callable[[Event], None]):
         self.node = node
         self.procs = ProcTable(procfs)
-        self._events: list[tuple[str, str, dict]] = []
+        #: events from the watch thread, sent from the loop
+        self._events: queue.SimpleQueue[tuple[str, str, dict]] = queue.SimpleQueue()
         self.supervisor = Supervisor(services, self.procs, state_dir, self._emit)
         self.promon = Promon(processes, self.procs, self._emit, self._own_pids) if processes is not None else None
         self.rules = rules
@@ -59,7 +63,7 @@ class Watcher:
         return {os.getpid(), *(p for s in self.supervisor.services.values() for p in (*s.found, *s.started))}
 
     def _emit(self, type_: str, message: str, attrs: dict) -> None:
-        self._events.append((type_, message, attrs))  # in the watch thread; sent from the loop
+        self._events.put((type_, message, attrs))  # in the watch thread; sent from the loop
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -71,7 +75,10 @@ class Watcher:
                 await loop.run_in_executor(self._thread, self._check)
             except Exception:
                 log.exception("service and process check failed")
-            self._flush()
+            try:
+                self._flush()
+            except Exception:
+                log.exception("sending the watch's events and series failed")
             await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
 
     def _check(self) -> None:
@@ -90,8 +97,8 @@ class Watcher:
         self.cpu_s += time.thread_time() - c0
 
     def _flush(self) -> None:
-        events, self._events = self._events, []
-        for type_, message, attrs in events:
+        for _ in range(self._events.qsize()):  # those there now: the thread may add more
+            type_, message, attrs = self._events.get_nowait()
             self._on_event(Event(type_, self.node, message, attrs))
         self._on_samples(SOURCE, self.interval, self.samples())
 
@@ -105,9 +112,16 @@ class Watcher:
             out += [Sample(series("clumon_process_flags", kind=k), float(counts[k])) for k in KINDS]
         return out
 
-    def close(self) -> None:
-        self.supervisor.save()
-        self._thread.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """Keep the services' state one last time. The watch thread owns that state: the
+        save runs there, after the check or stop under way (waited for up to
+        CLOSE_TIMEOUT; past that, it still runs there once that is done)."""
+        saved = asyncio.get_running_loop().run_in_executor(self._thread, self.supervisor.save)
+        try:
+            await asyncio.wait_for(asyncio.shield(saved), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("the watch is still busy after %g s: its state is kept when it is done", CLOSE_TIMEOUT)
+        self._thread.shutdown(wait=False)
 
     # --- rules and dependencies (in the watch thread) --------------------------------------
 
