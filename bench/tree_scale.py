@@ -21,7 +21,8 @@ Prints one JSON line per size with DESIGN.md's keys:
 * ``cpu_pct_root`` / ``cpu_pct_aggregator`` (the busiest aggregator; all are in
   ``cpu_pct_aggregators``): utime+stime from /proc/PID/stat over the window, 100 =
   one core. ``cpu_pct_root_writer`` is the root's non-loop, non-ZeroMQ threads
-  (the SQL writer thread), ``cpu_pct_simulator`` all simulator processes,
+  (the SQL writer thread), ``cpu_pct_root_zmq`` its ZeroMQ I/O threads (where
+  CurveZMQ encrypts and decrypts), ``cpu_pct_simulator`` all simulator processes,
   ``cpu_pct_host`` the whole machine (100 per core) and ``cpu_pct_others`` what
   processes not started by this bench used meanwhile (a shared box skews figures).
 
@@ -319,6 +320,7 @@ def measure(root: Daemon, aggs: list[Daemon], sims: list[Daemon], client: Client
         "cpu_pct_root": pct(c1["root"] - c0["root"], dt),
         "cpu_pct_root_writer": pct(c1["threads"]["other"] - c0["threads"]["other"], dt),
         "cpu_pct_root_loop": pct(c1["threads"]["loop"] - c0["threads"]["loop"], dt),
+        "cpu_pct_root_zmq": pct(c1["threads"]["zmq"] - c0["threads"]["zmq"], dt),
         "cpu_pct_aggregator": max(agg_pct),
         "cpu_pct_aggregators": agg_pct,
         "cpu_pct_simulator": pct(c1["sim"] - c0["sim"], dt),
