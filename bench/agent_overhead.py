@@ -17,6 +17,17 @@ without ``[[service]]`` tables (``extra_no_watch``) and once watching all of the
 (half found by port, half by cmdline regex; ``check_interval`` 5 s), so the
 difference is what the watch costs; ``watch_delta_cpu_pct`` says it.
 
+``--curve`` (issue 15) measures what CurveZMQ costs the agent. Sequential runs
+differ by more than the budget (+0.01 % of a core; 0.141-0.154 % for the same code),
+so, as bench/agent_ab.py does, two default-mask agents run at once, one without keys
+against a plain receiver and one with a ``[curve]`` table (its own key pair, the
+receiver's public key) against a CURVE receiver whose ZAP handler accepts its key;
+``--rounds`` rounds alternate which one starts first (the second to tick finds the
+interpreter's code warm). One JSON line: each side's CPU per round and on average
+(``cpu_pct_schedstat`` without keys, ``curve_cpu_pct_schedstat`` with),
+``curve_delta_cpu_pct`` (with minus without, the mean over the rounds, in % of a
+core, from schedstat) and ``curve_within_budget`` (delta at most 0.01).
+
 The agents run with ``MALLOC_ARENA_MAX=2``, as deploy/clumon-agent.service
 starts them. cpu_pct is the default-mask agent's user+system time over wall time (100 = one
 core), from /proc/PID/stat (in 10 ms steps: 0.008 % over 120 s), and
@@ -43,6 +54,7 @@ import time
 from pathlib import Path
 
 import zmq
+import zmq.auth
 
 from clumon.proto import codec
 from clumon.proto.frames import Ack, AckEntry, Heartbeat, Kind, Request, make, seq_ranges
@@ -57,11 +69,24 @@ class Receiver(threading.Thread):
     proto/downlink does), heartbeats a child it sent nothing else for 5 s (as a real
     parent does), and asks children for their figures (REQUEST stats)."""
 
-    def __init__(self):
+    def __init__(self, curve: tuple[Path, Path] | None = None):
+        """``curve``: (this receiver's secret key file, directory of the accepted
+        public keys): a CURVE server whose ZAP handler checks each child's key."""
         super().__init__(daemon=True)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.auth = None
+        if curve is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            public, secret = zmq.auth.load_certificate(str(curve[0]))
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=str(curve[1]))
+            self.sock.setsockopt(zmq.CURVE_SERVER, 1)
+            self.sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+            self.sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
         self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.incarnation = time.time_ns()
         self.bytes: dict[str, int] = {}
@@ -108,6 +133,8 @@ class Receiver(threading.Thread):
                 n += 1
                 self._send(who.encode(), Request(rid, "stats", (who,), {"durations": True}, 5.0))
         self.sock.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
     def _ack(self, who: str, frame) -> None:
@@ -279,9 +306,15 @@ def main() -> None:
     parser.add_argument("--extra-processes", type=int, default=500)
     parser.add_argument("--only", choices=("as_is", "extra", "services"), default=None)
     parser.add_argument("--services", type=int, default=20, help="watched services in the services runs")
+    parser.add_argument("--curve", action="store_true",
+                        help="only: an agent without keys and one with CurveZMQ side by side (issue 15)")
+    parser.add_argument("--rounds", type=int, default=2, help="--curve: rounds, each side starting first as often")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clumon-bench-") as tmp:
         workdir = Path(tmp)
+        if args.curve:
+            print(json.dumps(curve_runs(args, workdir)), flush=True)
+            return
         if args.only in (None, "as_is"):
             print(json.dumps(measure("as_is", args.warmup, args.duration, workdir)), flush=True)
         if args.only in (None, "extra"):
@@ -335,6 +368,87 @@ def services_runs(args, workdir: Path) -> dict:
             p.kill()
         for p in procs:
             p.wait()
+
+
+#: what keys may add to the agent's CPU, in % of a core (issue 15)
+CURVE_BUDGET_PCT = 0.01
+
+
+def curve_keys(workdir: Path) -> tuple[tuple[Path, Path], str]:
+    """Key pairs of the receiver and the agent with keys: the receiver's (secret key,
+    accepted keys), and the agent's ``[curve]`` table."""
+    from clumon.proto.curve import generate
+
+    keys, accepted = workdir / "keys", workdir / "accepted"
+    accepted.mkdir()
+    generate("bench", keys)
+    agent_public, agent_secret = generate("bench-curve", keys)
+    (accepted / agent_public.name).write_bytes(agent_public.read_bytes())
+    table = f'[curve]\nsecret_key = "{agent_secret}"\nparent_key = "{keys / "bench.key"}"\n'
+    return (keys / "bench.key_secret", accepted), table
+
+
+def curve_round(first: str, warmup: float, duration: float, workdir: Path, server, table: str) -> dict:
+    """Both agents at once, ``first`` started first; each side's CPU (schedstat and ticks)."""
+    rx = {"plain": Receiver(), "curve": Receiver(server)}
+    for r in rx.values():
+        r.start()
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for side in (first, "curve" if first == "plain" else "plain"):
+            procs[side] = start_agent(f"bench-{side}", rx[side].port, workdir, table if side == "curve" else "")
+        time.sleep(warmup)
+        n0 = {s: run_ns(p.pid) for s, p in procs.items()}
+        c0 = {s: cpu_seconds(p.pid) for s, p in procs.items()}
+        b0 = {s: rx[s].sent(f"bench-{s}") for s in procs}
+        t0 = time.monotonic()
+        time.sleep(duration)
+        n1 = {s: run_ns(p.pid) for s, p in procs.items()}
+        c1 = {s: cpu_seconds(p.pid) for s, p in procs.items()}
+        b1 = {s: rx[s].sent(f"bench-{s}") for s in procs}
+        wall = time.monotonic() - t0
+        out: dict = {"first": first}
+        for s, p in procs.items():
+            out[f"{s}_pct_schedstat"] = round((n1[s] - n0[s]) / 1e9 / wall * 100, 4)
+            out[f"{s}_pct"] = round((c1[s] - c0[s]) / wall * 100, 3)
+            out[f"{s}_rss_mib"] = round(status_mib(p.pid, "VmRSS"), 1)
+            out[f"{s}_frames_per_s"] = round((b1[s][1] - b0[s][1]) / wall, 2)
+        return out
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for r in rx.values():
+            r.stop()
+            r.join(5)
+
+
+def curve_runs(args, workdir: Path) -> dict:
+    """Without keys and with CurveZMQ, side by side, start order alternated."""
+    server, table = curve_keys(workdir)
+    rounds = [curve_round("plain" if i % 2 == 0 else "curve", args.warmup, args.duration, workdir, server, table)
+              for i in range(max(1, args.rounds))]
+
+    def mean(key: str, digits: int = 4) -> float:
+        return round(sum(r[key] for r in rounds) / len(rounds), digits)
+
+    delta = round(mean("curve_pct_schedstat", 6) - mean("plain_pct_schedstat", 6), 4)
+    return {
+        "bench": "agent_overhead", "run": "curve_side_by_side", "host_cores": os.cpu_count(),
+        "python": platform.python_version(), "duration_s": args.duration, "rounds": rounds,
+        "cpu_pct": mean("plain_pct", 3), "cpu_pct_schedstat": mean("plain_pct_schedstat"),
+        "rss_mib": mean("plain_rss_mib", 1),
+        "curve_cpu_pct": mean("curve_pct", 3), "curve_cpu_pct_schedstat": mean("curve_pct_schedstat"),
+        "curve_rss_mib": mean("curve_rss_mib", 1),
+        "curve_delta_cpu_pct": delta,
+        "curve_delta_cpu_pct_ticks": round(mean("curve_pct", 6) - mean("plain_pct", 6), 3),
+        "curve_within_budget": delta <= CURVE_BUDGET_PCT,
+        "load": round(os.getloadavg()[0], 2),
+    }
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ Prints one JSON line per size with DESIGN.md's keys:
 * ``cpu_pct_root`` / ``cpu_pct_aggregator`` (the busiest aggregator; all are in
   ``cpu_pct_aggregators``): utime+stime from /proc/PID/stat over the window, 100 =
   one core. ``cpu_pct_root_writer`` is the root's non-loop, non-ZeroMQ threads
-  (the SQL writer thread), ``cpu_pct_simulator`` all simulator processes,
+  (the SQL writer thread), ``cpu_pct_root_zmq`` its ZeroMQ I/O threads (where
+  CurveZMQ encrypts and decrypts), ``cpu_pct_simulator`` all simulator processes,
   ``cpu_pct_host`` the whole machine (100 per core) and ``cpu_pct_others`` what
   processes not started by this bench used meanwhile (a shared box skews figures).
 
@@ -34,6 +35,16 @@ timeout and everything started is stopped (SIGTERM, then SIGKILL) before the nex
 size. A quick run::
 
     python bench/tree_scale.py --sizes 200:2 --warmup 5 --measure 10
+
+``--curve`` (issue 15) runs each size twice, without keys and then with CurveZMQ on
+every link (a key pair per daemon, per simulated node and for the bench's client,
+made with ``clumon keys gen``'s function; each parent's ``authorized_keys`` holds its
+own children's public keys only), and prints one line per size: the run without keys
+under the usual keys, the run with keys beside it under the same keys prefixed
+``curve_`` (``curve_loss``, ``curve_cpu_pct_root``, ``curve_cpu_pct_aggregator`` ...),
+and ``root_cpu_ratio`` / ``agg_cpu_ratio`` (with keys over without; the
+aggregator's is the largest of the aggregators' own ratios, all in
+``agg_cpu_ratios``). ``curve_within_budget``: no loss and both ratios at most 1.25.
 """
 
 from __future__ import annotations
@@ -106,15 +117,70 @@ def pct(ticks: float, seconds: float) -> float:
     return round(100.0 * ticks / CLK_TCK / seconds, 1)
 
 
-def run_size(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, workdir: Path) -> dict:
+#: the run with keys over the run without, at most (issue 15)
+CURVE_CPU_BUDGET = 1.25
+#: figures that name the size, not a run: the same in both runs of ``--curve``
+SIZE_KEYS = ("bench", "host_cores", "python", "nodes", "aggregators", "series", "interval_s", "topology",
+             "read_tiers")
+
+
+class TreeKeys:
+    """CurveZMQ keys of one secured tree: a pair per daemon, simulated node and the
+    bench's client (``bench``), and per parent an ``authorized_keys`` directory with
+    the public keys of its own children (and the client's, at the root)."""
+
+    def __init__(self, workdir: Path, nodes: int, n_aggs: int, chain: bool):
+        from clumon.proto.curve import generate
+
+        self.dir = workdir / "keys"
+        self.workdir = workdir
+        sims = [f"sim-{i}" for i in range(nodes)]
+        aggs = [f"agg-{a}" for a in range(1, n_aggs + 1)]
+        for name in ("root", "bench", *aggs, *sims):
+            generate(name, self.dir)
+        self._authorize("root", ["agg-1", "bench"] if chain else [*aggs, "bench"])
+        for a, agg in enumerate(aggs):
+            if chain:
+                children = [aggs[a + 1]] if a + 1 < n_aggs else sims
+            else:
+                children = sims[nodes * a // n_aggs:nodes * (a + 1) // n_aggs]
+            self._authorize(agg, children)
+
+    def _authorize(self, parent: str, children: list[str]) -> None:
+        d = self.workdir / f"authorized-{parent}"
+        d.mkdir()
+        for c in children:
+            shutil.copy(self.public(c), d / f"{c}.key")
+
+    def public(self, name: str) -> Path:
+        return self.dir / f"{name}.key"
+
+    def secret(self, name: str) -> Path:
+        return self.dir / f"{name}.key_secret"
+
+    def config(self, name: str, parent: str | None) -> list[str]:
+        """``--config FILE`` with the daemon's ``[curve]`` table."""
+        lines = ["[curve]", f'secret_key = "{self.secret(name)}"',
+                 f'authorized_keys = "{self.workdir / f"authorized-{name}"}"']
+        if parent:
+            lines.append(f'parent_key = "{self.public(parent)}"')
+        path = self.workdir / f"{name}-curve.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return ["--config", str(path)]
+
+
+def run_size(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, workdir: Path,
+             keys: TreeKeys | None = None) -> dict:
     py = sys.executable
     db = workdir / "clumon.db"
     port, qport = free_port(), free_port()
     started: list[Daemon] = []
+    secured = keys.config if keys else (lambda name, parent: [])
     try:
         root = start("root", [py, "-m", "clumon.root", "--listen", f"tcp://127.0.0.1:{port}",
                              "--query", f"tcp://127.0.0.1:{qport}", "--metrics", "",
-                             "--database", f"sqlite:///{db}", "--state-dir", str(workdir / "root")], workdir)
+                             "--database", f"sqlite:///{db}", "--state-dir", str(workdir / "root"),
+                             *secured("root", None)], workdir)
         started.append(root)
         ready(root, 60)
         aggs, agg_ports = [], []
@@ -123,7 +189,8 @@ def run_size(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, wor
             parent = agg_ports[-1] if chain and agg_ports else port  # a chain: each under the one before
             agg = start(f"agg-{a}", [py, "-m", "clumon.aggregator", "--name", f"agg-{a}",
                                     "--listen", f"tcp://127.0.0.1:{ap}", "--parent", f"tcp://127.0.0.1:{parent}",
-                                    "--state-dir", str(workdir / f"agg-{a}")], workdir)
+                                    "--state-dir", str(workdir / f"agg-{a}"),
+                                    *secured(f"agg-{a}", f"agg-{a - 1}" if chain and a > 1 else "root")], workdir)
             started.append(agg)
             aggs.append(agg)
             agg_ports.append(ap)
@@ -133,16 +200,20 @@ def run_size(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, wor
         for a, ap in enumerate(agg_ports):  # one simulator per aggregator, its share of the nodes
             lo, hi = nodes * a // n_aggs, nodes * (a + 1) // n_aggs
             ap = agg_ports[-1] if chain else ap  # a chain: every agent under the deepest aggregator
+            parent = f"agg-{n_aggs if chain else a + 1}"
+            sim_keys = ["--keys", str(keys.dir), "--parent-key", str(keys.public(parent))] if keys else []
             sim = start(f"sim-{a + 1}", [py, "-m", "clumon.cli", "simulate", "--agents", str(hi - lo),
                                         "--first", str(lo), "--series", str(args.series),
                                         "--interval", str(args.interval), "--processes", str(args.processes),
                                         "--ramp", str(args.ramp), "--stats-interval", "1", "--histogram",
-                                        "--drain-timeout", str(args.drain), "--parent", f"tcp://127.0.0.1:{ap}"], workdir)
+                                        "--drain-timeout", str(args.drain), "--parent", f"tcp://127.0.0.1:{ap}",
+                                        *sim_keys], workdir)
             started.append(sim)
             sims.append(sim)
         for sim in sims:
             ready(sim, 120)
-        client = Client(f"tcp://127.0.0.1:{qport}", timeout=10.0)
+        client = Client(f"tcp://127.0.0.1:{qport}", timeout=10.0, key=keys and str(keys.secret("bench")),
+                        server_key=keys and str(keys.public("root")))
         wait_all_up(client, nodes, timeout=max(60.0, nodes / 50))
         time.sleep(args.warmup)
         result = measure(root, aggs, sims, client, nodes, args)
@@ -249,6 +320,7 @@ def measure(root: Daemon, aggs: list[Daemon], sims: list[Daemon], client: Client
         "cpu_pct_root": pct(c1["root"] - c0["root"], dt),
         "cpu_pct_root_writer": pct(c1["threads"]["other"] - c0["threads"]["other"], dt),
         "cpu_pct_root_loop": pct(c1["threads"]["loop"] - c0["threads"]["loop"], dt),
+        "cpu_pct_root_zmq": pct(c1["threads"]["zmq"] - c0["threads"]["zmq"], dt),
         "cpu_pct_aggregator": max(agg_pct),
         "cpu_pct_aggregators": agg_pct,
         "cpu_pct_simulator": pct(c1["sim"] - c0["sim"], dt),
@@ -258,8 +330,34 @@ def measure(root: Daemon, aggs: list[Daemon], sims: list[Daemon], client: Client
                               - (c1["sim"] - c0["sim"]) - (c1["me"] - c0["me"]), dt),
         "frames_per_s": round((h1["frames_stored"] - h0["frames_stored"]) / dt),
         "root_pending_frames": h1.get("pending_frames"),
+        "root_handshakes_refused": h1.get("handshakes_refused"),
         "window_s": round(dt, 1),
     }
+
+
+def run_curve(nodes: int, n_aggs: int, chain: bool, args: argparse.Namespace, workdir: Path) -> dict:
+    """The size without keys, then with keys: one line, the two side by side."""
+    (workdir / "plain").mkdir()
+    (workdir / "curve").mkdir()
+    plain = run_size(nodes, n_aggs, chain, args, workdir / "plain")
+    curve = run_size(nodes, n_aggs, chain, args, workdir / "curve", TreeKeys(workdir / "curve", nodes, n_aggs, chain))
+    return side_by_side(plain, curve)
+
+
+def side_by_side(plain: dict, curve: dict) -> dict:
+    out = dict(plain)
+    out.update({f"curve_{k}": v for k, v in curve.items() if k not in SIZE_KEYS})
+    agg_ratios = [_ratio(c, p) for c, p in zip(curve["cpu_pct_aggregators"], plain["cpu_pct_aggregators"])]
+    out["root_cpu_ratio"] = _ratio(curve["cpu_pct_root"], plain["cpu_pct_root"])
+    out["agg_cpu_ratios"] = agg_ratios
+    out["agg_cpu_ratio"] = max(agg_ratios, key=lambda r: float("inf") if r is None else r)
+    out["curve_within_budget"] = (curve["loss"] == 0 and all(
+        r is not None and r <= CURVE_CPU_BUDGET for r in (out["root_cpu_ratio"], *agg_ratios)))
+    return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
 
 
 def _round(v: float | None) -> float | None:
@@ -295,6 +393,8 @@ def main() -> None:
     p.add_argument("--drain", type=float, default=120.0,
                    help="at the end, how long the simulator waits for the root to acknowledge its backlog")
     p.add_argument("--keep", action="store_true", help="keep the working directory (logs, database)")
+    p.add_argument("--curve", action="store_true",
+                   help="run each size without keys and with CurveZMQ on every link; one line, side by side")
     args = p.parse_args()
     args.measure = max(1.0, min(args.measure, 3600.0))
     args.warmup = max(0.0, min(args.warmup, 3600.0))
@@ -302,7 +402,8 @@ def main() -> None:
     for nodes, n_aggs, chain in sizes:
         workdir = Path(tempfile.mkdtemp(prefix=f"tree_scale_{nodes}_"))
         try:
-            print(json.dumps(run_size(nodes, n_aggs, chain, args, workdir)), flush=True)
+            run = run_curve if args.curve else run_size
+            print(json.dumps(run(nodes, n_aggs, chain, args, workdir)), flush=True)
         finally:
             if args.keep:
                 print(f"# kept {workdir}", file=sys.stderr)

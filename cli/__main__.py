@@ -72,6 +72,10 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     s.add_argument("--heartbeat-interval", type=float, default=5.0)
     s.add_argument("--failover-after", type=float, default=15.0)
     s.add_argument("--drain-timeout", type=float, default=10.0, help="on stop, wait this long for acks")
+    s.add_argument("--keys", default="", metavar="DIR",
+                   help="CurveZMQ: the agents' secret keys, DIR/NAME.key_secret for each simulated node")
+    s.add_argument("--parent-key", nargs="+", default=(), metavar="FILE",
+                   help="with --keys: the parent's public key file (PARENT.key), or one per --parent")
 
     commands: dict[str, Command] = {}
     for family in FAMILIES:
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             agents=a.agents, series=a.series, interval=a.interval, parents=tuple(a.parent),
             processes=a.processes, duration=a.duration, prefix=a.prefix, first=a.first, ramp=a.ramp,
             stats_interval=a.stats_interval, histogram=a.histogram, drain_timeout=a.drain_timeout,
-            heartbeat_interval=a.heartbeat_interval, failover_after=a.failover_after))
+            heartbeat_interval=a.heartbeat_interval, failover_after=a.failover_after,
+            keys=a.keys, parent_keys=tuple(a.parent_key)))
     if a.command == "rules" and a.action == "check":
         if not a.file:
             p.error("rules check needs the FILE to check")

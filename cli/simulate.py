@@ -18,6 +18,11 @@ root and the aggregator):
   list of Python floats;
 * one task ticks every uplink's heartbeat/resend/failover logic in slices.
 
+With ``keys`` (``--keys DIR --parent-key FILE``) every simulated agent speaks
+CurveZMQ as a real one with a ``[curve]`` table does: its own secret key
+``DIR/<name>.key_secret`` (as ``clumon keys gen`` writes it) and the parent's
+public key, so a secured aggregator or root accepts it by name.
+
 The supervisor (``run``) starts the workers, prints ``CLUMON-READY`` once every
 agent is created, then one JSON line of stats every ``stats_interval`` (frames
 sent and acked, spool backlog, end-to-end ack latency), stops by itself after
@@ -37,6 +42,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from clumon.proto.config import ChildLink
@@ -71,6 +77,10 @@ class SimConfig(ChildLink):
     #: fraction of series that are counters (``_total``); the rest are gauges
     counter_share: float = 0.25
     seed: int = 0
+    #: CurveZMQ: directory of the agents' secret keys (``<prefix><i>.key_secret``); empty: no keys
+    keys: str = ""
+    #: the parents' public key files: one for every parent, or one per parent in order
+    parent_keys: tuple[str, ...] = ()
 
     def check(self) -> str | None:
         if self.agents < 1 or self.series < 1 or self.series > 65535:
@@ -82,7 +92,38 @@ class SimConfig(ChildLink):
         bad = [p for p in self.parents if not valid_endpoint(p)]
         if not self.parents or bad:
             return f"--parent: expected endpoints like tcp://host:port, got {list(self.parents)!r}"
+        if self.keys or self.parent_keys:
+            return self._keys_problem()
         return None
+
+    def _keys_problem(self) -> str | None:
+        from clumon.proto.curve import KeyFileError, load_public
+
+        if not (self.keys and self.parent_keys):
+            return "--keys (the agents' secret keys) and --parent-key (the parent's public key) go together"
+        if len(self.parent_keys) not in (1, len(self.parents)):
+            return f"--parent-key: one file, or one per parent ({len(self.parents)}), got {len(self.parent_keys)}"
+        try:
+            for k in self.parent_keys:
+                load_public(k)
+        except KeyFileError as exc:
+            return f"--parent-key: {exc}"
+        missing = [n for n in self.names() if not self.secret_key(n).is_file()]
+        if missing:
+            return (f"--keys {self.keys}: no secret key for {len(missing)} of {self.agents} agents "
+                    f"(first {self.secret_key(missing[0]).name}; `clumon keys gen NAME --dir DIR` writes one)")
+        return None
+
+    def names(self) -> list[str]:
+        return [f"{self.prefix}{i}" for i in range(self.first, self.first + self.agents)]
+
+    def secret_key(self, name: str) -> Path:
+        return Path(self.keys) / f"{name}.key_secret"
+
+    def parent_key_files(self) -> tuple[str, ...]:
+        """The parent's public key file for each parent, in the order of ``parents``."""
+        keys = self.parent_keys
+        return keys * len(self.parents) if len(keys) == 1 else keys
 
     def share(self, worker: int) -> tuple[int, int]:
         """(first global index, count) of the agents a worker impersonates."""

@@ -22,6 +22,7 @@ import zmq.asyncio
 from clumon.cli.simulate import LatencyHistogram, SimConfig, series_names
 from clumon.proto import __version__
 from clumon.proto import transport
+from clumon.proto.curve import ClientKeys, load_public, load_secret
 from clumon.proto.frames import Data, Frame, Hello, Kind, Reply, Request
 from clumon.proto.spool import Spool
 from clumon.proto.uplink import Uplink
@@ -100,6 +101,8 @@ class Worker:
         self.late_rounds = 0
         self.dict_version = 1
         self._ctx: zmq.asyncio.Context | None = None
+        #: the parents' public keys (CurveZMQ), one per parent; None: no keys
+        self._servers = tuple(load_public(k) for k in cfg.parent_key_files()) if cfg.keys else None
 
     # --- agents ------------------------------------------------------------------------
 
@@ -109,9 +112,16 @@ class Worker:
             name = f"{self.cfg.prefix}{self.first + j}"
             spool = TimedSpool(self.hist, self.cfg.spool_max_bytes)
             up = Uplink(self._ctx, name, self.incarnation0 + j, tuple(self.cfg.parents), timings, spool,
-                        lambda frame, j=j: self._on_frame(j, frame))
+                        lambda frame, j=j: self._on_frame(j, frame), curve=self._curve(name))
             self.uplinks.append(up)
             up.start_receiving()  # a loop reader per socket (Conn.watch), no task per agent
+
+    def _curve(self, name: str) -> tuple[ClientKeys, ...] | None:
+        """The agent's keys for each parent, as a real agent's ``[curve]`` gives them."""
+        if self._servers is None:
+            return None
+        public, secret = load_secret(self.cfg.secret_key(name))
+        return tuple(ClientKeys(public, secret, server) for server in self._servers)
 
     def _hello(self, name: str) -> Hello:
         inventory = {"host": name, "cores": 64, "memory_bytes": 256 * 2**30, "kernel": "simulated",
