@@ -16,6 +16,7 @@ from clumon.proto.frames import Ack, Control, Frame, Kind
 from clumon.proto.liveness import Transition
 from clumon.proto.tree import LatestCache, Routes, walk
 from clumon.root import health, http
+from clumon.root.httpauth import HttpAuth
 from clumon.root.config import RootConfig
 from clumon.root.storage import HistoryConfig
 from clumon.root.ingest import Ingest
@@ -268,9 +269,10 @@ class Root:
         }
 
     def _security(self) -> dict:
+        http_refused = {"http_refused": self.metrics.auth.refused} if self.metrics is not None else {}
         if self.curve is None:
-            return {"curve": False}
-        return {"curve": True, "handshakes_refused": self.curve.handshake_failures,
+            return {"curve": False, **http_refused}
+        return {"curve": True, **http_refused, "handshakes_refused": self.curve.handshake_failures,
                 "unknown_keys_refused": self.curve.ring.refused,
                 "auth_refused": self.downlink.auth_refused, "subtree_refused": self.subtree_refused,
                 "authorized_keys": len(self.curve.ring.keys)}
@@ -306,7 +308,8 @@ class Root:
         if not self.cfg.metrics:
             return None
         host, _, port = self.cfg.metrics.rpartition(":")
-        self.metrics = http.MetricsServer(host.strip("[]"), int(port), self._metrics_snapshot)
+        self.metrics = http.MetricsServer(host.strip("[]"), int(port), self._metrics_snapshot,
+                                          HttpAuth(self.cfg.http_tokens or None))
         return await self.metrics.start()
 
     def _reload_on_hup(self) -> None:
