@@ -13,14 +13,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML configuration file")
     parser.add_argument("--listen", help="endpoint children connect to (default tcp://*:7400)")
     parser.add_argument("--query", help="endpoint clients query (default tcp://*:7401)")
-    parser.add_argument("--metrics", help="host:port for /metrics (default 127.0.0.1:7402; '' disables)")
+    parser.add_argument("--http", help="host:port of the pages, the API and /metrics (default 127.0.0.1:7402; "
+                        "'' disables)")
+    parser.add_argument("--metrics", help="the old name of --http")
     parser.add_argument("--database", help="SQLAlchemy URL (default sqlite:////var/lib/clumon/root/clumon.db)")
     parser.add_argument("--state-dir", help="state directory")
     args = parser.parse_args(argv)
 
     from clumon.root.config import RootConfig
 
-    overrides = {"listen": args.listen, "query": args.query, "metrics": args.metrics,
+    overrides = {"listen": args.listen, "query": args.query, "http": args.http, "metrics": args.metrics,
                  "database": args.database, "state_dir": args.state_dir}
     try:
         cfg = load(RootConfig, args.config, overrides)
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ports first, then the state directory, then the database and the marker: a
     # second root started by mistake stops at once and leaves the first one's alone.
     try:
-        runtime.check_ports((cfg.listen, cfg.query), cfg.metrics)
+        runtime.check_ports((cfg.listen, cfg.query), cfg.http_address)
         state_lock = lock_state_dir(cfg.state_dir)  # noqa: F841 - held for the process lifetime
     except (runtime.PortInUse, StateDirError) as exc:
         print(f"clumon-root: {exc}", file=sys.stderr)

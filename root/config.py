@@ -14,6 +14,8 @@ TIERS = ("raw", "1m", "30m", "2h", "1d")
 #: the database dialects the root's storage is built and tested for
 DIALECTS = ("sqlite", "postgresql")
 YEAR = 365 * DAY
+#: where the HTTP server listens unless told
+DEFAULT_HTTP = "127.0.0.1:7402"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +27,11 @@ class RootConfig:
     listen: Endpoint = Endpoint("tcp://*:7400")
     #: where clients (``clumon``) send queries
     query: Endpoint = Endpoint("tcp://*:7401")
-    #: host:port of the HTTP /metrics endpoint; empty to disable
-    metrics: str = "127.0.0.1:7402"
+    #: host:port of the HTTP server: the dashboard's pages, its API (``/api/v1/``) and
+    #: ``/metrics``; empty to disable. Off loopback it needs ``http_tokens``.
+    http: str | None = None
+    #: the old name of ``http``, still accepted (``http`` wins when both are given)
+    metrics: str | None = None
     #: a file of ``NAME TOKEN`` lines: when given, every HTTP request needs
     #: ``Authorization: Bearer TOKEN``; required when the HTTP port is off loopback
     http_tokens: str = ""
@@ -71,11 +76,22 @@ class RootConfig:
     #: admin and every other client a reader, as before keys
     roles: str = ""
 
+    @property
+    def http_address(self) -> str:
+        """Where the HTTP server listens ("": nowhere): ``http``, else the old ``metrics``."""
+        if self.http is not None:
+            return self.http
+        return self.metrics if self.metrics is not None else DEFAULT_HTTP
+
     def check(self) -> str | None:
         """What the declared ranges cannot express: host:port and the database URL."""
-        if self.metrics and not _host_port(self.metrics):
-            return f"key 'metrics': expected host:port (e.g. 127.0.0.1:7402), got {self.metrics!r}"
-        bad = _http_problem(self.metrics, self.http_tokens)
+        key = "http" if self.http is not None else "metrics"
+        if self.http and self.metrics and self.http != self.metrics:
+            return (f"keys 'http' and 'metrics' name one server ('metrics' is its old name): give only "
+                    f"'http', got {self.http!r} and {self.metrics!r}")
+        if self.http_address and not _host_port(self.http_address):
+            return f"key '{key}': expected host:port (e.g. 127.0.0.1:7402), got {self.http_address!r}"
+        bad = _http_problem(key, self.http_address, self.http_tokens)
         if bad:
             return bad
         bad = self.curve.problem(0, serves=True)
@@ -97,12 +113,12 @@ def _host_port(text: str) -> bool:
     return bool(host) and port.isdigit() and 0 <= int(port) < 65536
 
 
-def _http_problem(address: str, tokens: str) -> str | None:
+def _http_problem(key: str, address: str, tokens: str) -> str | None:
     """An HTTP port off loopback without tokens, or a tokens file that cannot be used."""
     from clumon.root.httpauth import TokenFileError, is_loopback, load_tokens
 
     if address and not tokens and not is_loopback(address.rpartition(":")[0]):
-        return (f"key 'metrics': {address} is not loopback: HTTP bound elsewhere needs 'http_tokens' "
+        return (f"key '{key}': {address} is not loopback: HTTP bound elsewhere needs 'http_tokens' "
                 "(a file of NAME TOKEN lines; 'clumon keys token NAME' makes one)")
     if tokens:
         try:

@@ -38,6 +38,7 @@ from clumon.root.ops.stored import StoredOps
 from clumon.root.registry import Registry
 from clumon.root.server import MAX_REQUEST_BYTES, QUERY_HWM, QueryServer, caller_role
 from clumon.root.storage import Store
+from clumon.root.web import WebServer
 
 log = logging.getLogger("clumon.root")
 
@@ -104,7 +105,8 @@ class Root:
         self.server = QueryServer(self.query_conn, self.ops, cfg.request_timeout,
                                   self._caller if self.curve is not None else None)
         self.inner_errors = 0
-        self.metrics: http.MetricsServer | None = None
+        #: the HTTP server: pages, /api/v1/ and /metrics (``http`` in the config)
+        self.web: WebServer | None = None
         self.alerts: AlertEngine | None = None
         self._reloads: set[asyncio.Task] = set()
         if cfg.alerts:  # RulesError here: the root does not start (one line, exit 2)
@@ -269,7 +271,7 @@ class Root:
         }
 
     def _security(self) -> dict:
-        http_refused = {"http_refused": self.metrics.auth.refused} if self.metrics is not None else {}
+        http_refused = {"http_refused": self.web.auth.refused} if self.web is not None else {}
         if self.curve is None:
             return {"curve": False, **http_refused}
         return {"curve": True, **http_refused, "handshakes_refused": self.curve.handshake_failures,
@@ -304,13 +306,25 @@ class Root:
         alerts = self.alerts.metrics_lines() if self.alerts is not None else []
         return http.snapshot(self.registry, self.cache, self.cfg.metrics_stale_after), self.health(), alerts
 
-    async def _start_metrics(self) -> int | None:
-        if not self.cfg.metrics:
+    def _http_caller(self, name: str, peer: str | None) -> Principal:
+        """The caller of an HTTP request: its token's name, mapped to a role as a
+        client key's name is on the query socket. Without tokens the port is on
+        loopback and the caller the local admin; with tokens and no roles file, the
+        rule of before roles by address (loopback admin, others readers)."""
+        if not self.web.auth.required:
+            return Principal("local", LEGACY_ADMIN)
+        if self.roles is not None:
+            return self.roles.principal(name)
+        return Principal(name, LEGACY_ADMIN if caller_role(peer) == ADMIN else LEGACY_READER)
+
+    async def _start_http(self) -> int | None:
+        address = self.cfg.http_address
+        if not address:
             return None
-        host, _, port = self.cfg.metrics.rpartition(":")
-        self.metrics = http.MetricsServer(host.strip("[]"), int(port), self._metrics_snapshot,
-                                          HttpAuth(self.cfg.http_tokens or None))
-        return await self.metrics.start()
+        host, _, port = address.rpartition(":")
+        self.web = WebServer(host.strip("[]"), int(port), self.ops, self._metrics_snapshot,
+                             HttpAuth(self.cfg.http_tokens or None), self._http_caller, self.cfg.request_timeout)
+        return await self.web.start()
 
     def _reload_on_hup(self) -> None:
         """SIGHUP reads the alert rules again (a bad file keeps the old ones, said in the log)."""
@@ -333,7 +347,7 @@ class Root:
 
     async def serve(self, stop: asyncio.Event) -> None:
         runtime.quiet_gc()
-        metrics_port = await self._start_metrics()
+        http_port = await self._start_http()
         tasks = [
             asyncio.create_task(self.downlink.receive(), name="children"),
             asyncio.create_task(self.ingest.run(), name="commits"),
@@ -348,15 +362,16 @@ class Root:
         runtime.notify_ready("root", {
             "name": self.name, "listen": self.cfg.listen, "port": self.downlink.port,
             "query": self.cfg.query, "query_port": self.query_conn.port(),
-            "database": self.cfg.database, "pid": os.getpid(), "metrics_port": metrics_port,
+            "database": self.cfg.database, "pid": os.getpid(), "metrics_port": http_port,
+            "http_port": http_port,
         })
         await stop.wait()
         runtime.notify_stopping()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.metrics is not None:
-            await self.metrics.close()
+        if self.web is not None:
+            await self.web.close()
         await self.ingest.commit_once()  # what arrived is stored (and acked) before we go
         self.ingest.close()
         self.downlink.close()

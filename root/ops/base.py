@@ -168,6 +168,19 @@ class OpTable:
         self._audit(caller, op.name, args, "ok")
         return result
 
+    def refusal(self, name: str, args: dict, caller: Any) -> str | None:
+        """Why ``caller`` may not run op ``name`` with ``args`` (None: it may), by
+        the rules ``call`` applies, without running it or auditing: the web pages
+        ask before they are served, so a hidden page is refused, not only hidden."""
+        op = self._ops.get(name)
+        if op is None:
+            return f"unknown op {name!r}"
+        try:
+            self._check(op, args, caller)
+        except QueryError as exc:
+            return exc.message
+        return None
+
     def _audit(self, caller: Any, op: str, args: dict, outcome: str) -> None:
         if self.audit is not None:
             try:

@@ -9,7 +9,7 @@ from clumon.proto.liveness import STATES
 from clumon.proto.tree import LatestCache
 from clumon.root.ops.base import SITE_SCOPE, Op, QueryError, arg
 from clumon.root.ops.stored import recent_events
-from clumon.root.overview import overview
+from clumon.root.overview import node_figures, overview
 from clumon.root.registry import Registry
 from clumon.root.storage import Store
 
@@ -25,7 +25,8 @@ class LiveOps:
     def ops(self) -> list[Op]:
         return [Op("nodes", self.nodes, scope=SITE_SCOPE), Op("tree", self.tree, scope=SITE_SCOPE),
                 Op("latest", self.latest, targets=lambda a: [a.get("node")]),
-                Op("overview", self.overview, scope=SITE_SCOPE, for_user=_overview_for_user)]
+                Op("overview", self.overview, scope=SITE_SCOPE, for_user=_overview_for_user),
+                Op("grid", self.grid, rows=_grid_rows)]
 
     async def nodes(self, args: dict) -> list[dict]:
         """Every node, or those of a ``role``, in ``states`` and matching a glob of
@@ -74,6 +75,33 @@ class LiveOps:
         result = overview(self.registry, self.cache, top)
         result["events"] = await recent_events(self.store, None, None, 86400.0, events)
         return result
+
+
+    async def grid(self, args: dict) -> dict:
+        """The agents under one ``aggregator`` (or matching ``match``, a glob over
+        names or tree paths), each with its state and latest CPU, memory and load:
+        the heat grid of a rack's page."""
+        agg = arg(args, "aggregator", str, None)
+        match = arg(args, "match", str, None)
+        rows = []
+        for n in self.registry.nodes.values():
+            if n.role != "agent" or (agg is not None and n.parent != agg):
+                continue
+            if match is not None and not (fnmatch.fnmatchcase(n.name, match) or fnmatch.fnmatchcase(
+                    f"{n.path}/{n.name}" if n.path else n.name, match)):
+                continue
+            figs = node_figures(self.cache, n.name) if n.state in ("up", "suspect", "restarted") else {}
+            rows.append({"node": n.name, "aggregator": n.parent, "path": n.path, "state": n.state,
+                         "since": n.since, "cpu": figs.get("cpu"), "memory": figs.get("memory"),
+                         "load1": figs.get("load1")})
+        if agg is not None and not rows and agg not in self.registry.nodes:
+            raise QueryError("unknown_node", f"no aggregator named {agg!r}")
+        return {"aggregator": agg, "nodes": sorted(rows, key=lambda r: r["node"])}
+
+
+def _grid_rows(result: dict, mine) -> dict:
+    """An operator's grid: their nodes only."""
+    return {**result, "nodes": [r for r in result["nodes"] if mine(r["node"])]}
 
 
 def _count_states(entry: dict) -> dict[str, int]:
