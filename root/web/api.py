@@ -30,7 +30,7 @@ TIER_SECONDS = {"raw": 1.0, "1m": 60.0, "30m": 1800.0, "2h": 7200.0, "1d": 86400
 #: the HTTP status of each error code; any other code is 400 (a bad request)
 STATUS = {"unknown_op": 404, "unknown_node": 404, "unknown_series": 404, "unknown_job": 404,
           "unknown_cluster": 404, "forbidden": 403, "unauthorized": 401, "timeout": 504,
-          "internal": 500, "method": 405}
+          "internal": 500, "method": 405, "alerts_off": 409}
 
 _TIME = {"since", "until"}
 _NUMBER = {"step", "timeout", "max_age", "duration"}
