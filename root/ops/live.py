@@ -26,7 +26,7 @@ class LiveOps:
         return [Op("nodes", self.nodes, scope=SITE_SCOPE), Op("tree", self.tree, scope=SITE_SCOPE),
                 Op("latest", self.latest, targets=lambda a: [a.get("node")]),
                 Op("overview", self.overview, scope=SITE_SCOPE, for_user=_overview_for_user),
-                Op("grid", self.grid, rows=_grid_rows)]
+                Op("grid", self.grid, targets=self._rack, rows=_grid_rows)]
 
     async def nodes(self, args: dict) -> list[dict]:
         """Every node, or those of a ``role``, in ``states`` and matching a glob of
@@ -97,6 +97,17 @@ class LiveOps:
         if agg is not None and not rows and agg not in self.registry.nodes:
             raise QueryError("unknown_node", f"no aggregator named {agg!r}")
         return {"aggregator": agg, "nodes": sorted(rows, key=lambda r: r["node"])}
+
+
+    def _rack(self, args: dict) -> list[str] | None:
+        """The nodes a ``grid`` call reads, for the roles: an aggregator's agents (all
+        of them an operator's, or refused), else every node (cut to theirs)."""
+        agg = args.get("aggregator")
+        if not isinstance(agg, str):
+            return None
+        n = self.registry.nodes.get(agg)
+        path = (f"{n.path}/{agg}" if n.path else agg) if n is not None else agg
+        return [f"{path}/*"]
 
 
 def _grid_rows(result: dict, mine) -> dict:

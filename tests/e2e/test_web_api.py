@@ -254,3 +254,10 @@ def test_a_bad_http_address_stops_the_root_with_one_line(tmp_path, text, words):
     assert out.returncode == 2 and len(lines) == 1, out.stderr
     for w in words:
         assert w in lines[0], (w, lines[0])
+
+
+def test_a_rack_page_is_an_operators_when_all_its_nodes_are(secured):
+    assert [r["node"] for r in secured.ok("grid", "olga", aggregator="agg-1")["nodes"]] == ["node-1"]
+    assert secured.api("grid", "olga", aggregator="agg-2").status == 403
+    assert secured.get("/rack/agg-1", "olga").status == 200
+    assert secured.get("/rack/agg-2", "olga").status == 403
