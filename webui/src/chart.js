@@ -22,14 +22,16 @@ export function align(answers) {
   return [xs, ...cols];
 }
 
-export function makeChart(el, labels, data, width, onZoom) {
+// xRange(): the [since, until] asked for, so the axis shows the whole range even
+// where the store has no points yet (and a drag maps to the right times)
+export function makeChart(el, labels, data, width, onZoom, xRange) {
   const opts = {
     width,
     height: 190,
     cursor: { drag: { x: true, y: false, setScale: false } },
     select: { show: true },
     legend: { live: true },
-    scales: { x: { time: true } },
+    scales: { x: { time: true, range: () => xRange() } },
     axes: [
       { stroke: "#8b98a8", grid: { stroke: "#222b36" }, ticks: { stroke: "#222b36" } },
       { stroke: "#8b98a8", grid: { stroke: "#222b36" }, ticks: { stroke: "#222b36" }, size: 60 },

@@ -105,11 +105,12 @@ export function nodePage(main, node) {
     c.tierEl.textContent = `tier ${tier}${points ? "" : " · no points in this range"}`;
     c.link.href = `${location.pathname}?from=${Math.floor(since)}&to=${Math.ceil(until)}#chart-${family}`;
     const labels = c.names.map((n) => labelsOf(n) || base(n));
+    c.range = [since, until];
     if (c.plot && c.plot.series.length === labels.length + 1) {
       c.plot.setData(data);
     } else {
       if (c.plot) c.plot.destroy();
-      c.plot = makeChart(c.box, labels, data, width, (from, to) => setView({ from, to }));
+      c.plot = makeChart(c.box, labels, data, width, (from, to) => setView({ from, to }), () => c.range);
     }
   }
 
