@@ -67,7 +67,7 @@ def plan(workdir: Path, base_port: int, aggregators: int, agents: int, interval:
 
     root = Daemon("root", [py, "-m", "clumon.root", *conf("root"), "--listen", f"tcp://127.0.0.1:{base_port}",
                            "--query", f"tcp://127.0.0.1:{base_port + 1}",
-                           "--metrics", f"127.0.0.1:{base_port + 2}",
+                           "--http", f"127.0.0.1:{base_port + 2}",
                            "--database", f"sqlite:///{db}", "--state-dir", str(workdir / "root")],
                   workdir / "root.log")
     daemons = [root]
@@ -135,6 +135,8 @@ def run(workdir: Path, base_port: int = 7400, aggregators: int = 2, agents: int 
         console.print(f"secured with CurveZMQ: keys in {workdir / 'keys'}; your key: [bold]export CLUMON_KEY={key}[/bold]")
         console.print(f"try: clumon --endpoint tcp://127.0.0.1:{base_port + 1} nodes   "
                       "| clumon latest node-1 | clumon series node-1 node_load1 --since 5m")
+        console.print(f"dashboard: [bold]http://127.0.0.1:{base_port + 2}/[/bold] (pages, /api/v1/, /metrics; "
+                      "loopback only, so no token)")
         console.print("Ctrl-C stops everything.")
         deadline = None if duration is None else time.monotonic() + duration
         while not stop.is_set():

@@ -72,6 +72,10 @@ def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
                               "series", "node-1", "node_load1", "--since", "5m"], capture_output=True, text=True,
                              env=env)  # COLUMNS: a narrow table would wrap its title
         assert out.returncode == 0 and "node_load1 on node-1" in out.stdout, out.stdout + out.stderr
+        # the dashboard's API answers on the printed port (loopback: no token needed)
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{base + 2}/api/v1/overview", timeout=10) as r:
+            assert json.loads(r.read())["result"]["states"].get("up") == 4
         # without the key the root answers nothing: the demo is secured
         out = subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint", f"tcp://127.0.0.1:{base + 1}",
                               "--timeout", "2", "nodes"], capture_output=True, text=True,
@@ -87,6 +91,7 @@ def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
     text = demo.stdout.read()
     assert rc == 0, text
     assert "database:" in text and "clumon.db" in text and "demo stopped" in text
+    assert f"dashboard: http://127.0.0.1:{base + 2}/" in text
     assert f"CLUMON_KEY={key.resolve()}" in text.replace("\n", "")
     # every daemon the demo started is gone
     time.sleep(0.5)
