@@ -76,7 +76,25 @@ class Site:
         return a.json()["result"]
 
 
-def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators: int = 2) -> Site:
+def store_jobs(db: Path, jobs: list[tuple[str, str, str, int, float | None, float | None, str]]) -> None:
+    """Jobs ``(id, user, state, cores, start, end, nodes)`` of cluster ``c1`` in the
+    SQLite file, as the root stores a scheduler source's ``sched_jobs`` EVENT
+    (through ``Store.write``), before the root opens it."""
+    import time
+
+    from clumon.root.storage import EventRow, Store
+
+    now = time.time()
+    rows = [[jid, user, f"acct-{user}", "batch", state, state.upper(), nodes, cores, (start or now) - 60, start, end]
+            for jid, user, state, cores, start, end, nodes in jobs]
+    store = Store(f"sqlite:///{db}")
+    store.write([], [], [EventRow(now, "login1", "sched_jobs", "jobs",
+                                  {"cluster": "c1", "polled": now, "jobs": rows, "last": True}, "login1", 1, 1)])
+    store.close()
+
+
+def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators: int = 2,
+               jobs: list | None = None) -> Site:
     """Root + aggregators + agents, waited for until every node is up and has a stored
     point; secured: CurveZMQ, roles and tokens."""
     saved = os.environ.get("CLUMON_TEST_CURVE")
@@ -101,6 +119,8 @@ def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators
         tokens_file = tmp / "http_tokens"
         tokens_file.write_text("".join(f"{n} {t}\n" for n, t in tokens.items()))
         cfg.update(roles=str(roles), http_tokens=str(tokens_file))
+    if jobs:
+        store_jobs(tmp / "clumon.db", jobs)
     site = None
     try:
         root = tree.root(**cfg)

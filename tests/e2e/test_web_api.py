@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from web_site import start_site
@@ -14,16 +15,23 @@ from web_site import start_site
 from harness import free_port
 
 
+NOW = time.time()
+#: (id, user, state, cores, start, end, nodes) of cluster c1, stored before the root starts
+JOBS = [("101", "ann", "running", 8, NOW - 7200, None, "node-1"),
+        ("102", "uma", "finished", 4, NOW - 5400, NOW - 1800, "node-2"),
+        ("103", "uma", "pending", 2, None, None, "")]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    s = start_site(tmp_path_factory.mktemp("open"), secured=False, aggregators=1, agents_per_agg=2)
+    s = start_site(tmp_path_factory.mktemp("open"), secured=False, aggregators=1, agents_per_agg=2, jobs=JOBS)
     yield s
     s.tree.stop_all()
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
-    s = start_site(tmp_path_factory.mktemp("secured"), secured=True, aggregators=2, agents_per_agg=1)
+    s = start_site(tmp_path_factory.mktemp("secured"), secured=True, aggregators=2, agents_per_agg=1, jobs=JOBS)
     yield s
     s.tree.stop_all()
 
@@ -72,9 +80,16 @@ def test_every_read_endpoint_answers_in_the_query_sockets_shape(site):
     assert [r["node"] for r in grid["nodes"]] == ["node-1", "node-2"]
     assert {"state", "cpu", "memory", "load1"} <= set(grid["nodes"][0])
 
-    assert site.ok("jobs") == [] and site.ok("cluster") == []
+    assert site.ok("cluster") == []  # no scheduler source sends figures here
+    jobs = site.ok("jobs")
+    assert [j["id"] for j in jobs] == ["103", "102", "101"]
+    assert {"cluster", "id", "user", "account", "state", "cores", "nodes", "start_time", "end_time"} <= set(jobs[0])
+    assert [j["id"] for j in site.ok("jobs", user="uma", state="finished")] == ["102"]
     util = site.ok("utilization", by="month", since="183d")
-    assert util["by"] == "month" and util["clusters"] == [] and util["users"] == []
+    assert util["by"] == "month" and [c["cluster"] for c in util["clusters"]] == ["c1"]
+    hours = {u["user"]: u["core_hours"] for u in util["users"]}
+    assert hours["ann"] == pytest.approx(16.0, rel=0.05) and hours["uma"] == pytest.approx(4.0, rel=0.01)
+    assert [a["account"] for a in util["accounts"]] == ["acct-ann", "acct-uma"]
     assert site.ok("health")["nodes"] >= 3
 
     alerts = site.api("alerts")  # no alert rules on this root: said so, not a crash
@@ -229,6 +244,15 @@ def test_a_user_sees_the_overview_and_nothing_per_node(secured):
         assert secured.get(path, "uma").status == 403, path  # refused, not only hidden
     page = secured.get("/", "uma")
     assert page.status == 200 and '"pages": ["overview", "jobs", "utilization"]' in page.text
+
+
+def test_a_user_sees_their_own_jobs_only(secured):
+    assert {j["user"] for j in secured.ok("jobs", "uma")} == {"uma"}
+    assert {j["user"] for j in secured.ok("jobs", "uma", user="ann")} == {"uma"}  # asking for another's: still hers
+    assert {j["user"] for j in secured.ok("jobs", "ann")} == {"ann", "uma"}
+    a = secured.api("job", "uma", id="101")
+    assert a.status == 403 and "not uma's" in a.json()["error"]["message"]
+    assert secured.get("/jobs", "uma").status == 200 and secured.get("/utilization", "uma").status == 200
 
 
 def test_a_token_without_a_role_gets_nothing(secured):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -43,7 +44,10 @@ def _browser_or_skip():
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     _browser_or_skip()
-    s = start_site(tmp_path_factory.mktemp("browser"), secured=True, aggregators=2, agents_per_agg=2)
+    now = time.time()
+    jobs = [("101", "ann", "running", 8, now - 7200, None, "node-1"),
+            ("102", "uma", "finished", 4, now - 5400, now - 1800, "node-2")]
+    s = start_site(tmp_path_factory.mktemp("browser"), secured=True, aggregators=2, agents_per_agg=2, jobs=jobs)
     yield s
     s.tree.stop_all()
 
@@ -90,11 +94,14 @@ def test_the_overview_shows_four_nodes_up(browser, site):
     shot(page, "rack")
     page.click(".heat .cell[data-node=node-3]")
     page.wait_for_url(re.compile(r"/node/node-3"))
-    for path, sel, name in (("/events", "#event-list td", "events"), ("/jobs", "#job-list", "jobs"),
-                            ("/utilization", "#util section", "utilization")):
+    for path, sel, name in (("/events", "#event-list td", "events"), ("/jobs", "#job-list tbody tr", "jobs"),
+                            ("/utilization", "#util section h2:text('c1')", "utilization")):
         page.goto(site.url + path)
         page.wait_for_selector(sel)
         shot(page, name)
+    page.goto(site.url + "/jobs")
+    page.wait_for_selector("#job-list tbody tr")
+    assert page.locator("#job-list tbody tr").count() == 2
     assert page.js_errors == []
     page.close()
 
@@ -183,6 +190,10 @@ def test_roles_hide_and_refuse_pages(browser, site):
     assert answer.status == 403
     assert "a user sees site-wide figures" in page.text_content("#forbidden")
     shot(page, "user-refused")
+    page.goto(site.url + "/jobs")  # a user's jobs page: their own jobs only
+    page.wait_for_selector("#job-list tbody tr")
+    assert page.locator("#job-list tbody tr").count() == 1
+    assert "uma" in page.text_content("#job-list tbody tr") and "ann" not in page.text_content("#job-list tbody")
     page.close()
 
     page = login(browser, site, "olga", "/rack/agg-1")
