@@ -159,6 +159,13 @@ def test_the_week_button_and_a_drag_change_the_range_and_the_tier(browser, site)
     href = page.get_attribute(f"{chart} a.permalink", "href")
     assert f"from={start}" in href and f"to={end}" in href and href.endswith("#chart-node_load1")
     shot(page, "node-zoomed")
+    # a custom range typed in: the last two hours
+    start = int(time.time()) // 60 * 60 - 7200
+    page.fill("#custom-from", time.strftime("%Y-%m-%dT%H:%M", time.localtime(start)))
+    page.fill("#custom-to", time.strftime("%Y-%m-%dT%H:%M", time.localtime(start + 7200)))
+    page.click("#custom-go")
+    page.wait_for_selector(f"{chart}[data-since='{start}']")
+    assert f"from={start}" in page.url and f"to={start + 7200}" in page.url
     page.close()
 
 

@@ -82,6 +82,12 @@ export function nodePage(main, node) {
   function label() {
     const [f, t] = span(view);
     for (const b of buttons.querySelectorAll("button[data-range]")) b.classList.toggle("on", b.dataset.range === view.range);
+    // the custom inputs show the range in view, ready to be edited
+    const local = (s) => new Date((s - new Date().getTimezoneOffset() * 60) * 1000).toISOString().slice(0, 16);
+    if (document.activeElement !== fromIn && document.activeElement !== toIn) {
+      fromIn.value = local(f);
+      toIn.value = local(t);
+    }
     status.textContent = view.range ? `last ${RANGE_NAMES[view.range]}, live`
       : `${new Date(f * 1000).toLocaleString()} → ${new Date(t * 1000).toLocaleString()}`;
   }
