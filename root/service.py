@@ -271,7 +271,8 @@ class Root:
         }
 
     def _security(self) -> dict:
-        http_refused = {"http_refused": self.web.auth.refused} if self.web is not None else {}
+        http_refused = ({"http_refused": self.web.auth.refused, "http_api_requests": self.web.requests}
+                        if self.web is not None else {})
         if self.curve is None:
             return {"curve": False, **http_refused}
         return {"curve": True, **http_refused, "handshakes_refused": self.curve.handshake_failures,

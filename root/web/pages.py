@@ -9,6 +9,7 @@ the caller has, to hide the others' links.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,14 @@ PAGES = (
 NAV = ("overview", "events", "jobs", "utilization")
 
 
+@functools.lru_cache(maxsize=1)
+def _shell_text() -> str:
+    return (Path(__file__).parent / "shell.html").read_text(encoding="utf-8")
+
+
 def shell(me: dict) -> str:
     """The page shell with the caller's facts for the script (escaped for a <script>)."""
-    text = (Path(__file__).parent / "shell.html").read_text(encoding="utf-8")
+    text = _shell_text()
     facts = json.dumps(me).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return text.replace("{{ME}}", facts).replace("{{VERSION}}", __version__)
 

@@ -68,6 +68,7 @@ def login(browser, site, who: str, path: str = "/"):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(site.url + path)
     assert "/login" in page.url
     page.fill("#token", site.tokens[who])

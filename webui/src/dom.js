@@ -6,7 +6,9 @@ export function h(tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "class") el.className = v;
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (k === "style" && typeof v === "object") Object.assign(el.style, v);
+    else if (k === "style" && typeof v === "object") {
+      for (const [prop, value] of Object.entries(v)) if (value !== undefined) el.style.setProperty(prop, String(value));
+    }
     else el.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {
