@@ -18,9 +18,10 @@ before keys stays: loopback is admin, anyone else a reader of everything.
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from clumon.proto.config import read_toml
 
 ADMIN, OPERATOR, USER = "admin", "operator", "user"
 #: a site without a roles file: root/ops/base.py's ROLES by address, "legacy-admin"...
@@ -62,13 +63,7 @@ NOBODY_ROLE = "none"
 def load_roles(path: str | Path) -> dict[str, Principal]:
     """The roles file: ``[[client]]`` tables with ``key`` (a key's name), ``role``
     and, for operators, ``nodes``. Raises ``RolesError`` (one line)."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise RolesError(f"roles file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RolesError(f"roles file {path}: not TOML: {exc}") from None
+    data = read_toml(path, RolesError, "roles file ")
     unknown = set(data) - {"client"}
     if unknown:
         raise RolesError(f"roles file {path}: unknown table {sorted(unknown)[0]!r} (expected [[client]])")

@@ -209,7 +209,7 @@ def test_bad_curve_keys_exit_2_with_one_line(tmp_path, daemon, text, words):
     ('[[client]]\nkey = "u"\nrole = "user"\n[[client]]\nkey = "u"\nrole = "admin"\n', ["listed twice"]),
     ('[[clients]]\nkey = "u"\n', ["unknown table", "clients"]),
     ('[[client]]\nkey = "u"\nrole = "user"\nextra = 1\n', ["unknown key", "extra"]),
-    ("[[client]\n", ["not TOML"]),
+    ("[[client]\n", ["not valid TOML"]),
 ])
 def test_a_bad_roles_file_stops_the_root_with_one_line(tmp_path, text, words):
     k = _keys(tmp_path)
