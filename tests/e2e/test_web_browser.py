@@ -63,9 +63,23 @@ def browser(site):
         b.close()
 
 
+_open_pages: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pages():
+    """A test's pages are closed after it, failed or not: no page keeps polling into the next test."""
+    yield
+    while _open_pages:
+        page = _open_pages.pop()
+        if not page.is_closed():
+            page.close()
+
+
 def login(browser, site, who: str, path: str = "/"):
     """A page logged in through the login form, as a person would."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    _open_pages.append(page)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
@@ -92,6 +106,7 @@ def test_the_overview_shows_four_nodes_up(browser, site):
     page.click("#aggregators a[href='/rack/agg-2']")
     page.wait_for_selector(".heat .cell[data-node=node-4]")
     assert page.locator(".heat .cell").count() == 2
+    page.wait_for_selector("#rack-trends .chart[data-series=node_load1][data-points]")
     shot(page, "rack")
     page.click(".heat .cell[data-node=node-3]")
     page.wait_for_url(re.compile(r"/node/node-3"))
@@ -114,6 +129,7 @@ def test_a_node_page_draws_non_empty_charts(browser, site):
     assert page.locator("#chart-node_load1 canvas").count() >= 1
     assert page.get_attribute("#chart-node_load1", "data-tier") == "raw"
     assert page.text_content("#node-state") in ("up", "")
+    page.wait_for_selector("#node-events td:text('node-1: new -> up')")
     # a group closed at first loads its charts when opened
     page.click("details[data-source=memory] summary")
     page.wait_for_selector("#chart-node_memory_used_ratio[data-points]:not([data-points='0'])")

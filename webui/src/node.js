@@ -76,7 +76,19 @@ export function nodePage(main, node) {
     status);
   const head = h("div", { class: "node-head" }, h("h1", {}, node), h("span", { id: "node-state", class: "pill" }));
   const groups = h("div", { id: "groups" });
-  replace(main, head, buttons, groups);
+  const events = h("div", { id: "node-events" });
+  replace(main, head, buttons, groups, h("h2", {}, "Recent events"), events);
+  poll(10000, async () => {
+    try {
+      const rows = await api("events", { node, since: "1w", limit: 20 });
+      replace(events, rows.length ? h("table", {}, h("tbody", {}, rows.map((e) => h("tr", {},
+        h("td", { title: new Date(e.ts * 1000).toLocaleString() }, ago(e.ts)),
+        h("td", {}, h("span", { class: `ev ev-${e.type}` }, e.type)), h("td", { class: "wide" }, e.message)))))
+        : h("p", { class: "muted" }, "no events this week"));
+    } catch (e) {
+      replace(events, errorBox(e));
+    }
+  });
   window.addEventListener("popstate", () => { view = rangeFromUrl(); refreshAll(); });
 
   function label() {

@@ -1,5 +1,6 @@
 // The overview, rack, events, jobs and utilization pages.
 import { api, poll } from "./api.js";
+import { makeChart } from "./chart.js";
 import { h, replace, table, pct, num, ago, when, errorBox, heat } from "./dom.js";
 
 const STATE_ORDER = ["up", "suspect", "restarted", "down", "unreachable", "unknown"];
@@ -110,7 +111,9 @@ export function rackPage(main, me, name) {
       render();
     },
   }, m === "load1" ? "load" : m)));
-  replace(main, h("h1", {}, `Rack ${name}`), pick, grid, info);
+  const trends = h("div", { class: "charts", id: "rack-trends" });
+  replace(main, h("h1", {}, `Rack ${name}`), pick, grid, info, h("h2", {}, "Last day (rollups, mean and max of its nodes)"), trends);
+  rackTrends(trends, name);
   let last = null;
   function render() {
     if (!last) return;
@@ -236,4 +239,39 @@ export function utilizationPage(main) {
       ], u.accounts || [], "no jobs in this period")));
   }
   load();
+}
+
+// A rack's day: the summary op's per-aggregator rollups of load and memory
+const TRENDS = [["node_load1", "load"], ["node_memory_used_ratio", "memory used"]];
+
+function rackTrends(box, name) {
+  const plots = new Map();
+  poll(30000, async () => {
+    const until = Date.now() / 1000;
+    const since = until - 86400;
+    for (const [series, title] of TRENDS) {
+      let s;
+      try {
+        s = await api("summary", { series, by: "aggregator", since: since.toFixed(0), until: until.toFixed(0) });
+      } catch (e) {
+        continue;
+      }
+      const g = s.groups[name];
+      let entry = plots.get(series);
+      if (!entry) {
+        const el = h("div", { class: "chart", "data-series": series }, h("div", { class: "chart-title" }, h("b", {}, title), " ",
+          h("span", { class: "tier muted" })), h("div", { class: "plot" }));
+        box.append(el);
+        entry = { el, plot: null };
+        plots.set(series, entry);
+      }
+      const pts = g ? g.points : [];
+      const data = [pts.map((p) => p.ts), pts.map((p) => p.avg), pts.map((p) => p.max)];
+      entry.el.querySelector(".tier").textContent = `tier ${s.tier}${pts.length ? "" : " · no rollups yet"}`;
+      entry.el.dataset.points = String(pts.length);
+      if (entry.plot) entry.plot.setData(data);
+      else entry.plot = makeChart(entry.el.querySelector(".plot"), ["mean", "max"], data,
+        Math.max(300, entry.el.clientWidth - 4), () => {}, () => [since, until]);
+    }
+  });
 }
