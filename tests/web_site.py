@@ -93,8 +93,19 @@ def store_jobs(db: Path, jobs: list[tuple[str, str, str, int, float | None, floa
     store.close()
 
 
+#: an alert rule that fires for any node down (the overview lists firing alerts)
+NODE_DOWN_RULE = """evaluation_interval = 0.5
+[[rule]]
+name = "NodeDown"
+state = ["down", "unreachable"]
+for = "1s"
+severity = "critical"
+summary = "{node} is {state}"
+"""
+
+
 def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators: int = 2,
-               jobs: list | None = None) -> Site:
+               jobs: list | None = None, alerts: str | None = None) -> Site:
     """Root + aggregators + agents, waited for until every node is up and has a stored
     point; secured: CurveZMQ, roles and tokens."""
     saved = os.environ.get("CLUMON_TEST_CURVE")
@@ -121,6 +132,9 @@ def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators
         cfg.update(roles=str(roles), http_tokens=str(tokens_file))
     if jobs:
         store_jobs(tmp / "clumon.db", jobs)
+    if alerts:
+        (tmp / "alerts.toml").write_text(alerts)
+        cfg["alerts"] = str(tmp / "alerts.toml")
     site = None
     try:
         root = tree.root(**cfg)

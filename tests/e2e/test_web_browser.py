@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from web_site import start_site
+from web_site import NODE_DOWN_RULE, start_site
 
 from harness import kill9
 
@@ -47,7 +47,8 @@ def site(tmp_path_factory):
     now = time.time()
     jobs = [("101", "ann", "running", 8, now - 7200, None, "node-1"),
             ("102", "uma", "finished", 4, now - 5400, now - 1800, "node-2")]
-    s = start_site(tmp_path_factory.mktemp("browser"), secured=True, aggregators=2, agents_per_agg=2, jobs=jobs)
+    s = start_site(tmp_path_factory.mktemp("browser"), secured=True, aggregators=2, agents_per_agg=2, jobs=jobs,
+                   alerts=NODE_DOWN_RULE)
     yield s
     s.tree.stop_all()
 
@@ -100,6 +101,7 @@ def test_the_overview_shows_four_nodes_up(browser, site):
     page = login(browser, site, "ann")
     page.wait_for_selector("[data-testid=state-up]:text-is('4')")
     assert page.text_content("[data-testid=nodes-total]") == "4"
+    page.wait_for_selector("#alerts p:text('none firing')")
     page.wait_for_selector("#aggregators a[href='/rack/agg-1']")
     page.wait_for_selector("#events td")
     shot(page, "overview")
@@ -198,6 +200,8 @@ def test_a_killed_agent_turns_down_on_the_overview_without_a_reload(browser, sit
     page.wait_for_selector("[data-testid=state-down]:text-is('1')", timeout=(DOWN_AFTER + 5) * 1000)
     assert page.text_content("[data-testid=state-up]") == "4"
     assert page.evaluate("window.__same_page") is True
+    # ... and the alert rule for a node down fires, listed with the node on the same page
+    page.wait_for_selector("#alerts tr:has-text('NodeDown'):has-text('node-5')")
     shot(page, "overview-node-down")
     page.close()
 
