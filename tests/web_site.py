@@ -93,6 +93,22 @@ def store_jobs(db: Path, jobs: list[tuple[str, str, str, int, float | None, floa
     store.close()
 
 
+#: recorded ``squeue --json`` / ``sinfo -N --json`` answers (and their text forms)
+SLURM_DATA = Path(__file__).resolve().parent / "data" / "scheduler"
+
+
+def fake_slurm(directory: Path) -> Path:
+    """``squeue`` and ``sinfo`` that print a recorded busy Slurm cluster (8 jobs of root):
+    a scheduler source's ``bin_dir`` without a real Slurm."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for cmd in ("squeue", "sinfo"):
+        script = directory / cmd
+        script.write_text(f"#!/bin/sh\ncase \"$*\" in\n  *--json*) cat {SLURM_DATA / f'slurm_busy_{cmd}.json'} ;;\n"
+                          f"  *) cat {SLURM_DATA / f'slurm_busy_{cmd}.txt'} ;;\nesac\n")
+        script.chmod(0o755)
+    return directory
+
+
 #: an alert rule that fires for any node down (the overview lists firing alerts)
 NODE_DOWN_RULE = """evaluation_interval = 0.5
 [[rule]]
@@ -105,7 +121,7 @@ summary = "{node} is {state}"
 
 
 def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators: int = 2,
-               jobs: list | None = None, alerts: str | None = None) -> Site:
+               jobs: list | None = None, alerts: str | None = None, scheduler_on: str | None = None) -> Site:
     """Root + aggregators + agents, waited for until every node is up and has a stored
     point; secured: CurveZMQ, roles and tokens."""
     saved = os.environ.get("CLUMON_TEST_CURVE")
@@ -143,7 +159,11 @@ def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators
             agg = tree.aggregator(f"agg-{a}", [root.port])
             for i in range(agents_per_agg):
                 name = f"node-{(a - 1) * agents_per_agg + i + 1}"
-                tree.agent(name, [agg.port])
+                extra = {}
+                if name == scheduler_on:  # this node polls a (recorded) Slurm cluster "hpc"
+                    extra["scheduler"] = {"kind": "slurm", "cluster": "hpc", "interval": 1.0,
+                                          "bin_dir": str(fake_slurm(tmp / "slurm-bin"))}
+                tree.agent(name, [agg.port], **extra)
                 nodes[name] = f"agg-{a}"
         site = Site(tree, http, nodes, tokens)
         admin = "ann" if secured else None

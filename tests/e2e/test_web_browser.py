@@ -48,7 +48,7 @@ def site(tmp_path_factory):
     jobs = [("101", "ann", "running", 8, now - 7200, None, "node-1"),
             ("102", "uma", "finished", 4, now - 5400, now - 1800, "node-2")]
     s = start_site(tmp_path_factory.mktemp("browser"), secured=True, aggregators=2, agents_per_agg=2, jobs=jobs,
-                   alerts=NODE_DOWN_RULE)
+                   alerts=NODE_DOWN_RULE, scheduler_on="node-1")
     yield s
     s.tree.stop_all()
 
@@ -102,6 +102,9 @@ def test_the_overview_shows_four_nodes_up(browser, site):
     page.wait_for_selector("[data-testid=state-up]:text-is('4')")
     assert page.text_content("[data-testid=nodes-total]") == "4"
     page.wait_for_selector("#alerts p:text('none firing')")
+    # node-1 polls a (recorded) Slurm cluster: its figures are on the overview
+    page.wait_for_selector("#scheduler h3:text('hpc')", timeout=60_000)
+    assert "running" in page.text_content("#scheduler")
     page.wait_for_selector("#aggregators a[href='/rack/agg-1']")
     page.wait_for_selector("#events td")
     shot(page, "overview")
@@ -118,8 +121,9 @@ def test_the_overview_shows_four_nodes_up(browser, site):
         page.wait_for_selector(sel)
         shot(page, name)
     page.goto(site.url + "/jobs")
-    page.wait_for_selector("#job-list tbody tr")
-    assert page.locator("#job-list tbody tr").count() == 2
+    page.wait_for_selector("#job-list tbody tr:has-text('hpc')")  # the recorded cluster's 8 jobs ...
+    clusters = page.eval_on_selector_all("#job-list tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
+    assert clusters.count("c1") == 2 and clusters.count("hpc") >= 1  # ... and the 2 stored before
     assert page.js_errors == []
     page.close()
 

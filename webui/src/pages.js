@@ -89,10 +89,16 @@ export function overviewPage(main, me) {
     if (!clusters.length) { replace(sched); return; }
     replace(sched, h("h2", {}, "Scheduler"), clusters.map((c) => {
       const site = c.partitions[""] || Object.values(c.partitions)[0] || {};
-      const figs = Object.entries(site).map(([k, v]) => h("div", { class: "card" },
-        h("b", {}, v !== null && typeof v === "object" ? Object.entries(v).map(([s, n]) => `${n} ${s}`).join(" · ") || "–"
-          : k.endsWith("ratio") || k.includes("utilization") || k.includes("occupancy") || k.includes("power") ? pct(v) : num(v, 0)),
-        h("span", {}, k)));
+      const figs = Object.entries(site).map(([k, v]) => {
+        if (v !== null && typeof v === "object") {
+          // a count by state: its total large, the non-zero states beneath
+          const total = v.total ?? Object.values(v).reduce((a, b) => a + b, 0);
+          const parts = Object.entries(v).filter(([s, n]) => s !== "total" && n).map(([s, n]) => `${num(n, 0)} ${s.replace("_", " ")}`);
+          return h("div", { class: "card", "data-figure": k }, h("b", {}, num(total, 0)), h("span", {}, k),
+            h("small", {}, parts.join(" · ") || "–"));
+        }
+        return h("div", { class: "card", "data-figure": k }, h("b", {}, pct(v)), h("span", {}, k.replace("_", " ")));
+      });
       return h("div", {}, h("h3", {}, c.cluster, c.stale ? " (stale)" : ""), h("div", { class: "cards" }, figs));
     }));
   });
