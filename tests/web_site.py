@@ -76,20 +76,50 @@ class Site:
         return a.json()["result"]
 
 
-def store_jobs(db: Path, jobs: list[tuple[str, str, str, int, float | None, float | None, str]]) -> None:
-    """Jobs ``(id, user, state, cores, start, end, nodes)`` of cluster ``c1`` in the
-    SQLite file, as the root stores a scheduler source's ``sched_jobs`` EVENT
-    (through ``Store.write``), before the root opens it."""
+def store_history(db: Path, jobs: list[tuple[str, str, str, int, float | None, float | None, str]],
+                  figure_days: int = 3) -> None:
+    """What a scheduler source would have left in the SQLite file before the root
+    opens it, written through ``Store.write``: jobs ``(id, user, state, cores, start,
+    end, nodes)`` of cluster ``c1`` (a ``sched_jobs`` EVENT) and, for the last
+    ``figure_days`` days, c1's figures every 10 minutes from node-1 (an earlier
+    incarnation of it), rolled up as ingest rolls them."""
     import time
 
-    from clumon.root.storage import EventRow, Store
+    from clumon.agent.collectors.base import series
+    from clumon.proto import codec
+    from clumon.proto.frames import Data, Hello, Kind, make
+    from clumon.root.storage import DictionaryRow, EventRow, FrameRow, NodeRow, Store
 
     now = time.time()
+    store = Store(f"sqlite:///{db}")
     rows = [[jid, user, f"acct-{user}", "batch", state, state.upper(), nodes, cores, (start or now) - 60, start, end]
             for jid, user, state, cores, start, end, nodes in jobs]
-    store = Store(f"sqlite:///{db}")
-    store.write([], [], [EventRow(now, "login1", "sched_jobs", "jobs",
-                                  {"cluster": "c1", "polled": now, "jobs": rows, "last": True}, "login1", 1, 1)])
+    store.write([], [], [EventRow(now, "node-1", "sched_jobs", "jobs",
+                                  {"cluster": "c1", "polled": now, "jobs": rows, "last": True}, "node-1", 1, 1)])
+    if figure_days:
+        names = tuple(sorted([series(m, cluster="c1", partition="") for m in
+                              ("sched_utilization_ratio", "sched_occupancy_ratio", "sched_power_on_ratio")]
+                             + [series("sched_cores", cluster="c1", partition="", state=s) for s in ("used", "total")]))
+        first = now - figure_days * 86400.0
+        inc = int(first * 1e9)
+        hello = codec.encode(make("node-1", inc, first, Hello(1, names), seq=0))
+        store.write([FrameRow("node-1", inc, 0, first, int(Kind.HELLO), 1, hello)],
+                    [DictionaryRow("node-1", inc, 1, names, {}, "agent")], [],
+                    [NodeRow("node-1", "agg-1", "agg-1", "agent", "down", first, inc, first, {})])
+        frames = []
+        for i in range(int(figure_days * 144)):
+            ts = first + i * 600.0
+            used = 20.0 + 10.0 * ((i // 144) % 3)
+            values = {n: (used / 40.0 if "utilization" in n else 0.75 if "occupancy" in n else 1.0 if "power_on" in n
+                          else used if "used" in n else 40.0) for n in names}
+            data = codec.encode(make("node-1", inc, ts, Data.from_values(1, [values[n] for n in names]), seq=i + 1))
+            frames.append(FrameRow("node-1", inc, i + 1, ts, int(Kind.DATA), 1, data))
+            if len(frames) == 10:  # few frames of one node a batch, as ingest sees them
+                store.write(frames)
+                frames = []
+        if frames:
+            store.write(frames)
+    store.flush()
     store.close()
 
 
@@ -147,7 +177,7 @@ def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators
         tokens_file.write_text("".join(f"{n} {t}\n" for n, t in tokens.items()))
         cfg.update(roles=str(roles), http_tokens=str(tokens_file))
     if jobs:
-        store_jobs(tmp / "clumon.db", jobs)
+        store_history(tmp / "clumon.db", jobs)
     if alerts:
         (tmp / "alerts.toml").write_text(alerts)
         cfg["alerts"] = str(tmp / "alerts.toml")

@@ -223,7 +223,8 @@ export function utilizationPage(main) {
       return;
     }
     replace(body,
-      u.clusters.length ? u.clusters.map((c) => h("section", {}, h("h2", {}, `${c.cluster} (tier ${c.tier})`), table([
+      u.clusters.length ? u.clusters.map((c) => h("section", { "data-cluster": c.cluster }, h("h2", {}, `${c.cluster} (tier ${c.tier})`),
+        utilChart(c), table([
         { title: by, cell: (p) => p.period },
         { title: "utilization", cell: (p) => h("span", { class: "bar", style: { "--v": p.utilization || 0 } }, pct(p.utilization)) },
         { title: "occupancy", cell: (p) => pct(p.occupancy) },
@@ -280,4 +281,18 @@ function rackTrends(box, name) {
         Math.max(300, entry.el.clientWidth - 4), () => {}, () => [since, until]);
     }
   });
+}
+
+// A cluster's periods on a chart: utilization, occupancy and power-on rate per day or month
+function utilChart(c) {
+  const rows = c.periods.filter((p) => !Number.isNaN(Date.parse(p.period)));
+  if (!rows.length) return null;
+  const box = h("div", { class: "chart util-chart", "data-points": String(rows.length) }, h("div", { class: "plot" }));
+  const xs = rows.map((p) => Date.parse(p.period) / 1000);
+  const data = [xs, ...["utilization", "occupancy", "power_on"].map((k) => rows.map((p) => p[k]))];
+  const span = xs.length > 1 ? (xs[xs.length - 1] - xs[0]) / (xs.length - 1) : 86400;
+  // drawn once the box is in the page and has a width
+  requestAnimationFrame(() => makeChart(box.querySelector(".plot"), ["utilization", "occupancy", "powered on"], data,
+    Math.max(300, Math.min(900, box.clientWidth - 4)), () => {}, () => [xs[0] - span / 2, xs[xs.length - 1] + span / 2]));
+  return box;
 }
