@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -172,9 +173,15 @@ def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators
             f'[[client]]\nkey = "{name}"\nrole = "{role}"\n'
             + (f"nodes = {json.dumps(OPERATOR_NODES)}\n" if role == "operator" else "") + "\n"
             for name, role in ROLES.items()))
-        tokens = {name: secrets.token_hex(24) for name in [*ROLES, "nobody"]}
+        # each person's token made as a site makes it: from their key, by 'clumon keys token'
         tokens_file = tmp / "http_tokens"
-        tokens_file.write_text("".join(f"{n} {t}\n" for n, t in tokens.items()))
+        for name in [*ROLES, "nobody"]:
+            tree.keys.gen(name)
+            made = subprocess.run([sys.executable, "-m", "clumon.cli", "keys", "token", name, "--dir",
+                                   str(tree.keys.dir), "--append", str(tokens_file)],
+                                  capture_output=True, text=True, timeout=60)
+            assert made.returncode == 0, made.stderr
+            tokens[name] = made.stdout.strip()
         cfg.update(roles=str(roles), http_tokens=str(tokens_file))
     if jobs:
         store_history(tmp / "clumon.db", jobs)
