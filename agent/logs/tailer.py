@@ -103,6 +103,8 @@ class Tracked:
     #: an open record (multiline, or the last line of a gone file) waits since then
     held_since: float = 0.0
     last_size: int = -1
+    #: (size, mtime) at the last look: the first line is checked again when it moves
+    last_stat: tuple[int, int] = (-1, -1)
 
     def state(self) -> dict[str, Any]:
         return {"fid": self.fid, "source": self.source, "path": self.path, "dev": self.dev, "ino": self.ino,
@@ -257,10 +259,14 @@ class Tailer:
 
     def _check(self, t: Tracked, now: float) -> None:
         """Truncated, or its content replaced (first line changed)? Then a new generation."""
-        size = os.fstat(t.fd).st_size
+        st = os.fstat(t.fd)
+        size = st.st_size
         replaced = size < t.pos
-        if not replaced and t.fp and size != t.last_size:
+        stat = (size, st.st_mtime_ns)
+        if not replaced and t.fp and stat != t.last_stat:
+            # truncated and written again past the position between two looks
             replaced = hashlib.blake2b(os.pread(t.fd, t.fp_len, 0), digest_size=12).hexdigest() != t.fp
+        t.last_stat = stat
         if replaced:
             log.info("%s was truncated at %d (copytruncate?): reading it anew", t.path, t.pos)
             new = Tracked(new_fid(), t.source, t.path, t.dev, t.ino, fd=t.fd)

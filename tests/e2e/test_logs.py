@@ -121,6 +121,7 @@ def test_rotations_and_kills_store_every_line_once_in_order(tree, tmp_path):
     finally:
         total = writer.close()
     wait_for(lambda: len(numbers(db)) >= total, timeout=90, what=f"all {total} lines stored")
+    agent.stop()  # its last frames (series, acks) settle
     time.sleep(1.0)  # anything sent twice would arrive by now
     got = stored_lines(db)
     nums = [int(line.split()[1]) for *_, line in got]
@@ -142,6 +143,9 @@ def test_rotations_and_kills_store_every_line_once_in_order(tree, tmp_path):
         wait_for(lambda: c.call("latest", node="n1")["values"].get(name, [None])[0] == writer.boom,
                  timeout=30, what=f"counter at {writer.boom}")
         # and the op finds them
+        health = c.call("health")
+        assert health["log_lines_stored"] == total
+        assert health["log_lines_in"] == total + health["log_lines_duplicate"]
         found = c.call("logs", node="n*", grep="BOOM", since=3600, limit=100000)
         assert len(found["lines"]) == writer.boom
         assert c.call("logs", source="nope", since=3600)["lines"] == []
