@@ -74,6 +74,8 @@ class LogStore:
         self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         self.lines_stored = 0
         self.lines_duplicate = 0
+        #: windows before this were merged by ``compact`` (it still looks a day further back)
+        self._compacted_to = 0.0
 
     # --- writing (the writer thread) ------------------------------------------------
 
@@ -109,9 +111,9 @@ class LogStore:
                 ranges = work.get(key)
                 if ranges is None:
                     ranges = self._ranges[key]
-                if ranges:
+                if ranges and f.offsets and f.offsets[0] < ranges[-1][1]:
                     keep = [i for i, off in enumerate(f.offsets) if not _covered(ranges, off)]
-                else:
+                else:  # the usual case: every line is past what is stored
                     keep = range(len(f.offsets))
                 dup += len(f.offsets) - len(keep)
                 lo = f.offsets[0] if f.offsets else f.end - 1
@@ -237,6 +239,36 @@ class LogStore:
         if rx.search(text) is None:
             return []
         return [i for i, line in enumerate(lines) if rx.search(line)]
+
+    def compact(self, conn: sa.Connection, now: float, max_groups: int = 200) -> int:
+        """Merge the chunks of each closed (node, source, window) into one: a
+        commit writes one small chunk per node, a search wants few large ones.
+        Returns the chunks merged away. Windows are closed ``WINDOW`` after their
+        end (late lines make a new small chunk, merged by a later pass)."""
+        t = S.log_chunks
+        closed = now - 2 * WINDOW
+        lookback = self._compacted_to - 86400.0 if self._compacted_to else 0.0
+        groups = conn.execute(
+            sa.select(t.c.node, t.c.source, t.c.start).where(t.c.start < closed, t.c.start >= lookback)
+            .group_by(t.c.node, t.c.source, t.c.start).having(sa.func.count() > 1).limit(max_groups)).all()
+        dctx = zstandard.ZstdDecompressor()
+        merged = 0
+        for node, source, start in groups:
+            rows = conn.execute(sa.select(t.c.id, t.c.data).where(t.c.node == node, t.c.source == source,
+                                                                  t.c.start == start)).all()
+            recs = []
+            for _, data in rows:
+                ts, fid, off, paths, pidx, lines, fields = msgpack.unpackb(dctx.decompress(data), raw=False)
+                recs += [(ts[i], fid[i], off[i], paths[pidx[i]], lines[i], None if fields is None else fields[i])
+                         for i in range(len(lines))]
+            recs.sort(key=lambda r: (r[0], r[1], r[2]))
+            cols = [[r[k] for r in recs] for k in range(6)] + [[], recs[0][0], recs[-1][0]]
+            conn.execute(t.insert(), [self._chunk((node, source, start), cols)])
+            conn.execute(t.delete().where(t.c.id.in_([r.id for r in rows])))
+            merged += len(rows) - 1
+        if len(groups) < max_groups:
+            self._compacted_to = closed
+        return merged
 
     def expire(self, conn: sa.Connection, now: float, keep: float) -> dict[str, int]:
         t, f = S.log_chunks, S.log_files

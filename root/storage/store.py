@@ -381,12 +381,15 @@ class Store:
             compacted = self.compactor.run_pass(now, cfg.compact_budget, cfg.compact_nodes_per_call)
         with self._one_writer(), Translate():
             expired = self.history.expire(self.engine, now)
+            with self.engine.begin() as conn:
+                log_merged = self.logs.compact(conn, now)
             if now - self._logs_expired_at >= self.history.config.retention_every:
                 self._logs_expired_at = now
                 with self.engine.begin() as conn:
                     expired.update(self.logs.expire(conn, now, self.log_retention))
         self.rollup_rows_written += rolled
-        return {"frames_compacted": compacted, **{f"{k}_expired": v for k, v in expired.items()}}
+        return {"frames_compacted": compacted, "log_chunks_merged": log_merged,
+                **{f"{k}_expired": v for k, v in expired.items()}}
 
     def _one_writer(self):
         """On SQLite, writes take turns with the compactor's (root/storage/compactor.py)."""
@@ -408,6 +411,18 @@ class Store:
         self._ensure_schema()
         with self._one_writer(), Translate():
             return self.history.expire(self.engine, time.time() if now is None else now, force=True)
+
+    def compact_logs(self, now: float | None = None) -> int:
+        """Merge the small log chunks of closed windows now (``maintain`` does it too)."""
+        self._ensure_schema()
+        total = 0
+        with self._one_writer(), Translate():
+            while True:
+                with self.engine.begin() as conn:
+                    n = self.logs.compact(conn, time.time() if now is None else now, 1000)
+                total += n
+                if not n:
+                    return total
 
     def log_lines(self, **query: Any) -> dict[str, Any]:
         """Stored log lines (``LogStore.search``'s arguments)."""
