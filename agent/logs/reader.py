@@ -46,9 +46,8 @@ def split_lines(data: bytes, base: int, max_bytes: int) -> tuple[list[int], list
         texts = [r.decode("utf-8", "replace") for r in raw]
     else:
         texts = [cut(r, max_bytes) for r in raw]
-    for i, t in enumerate(texts):
-        if t.endswith("\r"):
-            texts[i] = t[:-1]
+    if b"\r" in data:
+        texts = [t[:-1] if t.endswith("\r") else t for t in texts]
     return offsets, texts, end + 1
 
 

@@ -9,9 +9,23 @@ from __future__ import annotations
 
 import bisect
 import re
+from itertools import accumulate
 from dataclasses import dataclass
 
 from .config import LogRuleConfig
+
+#: Words without which a default rule cannot match: the rule's regex runs over a
+#: chunk only when one of them is in it (a substring search, far cheaper).
+_NEEDS = {
+    "oom_kill": ("Out of memory", "oom-kill", "Memory cgroup out of memory"),
+    "mce": ("Hardware Error", "Machine check", "Machine Check"),
+    "edac": ("EDAC",),
+    "lustre_eviction": ("Lustre",),
+    "gpfs_eviction": ("mmfs", "GPFS"),
+    "nfs_not_responding": ("not responding",),
+    "segfault": ("segfault at",),
+    "sshd_failed_login": ("sshd[",),
+}
 
 #: The default set for HPC nodes (``log_default_rules = false`` turns it off).
 DEFAULT_RULES: tuple[LogRuleConfig, ...] = (
@@ -32,22 +46,30 @@ class Rule:
     rx: re.Pattern
     source: str
     event: bool
+    #: one of these is in every line it matches (None: no such words known)
+    needs: tuple[str, ...] | None = None
+
+
+_META = re.compile(r"[.^$*+?{}\[\]\\|()]")
+
+
+def _needs(r: LogRuleConfig, default: bool) -> tuple[str, ...] | None:
+    if default:
+        return _NEEDS.get(r.name)
+    return None if _META.search(r.pattern) else (r.pattern,)
 
 
 def compile_rules(rules: tuple[LogRuleConfig, ...], defaults: bool) -> list[Rule]:
     """The rules in force: the configured ones, then the defaults not overridden by name."""
     own = {r.name for r in rules}
     chosen = list(rules) + ([r for r in DEFAULT_RULES if r.name not in own] if defaults else [])
-    return [Rule(r.name, re.compile(r.pattern, re.M), r.source, r.event) for r in chosen]
+    return [Rule(r.name, re.compile(r.pattern, re.M), r.source, r.event, _needs(r, r.name not in own))
+            for r in chosen]
 
 
 def line_starts(lines: list[str]) -> list[int]:
     """Where each line begins in ``"\\n".join(lines)``."""
-    out, at = [], 0
-    for line in lines:
-        out.append(at)
-        at += len(line) + 1
-    return out
+    return list(accumulate((len(x) + 1 for x in lines[:-1]), initial=0)) if lines else []
 
 
 def matches(rules: list[Rule], source: str, text: str, starts: list[int]) -> list[tuple[int, Rule]]:
@@ -58,6 +80,8 @@ def matches(rules: list[Rule], source: str, text: str, starts: list[int]) -> lis
     out = []
     for rule in rules:
         if rule.source and rule.source != source:
+            continue
+        if rule.needs is not None and not any(w in text for w in rule.needs):
             continue
         last = -1
         for m in rule.rx.finditer(text):
