@@ -185,7 +185,8 @@ def agent_cost(work: Path, args) -> dict:
     logf.touch()
     agents = {}
     try:
-        for label, extra in (("with-log", {"log": [{"path": str(logf), "source": "app"}]}), ("baseline", {})):
+        with_log = {"log": [{"path": str(logf), "source": "app"}], "log_poll_interval": args.agent_poll}
+        for label, extra in (("with-log", with_log), ("baseline", {})):
             cfg = toml(work / f"{label}.toml", {
                 "name": label, "parents": [f"tcp://127.0.0.1:{root.port}"], "state_dir": str(work / label),
                 "interval": 1.0, "log_level": "WARNING", **extra})
@@ -207,7 +208,8 @@ def agent_cost(work: Path, args) -> dict:
                     nxt += 0.1
                     time.sleep(max(0.0, nxt - time.monotonic()))
         w = threading.Thread(target=write, daemon=True)
-        w.start()
+        if not args.agent_idle:
+            w.start()
         time.sleep(args.agent_warmup)
         n0 = {k: run_ns(d.proc.pid) for k, d in agents.items()}
         t0 = time.monotonic()
@@ -215,11 +217,12 @@ def agent_cost(work: Path, args) -> dict:
         dt = time.monotonic() - t0
         n1 = {k: run_ns(d.proc.pid) for k, d in agents.items()}
         stop.set()
-        w.join()
+        if w.is_alive():
+            w.join()
         pct = {k: 100.0 * (n1[k] - n0[k]) / 1e9 / dt for k in agents}
         return {"agent_cpu_pct_delta": round(pct["with-log"] - pct["baseline"], 4),
                 "agent_cpu_pct_with_log": round(pct["with-log"], 4), "agent_cpu_pct_baseline": round(pct["baseline"], 4),
-                "agent_lines_per_s": round(written[0] / (dt + args.agent_warmup), 1)}
+                "agent_lines_per_s": round(written[0] / (dt + args.agent_warmup), 1), "agent_poll_s": args.agent_poll}
     finally:
         for d in agents.values():
             d.stop()
@@ -303,10 +306,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=50)
     ap.add_argument("--lines-per-s", type=float, default=50_000.0, help="all simulated nodes together")
-    ap.add_argument("--poll", type=float, default=0.25, help="seconds between an agent's reads")
+    ap.add_argument("--poll", type=float, default=2.0, help="seconds between an agent's reads (its default)")
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--agent-warmup", type=float, default=10.0)
     ap.add_argument("--agent-duration", type=float, default=60.0)
+    ap.add_argument("--agent-poll", type=float, default=2.0, help="the tailing agent's log_poll_interval (default 2)")
+    ap.add_argument("--agent-idle", action="store_true", help="the tailed file does not grow (the fixed cost)")
     ap.add_argument("--grep-rate", type=float, default=1.0, help="lines a second per node for the day's grep")
     ap.add_argument("--only", choices=["ingest", "agent", "grep"], action="append")
     args = ap.parse_args()

@@ -36,17 +36,22 @@ def cut(line: bytes, max_bytes: int, full_len: int | None = None) -> str:
 
 def split_lines(data: bytes, base: int, max_bytes: int) -> tuple[list[int], list[str], int]:
     """Complete lines of ``data`` (which begins at file offset ``base``):
-    their offsets, texts and the bytes they take (through the last newline)."""
+    their offsets, texts and the bytes they take (through the last newline).
+
+    The block is decoded and split in one go (in C): a newline is never part of
+    a UTF-8 sequence, so this gives what decoding line by line would."""
     end = data.rfind(b"\n")
     if end < 0:
         return [], [], 0
-    raw = data[:end].split(b"\n")
-    offsets = list(accumulate((len(r) + 1 for r in raw[:-1]), initial=base))
-    if max(map(len, raw)) <= max_bytes:
-        texts = [r.decode("utf-8", "replace") for r in raw]
+    block = data[:end]
+    raw = block.split(b"\n")
+    lens = list(map(len, raw))
+    offsets = list(accumulate((n + 1 for n in lens[:-1]), initial=base))
+    if max(lens) <= max_bytes:
+        texts = block.decode("utf-8", "replace").split("\n")
     else:
         texts = [cut(r, max_bytes) for r in raw]
-    if b"\r" in data:
+    if b"\r" in block:
         texts = [t[:-1] if t.endswith("\r") else t for t in texts]
     return offsets, texts, end + 1
 

@@ -17,8 +17,8 @@ from .config import LogRuleConfig
 #: Words without which a default rule cannot match: the rule's regex runs over a
 #: chunk only when one of them is in it (a substring search, far cheaper).
 _NEEDS = {
-    "oom_kill": ("Out of memory", "oom-kill", "Memory cgroup out of memory"),
-    "mce": ("Hardware Error", "Machine check", "Machine Check"),
+    "oom_kill": ("of memory", "oom-kill"),
+    "mce": ("Hardware Error", "Machine "),
     "edac": ("EDAC",),
     "lustre_eviction": ("Lustre",),
     "gpfs_eviction": ("mmfs", "GPFS"),

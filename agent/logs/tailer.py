@@ -57,6 +57,8 @@ FLUSH_AFTER = 2.0
 RETIRED_KEEP = 3600.0
 MAX_RETIRED = 1000
 STATE_VERSION = 1
+#: polls between two readings of the globs (a moved or vanished path triggers one at once)
+SCAN_EVERY = 5
 
 
 def new_fid() -> int:
@@ -155,7 +157,11 @@ class Tailer:
     """Reads the sources' files on each ``poll``; see the module docstring."""
 
     def __init__(self, sources: tuple[LogConfig, ...], rules: list[Rule], state_dir: Path | None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 scan_every: int = SCAN_EVERY):
+        """``scan_every``: the globs are read every this many polls (new files), and
+        at once when a path no longer leads to the file read through it."""
+        self.scan_every = max(1, scan_every)
         self.sources = [Source.of(c) for c in sources]
         self._by_name = {s.name: s for s in self.sources}
         self.rules = rules
@@ -233,7 +239,8 @@ class Tailer:
             s.refill(now)
         for t in list(self.files.values()):
             self._check(t, now)
-        self._scan(now)
+        if self.polls % self.scan_every == 0 or self._paths_moved():
+            self._scan(now)
         if self._first:
             self._find_moved()
             self._first = False
@@ -275,6 +282,20 @@ class Tailer:
             self.files[(t.dev, t.ino)] = new
             self.by_fid[new.fid] = new
             self._dirty = True
+
+    def _paths_moved(self) -> bool:
+        """Whether a file's path leads elsewhere now (rotated, deleted): one stat
+        a file, cheaper than reading the globs' directories every poll."""
+        for (dev, ino), t in self.files.items():
+            if t.gone:
+                continue
+            try:
+                st = os.stat(t.path)
+            except OSError:
+                return True
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                return True
+        return False
 
     def _scan(self, now: float) -> None:
         seen: set[tuple[int, int]] = set()
@@ -481,8 +502,11 @@ class Tailer:
         t.pos = end
         if not idx:
             return end > base
-        lines = [rt[i] for i in idx]
-        offs = [ro[i] for i in idx]
+        if len(idx) == len(rt):
+            lines, offs = rt, ro
+        else:
+            lines = [rt[i] for i in idx]
+            offs = [ro[i] for i in idx]
         src.lines_total += len(lines)
         fields = None
         if src.parser is not None:

@@ -26,6 +26,8 @@ SOURCE = "logs"
 FRAME_BYTES = 1024 * 1024
 #: series are sent at least this often when nothing changed (change suppression does the rest)
 SAMPLES_EVERY = 10.0
+#: a poll that took less than this runs the next one on the loop (no thread hand-off)
+INLINE_POLL_S = 0.002
 #: frames sent and not yet acknowledged whose positions are remembered
 MAX_INFLIGHT = 200_000
 
@@ -53,10 +55,18 @@ class LogWatch:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        inline = False
         while True:
             started = time.monotonic()
             try:
-                result = await loop.run_in_executor(self._thread, self.tailer.poll)
+                # A poll that read little runs on the loop, as the agent's own reads
+                # do (a thread hand-off costs more than the poll); one after a poll
+                # that took long (a backlog, a slow disk) runs in the watch's thread.
+                if inline:
+                    result = self.tailer.poll()
+                else:
+                    result = await loop.run_in_executor(self._thread, self.tailer.poll)
+                inline = time.monotonic() - started < INLINE_POLL_S
                 self._ship(result.chunks)
                 for type_, message, attrs in result.events:
                     self._on_event(Event(type_, self.node, message, attrs))

@@ -29,7 +29,8 @@ class Clock:
 
 
 def tailer(tmp_path, *cfgs: LogConfig, rules=(), defaults=False, clock=None) -> T.Tailer:
-    return T.Tailer(cfgs, compile_rules(tuple(rules), defaults), tmp_path / "state", clock=clock or Clock())
+    return T.Tailer(cfgs, compile_rules(tuple(rules), defaults), tmp_path / "state", clock=clock or Clock(),
+                    scan_every=1)
 
 
 def lines(result) -> list[str]:
@@ -156,6 +157,19 @@ def test_rotated_while_away_is_found_in_its_directory(tmp_path):
     append(log, "3 new\n")
     r = tailer(tmp_path, LogConfig(path=str(log))).poll()
     assert sorted(lines(r)) == ["2 unread", "3 new"]
+
+
+def test_new_files_are_found_at_the_next_scan_and_a_moved_path_at_once(tmp_path):
+    log = tmp_path / "a.log"
+    append(log, "1\n")
+    t = T.Tailer((LogConfig(path=str(tmp_path / "*.log")),), [], None, clock=Clock(), scan_every=3)
+    assert lines(t.poll()) == ["1"]  # poll 0 reads the globs
+    append(tmp_path / "b.log", "b\n")
+    assert lines(t.poll()) == [] and lines(t.poll()) == []
+    assert lines(t.poll()) == ["b"]  # poll 3 reads them again
+    os.rename(log, tmp_path / "a.old")
+    append(log, "new a\n")
+    assert lines(t.poll()) == ["new a"]  # a path that leads elsewhere: at once
 
 
 def test_a_directory_that_appears_later(tmp_path):
