@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -196,7 +197,9 @@ class LogStore:
         if source:
             q = q.where(t.c.source == source)
         if after:
-            q = q.where(t.c.id > after).order_by(t.c.id)
+            # chunks are appended in id order; compaction rewrites only windows
+            # closed two windows back (new ids, old lines), which a follow skips
+            q = q.where(t.c.id > after, t.c.start >= time.time() - 2 * WINDOW).order_by(t.c.id)
         else:
             q = q.order_by(t.c.id.desc())
         rx = re.compile(grep) if grep else None
@@ -246,7 +249,7 @@ class LogStore:
         Returns the chunks merged away. Windows are closed ``WINDOW`` after their
         end (late lines make a new small chunk, merged by a later pass)."""
         t = S.log_chunks
-        closed = now - 2 * WINDOW
+        closed = now - 2 * WINDOW  # (a follow reads only windows after this: see search)
         lookback = self._compacted_to - 86400.0 if self._compacted_to else 0.0
         groups = conn.execute(
             sa.select(t.c.node, t.c.source, t.c.start).where(t.c.start < closed, t.c.start >= lookback)

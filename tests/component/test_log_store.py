@@ -73,4 +73,8 @@ def test_compaction_merges_a_closed_window_and_keeps_every_line(tmp_path):
     after = all_lines(store)
     assert after == before and len(after) == 60
     assert store.stats()["log_chunks_rows"] == 1
+    # a follow from before the merge does not see the merged lines again
+    follow = store.log_lines(nodes=None, source=None, since=0.0, until=time.time() + 10, grep=None, limit=100,
+                             after=1)
+    assert follow["lines"] == []
     store.close()
