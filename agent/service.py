@@ -94,7 +94,7 @@ class Agent:
             from clumon.agent.logs.watch import LogWatch
             self.logs = LogWatch(cfg.log, cfg.log_rule, cfg.log_default_rules, self.name, cfg.state_dir,
                                  cfg.log_poll_interval, self.uplink.send_stored, self._plugin_samples,
-                                 self._plugin_event)
+                                 self._plugin_event, holds=self.spool.holds)
             self.uplink.on_acked = self.logs.acked
         self._handlers: dict[Kind, Callable[[Frame], None]] = {
             Kind.REQUEST: self._on_request,

@@ -92,6 +92,10 @@ class Tracked:
     acked: int = 0
     #: the rules have counted the lines before this
     counted: int = 0
+    #: where the next chunk sent begins (the end of the last one)
+    sent_to: int = 0
+    #: acknowledged chunks beyond ``acked`` (start -> end), waiting for the ones before
+    ahead: dict = field(default_factory=dict)
     fd: int | None = None
     #: its path leads elsewhere now: read to the end, then let go
     gone: bool = False
@@ -149,6 +153,8 @@ class Source:
 @dataclass(slots=True)
 class PollResult:
     chunks: list[LogFile] = field(default_factory=list)
+    #: where each chunk's reading began (its file's position before it; <= its first offset)
+    starts: list[int] = field(default_factory=list)
     events: list[tuple[str, str, dict]] = field(default_factory=list)
     counted: bool = False
 
@@ -195,7 +201,7 @@ class Tailer:
             for f in doc["files"]:
                 t = Tracked(int(f["fid"]), str(f["source"]), str(f["path"]), int(f["dev"]), int(f["ino"]),
                             str(f["fp"]), int(f["fp_len"]), int(f["acked"]), int(f["acked"]), int(f["counted"]),
-                            retired=True, since=now)
+                            int(f["acked"]), retired=True, since=now)
                 self.retired.append(t)
                 self.by_fid[t.fid] = t
             for source, rule, n in doc.get("counters", []):
@@ -221,12 +227,36 @@ class Tailer:
         self._dirty = False
         self._saved_at = self._clock()
 
-    def acked(self, fid: int, end: int) -> None:
-        """The root stored the lines of ``fid`` before ``end`` (called from the loop)."""
+    def acked(self, fid: int, start: int, end: int) -> None:
+        """The root stored the chunk of ``fid`` read from ``start`` to ``end`` (called
+        from the loop). The kept position moves only over acknowledged chunks
+        without a gap: one acknowledged before an earlier one waits in ``ahead``."""
         t = self.by_fid.get(fid)
-        if t is not None and end > t.acked:
-            t.acked = end
-            self._dirty = True
+        if t is None or end <= t.acked:
+            return
+        if start > t.acked:
+            t.ahead[start] = max(end, t.ahead.get(start, 0))
+            return
+        t.acked = end
+        while t.ahead:
+            nxt = [s for s in t.ahead if s <= t.acked]
+            if not nxt:
+                break
+            for s in nxt:
+                t.acked = max(t.acked, t.ahead.pop(s))
+        self._dirty = True
+
+    def rewind(self, fid: int, start: int) -> bool:
+        """Read ``fid`` again from ``start``: a frame of its lines was dropped before
+        the root acknowledged it. False when the file is let go (the loss stands,
+        reported by the spool)."""
+        t = self.by_fid.get(fid)
+        if t is None:
+            return False
+        if start < t.pos:
+            t.pos, t.long_at, t.long_head, t.held_since = start, -1, b"", 0.0
+        t.sent_to = min(t.sent_to, start)
+        return True
 
     # --- polling ------------------------------------------------------------------------
 
@@ -342,6 +372,7 @@ class Tailer:
                 self.retired.remove(old)
                 old.dev, old.ino, old.path, old.fd, old.retired = st.st_dev, st.st_ino, path, fd, False
                 old.pos = max(old.pos, old.acked)
+                old.sent_to = min(old.sent_to, old.pos) if old.sent_to else old.pos
                 self.files[key] = old
                 log.info("%s goes on from %d (a file known before: fid %x)", path, old.pos, old.fid)
                 self._dirty = True
@@ -382,7 +413,7 @@ class Tailer:
                     os.close(fd)
                     break
                 self.retired.remove(o)
-                o.path, o.fd, o.retired, o.gone, o.pos = e.path, fd, False, True, o.acked
+                o.path, o.fd, o.retired, o.gone, o.pos, o.sent_to = e.path, fd, False, True, o.acked, o.acked
                 self.files[(o.dev, o.ino)] = o
                 log.info("%s (rotated while the agent was away) is read to its end from %d", e.path, o.pos)
                 break
@@ -523,6 +554,8 @@ class Tailer:
         ev.sort()
         out.chunks.append(LogFile(t.fid, src.name, t.path, self._wall(), end, tuple(offs), tuple(lines),
                                   fields, tuple(ev)))
+        out.starts.append(min(t.sent_to, offs[0]))
+        t.sent_to = end
         return True
 
     def _warn(self, key: str, msg: str, *args) -> None:

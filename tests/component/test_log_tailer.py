@@ -43,8 +43,8 @@ def append(path, text: str | bytes) -> None:
 
 
 def ack_all(t: T.Tailer, result) -> None:
-    for c in result.chunks:
-        t.acked(c.fid, c.end)
+    for c, start in zip(result.chunks, result.starts):
+        t.acked(c.fid, start, c.end)
 
 
 def test_new_lines_only_whole_lines_with_offsets(tmp_path):
@@ -280,3 +280,49 @@ def test_formats_give_fields(tmp_path, fmt, regex, line, fields):
     r = tailer(tmp_path, LogConfig(path=str(log), format=fmt, regex=regex)).poll()
     assert r.chunks[0].lines == (line,)
     assert r.chunks[0].fields == (fields,)
+
+
+def test_the_kept_position_moves_only_over_acknowledged_chunks_without_a_gap(tmp_path):
+    log = tmp_path / "a.log"
+    t = tailer(tmp_path, LogConfig(path=str(log)))
+    append(log, "1\n")
+    a = t.poll()
+    append(log, "2\n")
+    b = t.poll()
+    ack_all(t, b)  # the later chunk first (a replay of the earlier one still to come)
+    fid = a.chunks[0].fid
+    assert t.by_fid[fid].acked == 0
+    ack_all(t, a)
+    assert t.by_fid[fid].acked == 4
+
+
+def test_frames_the_spool_dropped_are_read_again_from_the_file(tmp_path):
+    from clumon.agent.logs.watch import LogWatch
+
+    log = tmp_path / "a.log"
+    sent: list = []
+    kept: set[int] = set()
+
+    def send(body):
+        sent.append(body)
+        kept.add(len(sent))
+        return len(sent)
+
+    w = LogWatch((LogConfig(path=str(log)),), (), False, "n1", tmp_path, 1.0, send, lambda *a: None,
+                 lambda e: None, holds=lambda seq: seq in kept, max_inflight_bytes=100)
+    w.tailer.scan_every = 1
+    append(log, "1\n2\n")
+    r = w.tailer.poll()
+    w._ship(r.chunks, r.starts)
+    append(log, "3\n")
+    r = w.tailer.poll()
+    w._ship(r.chunks, r.starts)
+    kept.discard(1)  # the spool dropped the first frame (overflow) before its ACK
+    w.acked(((2, 2),))
+    assert w.reread_lost() == 1
+    r = w.tailer.poll()
+    assert lines(r) == ["1", "2", "3"]  # read again; the root stores each line once
+    w._ship(r.chunks, r.starts)
+    w.acked(((3, 3),))
+    assert w.tailer.by_fid[r.chunks[0].fid].acked == 6
+    assert w._inflight_bytes == 0
