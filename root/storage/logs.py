@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
 import threading
 import time
+from array import array
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -46,6 +48,65 @@ class LogRow:
     seq: int
     ts: float
     files: tuple[LogFile, ...]
+
+
+#: the layout of a chunk's content; ``decode_chunk`` refuses others
+CHUNK_FORMAT = 1
+_BIG = sys.byteorder == "big"
+
+
+def _packed(code: str, items) -> bytes:
+    a = array(code, items)
+    if _BIG:
+        a.byteswap()
+    return a.tobytes()
+
+
+def _unpacked(code: str, data: bytes) -> list:
+    a = array(code)
+    a.frombytes(data)
+    if _BIG:
+        a.byteswap()
+    return a.tolist()
+
+
+def encode_chunk(ts: list[float], fid: list[int], off: list[int], paths: list[str], lines: list[str],
+                 fields: list) -> bytes:
+    """A chunk's lines as msgpack (before zstd): numbers as packed little-endian
+    columns (one object each when read back, not one per line), the lines as ONE
+    text joined by newlines with their lengths apart, so a search that finds
+    nothing in a chunk makes no object per line."""
+    uniq = list(dict.fromkeys(paths))
+    where = {p: i for i, p in enumerate(uniq)}
+    return msgpack.packb([CHUNK_FORMAT, len(lines), _packed("d", ts), _packed("q", fid), _packed("q", off), uniq,
+                          _packed("I", [where[p] for p in paths]), _packed("I", map(len, lines)), "\n".join(lines),
+                          fields if any(x is not None for x in fields) else None], use_bin_type=True)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A chunk read back: ``text`` first; the columns when ``columns()`` is called."""
+
+    n: int
+    raw: list
+    text: str
+
+    def columns(self) -> tuple[list[float], list[int], list[int], list[str], list[str], list | None]:
+        """(ts, fid, offset, path, line, fields) per line."""
+        _, n, ts_b, fid_b, off_b, paths, pidx_b, lens_b, text, fields = self.raw
+        lines, at = [], 0
+        for k in _unpacked("I", lens_b):
+            lines.append(text[at:at + k])
+            at += k + 1
+        return (_unpacked("d", ts_b), _unpacked("q", fid_b), _unpacked("q", off_b),
+                [paths[i] for i in _unpacked("I", pidx_b)], lines, fields)
+
+
+def decode_chunk(data: bytes, dctx: "zstandard.ZstdDecompressor | None" = None) -> Chunk:
+    raw = msgpack.unpackb((dctx or zstandard.ZstdDecompressor()).decompress(data), raw=False)
+    if raw[0] != CHUNK_FORMAT:
+        raise ValueError(f"log chunk layout {raw[0]!r} unknown (this build reads {CHUNK_FORMAT})")
+    return Chunk(raw[1], raw, raw[8])
 
 
 def _covered(ranges: list[list[int]], offset: int) -> bool:
@@ -160,13 +221,8 @@ class LogStore:
 
     def _chunk(self, key: tuple[str, str, float], cols: list) -> dict:
         node, source, window = key
-        ts, fid, off, paths, lines, fields = cols[:6]
-        uniq = list(dict.fromkeys(paths))
-        where = {p: i for i, p in enumerate(uniq)}
-        blob = msgpack.packb([ts, fid, off, uniq, [where[p] for p in paths], lines,
-                              fields if any(x is not None for x in fields) else None], use_bin_type=True)
         return {"node": node, "source": source, "start": window, "first_ts": cols[7], "last_ts": cols[8],
-                "lines": len(lines), "data": self._cctx.compress(blob)}
+                "lines": len(cols[4]), "data": self._cctx.compress(encode_chunk(*cols[:6]))}
 
     @staticmethod
     def _event(node: str, f: LogFile, i: int, rule: str) -> EventRow:
@@ -203,6 +259,9 @@ class LogStore:
         else:
             q = q.order_by(t.c.id.desc())
         rx = re.compile(grep) if grep else None
+        # the whole chunk first (lines joined by newlines, ^ and $ at each): a chunk
+        # without a match is left at once; \A and \Z only mean something line by line
+        whole = re.compile(grep, re.M) if grep and "\\A" not in grep and "\\Z" not in grep else None
         glob_rx = re.compile(fnmatch.translate(node_glob)) if node_glob else None
         dctx = zstandard.ZstdDecompressor()
         out: list[tuple] = []
@@ -215,12 +274,12 @@ class LogStore:
                 continue
             chunks_read += 1
             cursor = max(cursor, cid)
-            ts, fid, off, paths, pidx, lines, fields = msgpack.unpackb(dctx.decompress(data), raw=False)
-            if rx is not None:
-                hits = self._grep(rx, lines)
-            else:
-                hits = range(len(lines))
-            got = [(ts[i], node, src, paths[pidx[i]], fid[i], off[i], lines[i], None if fields is None else fields[i])
+            chunk = decode_chunk(data, dctx)
+            if whole is not None and whole.search(chunk.text) is None:
+                continue
+            ts, fid, off, paths, lines, fields = chunk.columns()
+            hits = range(len(lines)) if rx is None else [i for i, line in enumerate(lines) if rx.search(line)]
+            got = [(ts[i], node, src, paths[i], fid[i], off[i], lines[i], None if fields is None else fields[i])
                    for i in hits if since <= ts[i] <= until]
             out.extend(got)
             if len(out) >= limit:
@@ -233,15 +292,6 @@ class LogStore:
         return {"lines": [{"ts": a, "node": n, "source": s, "path": p, "fid": f, "offset": o, "line": line,
                            **({"fields": fl} if fl else {})} for a, n, s, p, f, o, line, fl in out],
                 "cursor": cursor, "chunks_read": chunks_read, "truncated": truncated}
-
-    @staticmethod
-    def _grep(rx: re.Pattern, lines: list[str]) -> list[int]:
-        """Indices of matching lines: one search over the joined text, in C, then
-        each hit mapped to its line (lines may hold newlines: multiline records)."""
-        text = "\n".join(lines)
-        if rx.search(text) is None:
-            return []
-        return [i for i, line in enumerate(lines) if rx.search(line)]
 
     def compact(self, conn: sa.Connection, now: float, max_groups: int = 200) -> int:
         """Merge the chunks of each closed (node, source, window) into one: a
@@ -261,8 +311,8 @@ class LogStore:
                                                                   t.c.start == start)).all()
             recs = []
             for _, data in rows:
-                ts, fid, off, paths, pidx, lines, fields = msgpack.unpackb(dctx.decompress(data), raw=False)
-                recs += [(ts[i], fid[i], off[i], paths[pidx[i]], lines[i], None if fields is None else fields[i])
+                ts, fid, off, paths, lines, fields = decode_chunk(data, dctx).columns()
+                recs += [(ts[i], fid[i], off[i], paths[i], lines[i], None if fields is None else fields[i])
                          for i in range(len(lines))]
             recs.sort(key=lambda r: (r[0], r[1], r[2]))
             cols = [[r[k] for r in recs] for k in range(6)] + [[], recs[0][0], recs[-1][0]]

@@ -78,3 +78,17 @@ def test_compaction_merges_a_closed_window_and_keeps_every_line(tmp_path):
                              after=1)
     assert follow["lines"] == []
     store.close()
+
+
+def test_grep_anchors_and_multiline_records_mean_what_they_mean_line_by_line(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    now = time.time()
+    texts = ("ERROR first", "an ERROR inside", "Traceback:\n  File x\nValueError", "tail ERROR")
+    offsets = (0, 20, 40, 90)
+    store.write([LogRow("n1", 1, 1, now, (LogFile(9, "app", "/a", now, 120, offsets, texts),))])
+    assert [x["line"] for x in all_lines(store, grep="^ERROR")] == ["ERROR first"]
+    assert [x["line"] for x in all_lines(store, grep="ERROR$")] == ["tail ERROR"]
+    assert [x["offset"] for x in all_lines(store, grep=r"\AT")] == [40]
+    assert [x["offset"] for x in all_lines(store, grep="File x")] == [40]
+    assert all_lines(store, grep="nowhere") == []
+    store.close()

@@ -15,12 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-import msgpack
 import pytest
-import zstandard
 from harness import kill9, restart, wait_for
 
 from clumon.cli.client import Client
+from clumon.root.storage.logs import decode_chunk
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -30,10 +29,9 @@ RULE = {"name": "boom", "pattern": "BOOM", "event": True}
 def stored_lines(db: Path) -> list[tuple[str, int, int, str]]:
     """(node, fid, offset, line) of every stored line (a duplicate would show twice)."""
     out = []
-    dctx = zstandard.ZstdDecompressor()
     with sqlite3.connect(db) as conn:
         for node, data in conn.execute("SELECT node, data FROM log_chunks ORDER BY id"):
-            ts, fid, off, paths, pidx, lines, fields = msgpack.unpackb(dctx.decompress(data), raw=False)
+            ts, fid, off, paths, lines, fields = decode_chunk(data).columns()
             out += [(node, fid[i], off[i], lines[i]) for i in range(len(lines))]
     return out
 
