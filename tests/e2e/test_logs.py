@@ -7,10 +7,13 @@ aggregator killed once: every line is stored exactly once, in order per file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -147,3 +150,14 @@ def test_rotations_and_kills_store_every_line_once_in_order(tree, tmp_path):
         found = c.call("logs", node="n*", grep="BOOM", since=3600, limit=100000)
         assert len(found["lines"]) == writer.boom
         assert c.call("logs", source="nope", since=3600)["lines"] == []
+    # the command line, --json after the subcommand
+    cli = [sys.executable, "-m", "clumon.cli", "logs", "--endpoint", root.query, "--grep", "BOOM", "--limit", "100000"]
+    out = subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=60, env=tree.env)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["lines"]) == writer.boom
+    out = subprocess.run([*cli, "--node", "n1", "--source", "app"], capture_output=True, text=True, timeout=60,
+                         env=tree.env)
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == writer.boom
+    assert all(" n1 app: line " in x and "BOOM" in x for x in out.stdout.splitlines())
+    bad = subprocess.run([*cli[:-4], "--grep", "(["], capture_output=True, text=True, timeout=60, env=tree.env)
+    assert bad.returncode == 1 and "not a regex" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
