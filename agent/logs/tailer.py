@@ -57,6 +57,8 @@ FLUSH_AFTER = 2.0
 RETIRED_KEEP = 3600.0
 MAX_RETIRED = 1000
 STATE_VERSION = 1
+#: rotated files compressed by logrotate: never read as lines (a glob like app.log* matches them)
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z")
 #: polls between two readings of the globs (a moved or vanished path triggers one at once)
 SCAN_EVERY = 5
 
@@ -101,7 +103,7 @@ class Tracked:
     gone: bool = False
     #: truncated, or not found yet after a restart: waits for a copy to go on with it
     retired: bool = False
-    #: found again after a restart in its directory: read to the end only
+    #: when it was retired (or loaded from the positions file): kept RETIRED_KEEP from then
     since: float = 0.0
     #: a line longer than max_line_bytes began here and is being skipped to its end
     long_at: int = -1
@@ -331,6 +333,8 @@ class Tailer:
         seen: set[tuple[int, int]] = set()
         for src in self.sources:
             for path in sorted(glob.glob(src.cfg.path)):
+                if path.endswith(COMPRESSED):
+                    continue
                 try:
                     st = os.stat(path)
                 except OSError:

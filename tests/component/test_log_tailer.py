@@ -172,6 +172,12 @@ def test_new_files_are_found_at_the_next_scan_and_a_moved_path_at_once(tmp_path)
     assert lines(t.poll()) == ["new a"]  # a path that leads elsewhere: at once
 
 
+def test_compressed_rotations_are_not_read(tmp_path):
+    append(tmp_path / "a.log", "plain\n")
+    append(tmp_path / "a.log.2.gz", b"\x1f\x8b\x08\x00binary\n")
+    assert lines(tailer(tmp_path, LogConfig(path=str(tmp_path / "a.log*"))).poll()) == ["plain"]
+
+
 def test_a_directory_that_appears_later(tmp_path):
     d = tmp_path / "later" / "logs"
     t = tailer(tmp_path, LogConfig(path=str(d / "*.log")))
