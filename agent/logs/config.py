@@ -32,7 +32,7 @@ class LogConfig:
     #: a line matching this starts a record; others are appended to the current one (stack traces)
     multiline_start: str = ""
     #: longer lines are cut here and marked
-    max_line_bytes: int = between(65536, 64, 16 * 1024 * 1024)
+    max_line_bytes: int = between(65536, 64, 1024 * 1024)
     #: only lines matching this (empty: all)
     include: str = ""
     #: lines matching this are left out (counted)

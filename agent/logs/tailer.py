@@ -513,13 +513,21 @@ class Tailer:
         offsets += o
         texts += x
         consumed = base - t.pos + used
-        if not o and len(data) > max_bytes and data.find(b"\n") < 0:
+        if not o and (len(data) > max_bytes or len(data) >= READ_CHUNK) and data.find(b"\n") < 0:
+            # no end in sight within what one read brings: skip to the line's end
             t.long_at, t.long_head = base, data[:max_bytes + 4]
             consumed = base - t.pos + len(data)
         if not offsets:
             t.pos += consumed
             return consumed > 0
         ro, rt, n_used = reader.group(offsets, texts, src.start, final)
+        if src.start is not None:
+            if n_used < len(offsets) and t.pos + consumed - offsets[n_used] > max_bytes:
+                # an open record longer than a line may be (a start pattern that never
+                # matches again): it goes now, cut, instead of being read over and over
+                ro, rt, n_used = reader.group(offsets, texts, src.start, True)
+            rt = [x if len(x) <= max_bytes else x[:max_bytes] + reader.CUT_MARK.format(n=len(x) - max_bytes)
+                  for x in rt]
         end = t.pos + consumed if n_used == len(offsets) else offsets[n_used]
         if n_used < len(offsets):
             t.held_since = t.held_since or now

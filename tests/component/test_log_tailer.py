@@ -218,6 +218,15 @@ def test_ten_megabyte_line_is_cut_with_a_mark(tmp_path):
     assert len(codec.encode(make("n1", 1, 0.0, Log(tuple(chunks)), 1))) < 4096
 
 
+def test_a_line_longer_than_one_read_at_the_largest_max_line_bytes(tmp_path):
+    log = tmp_path / "a.log"
+    n = T.READ_CHUNK + 5000
+    append(log, b"z" * n + b"\nnext\n")
+    t = tailer(tmp_path, LogConfig(path=str(log), max_line_bytes=T.READ_CHUNK))
+    got = [x for _ in range(3) for x in lines(t.poll())]
+    assert got == ["z" * T.READ_CHUNK + CUT_MARK.format(n=5000), "next"]
+
+
 def test_multiline_records_and_the_flush_of_the_last(tmp_path):
     log = tmp_path / "a.log"
     clock = Clock()
@@ -227,6 +236,14 @@ def test_multiline_records_and_the_flush_of_the_last(tmp_path):
     assert lines(t.poll()) == []  # "next record" may go on
     clock.t += T.FLUSH_AFTER + 0.1
     assert lines(t.poll()) == ["next record"]
+
+
+def test_a_multiline_record_that_never_ends_goes_cut(tmp_path):
+    log = tmp_path / "a.log"
+    t = tailer(tmp_path, LogConfig(path=str(log), multiline_start=r"^START", max_line_bytes=100))
+    append(log, "START\n" + "".join(f"  more {i}\n" for i in range(100)))
+    (rec,) = lines(t.poll())
+    assert rec.startswith("START\n  more 0\n") and rec.endswith("bytes]") and len(rec) < 150
 
 
 def test_include_exclude(tmp_path):
