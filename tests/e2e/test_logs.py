@@ -122,7 +122,7 @@ def test_rotations_and_kills_store_every_line_once_in_order(tree, tmp_path):
     finally:
         total = writer.close()
     wait_for(lambda: len(numbers(db)) >= total, timeout=90, what=f"all {total} lines stored")
-    agent.stop()  # its last frames (series, acks) settle
+    assert agent.stop() == 0  # its last frames (series, acks) settle; positions kept
     time.sleep(1.0)  # anything sent twice would arrive by now
     got = stored_lines(db)
     nums = [int(line.split()[1]) for *_, line in got]
@@ -161,3 +161,22 @@ def test_rotations_and_kills_store_every_line_once_in_order(tree, tmp_path):
     assert all(" n1 app: line " in x and "BOOM" in x for x in out.stdout.splitlines())
     bad = subprocess.run([*cli[:-4], "--grep", "(["], capture_output=True, text=True, timeout=60, env=tree.env)
     assert bad.returncode == 1 and "not a regex" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_log_directory_that_appears_later_and_the_default_rules(tree, tmp_path):
+    """The glob's directory does not exist when the agent starts; the source's name
+    comes from the path; a default rule (segfault) makes its event at the root."""
+    later = tmp_path / "later" / "slurm"
+    root = tree.root()
+    tree.agent("n2", [root.port], log=[{"path": str(later / "slurmd*.log")}], log_poll_interval=0.2,
+               interval=1.0, collectors=["load"])
+    with Client(root.query) as c:
+        wait_for(lambda: "n2" in [n["name"] for n in c.call("nodes")], what="the agent")
+        later.mkdir(parents=True)
+        with open(later / "slurmd.log", "a") as fh:
+            fh.write("hello\nkernel: slurmstepd[77]: segfault at 0 ip 0 sp 0 error 4\n")
+        got = wait_for(lambda: len(c.call("logs", node="n2", since=600)["lines"]) == 2 and
+                       c.call("logs", node="n2", since=600), what="two lines stored")
+        assert [x["source"] for x in got["lines"]] == ["slurmd", "slurmd"]
+        events = wait_for(lambda: c.call("events", kind="log_match", since=600), what="the segfault event")
+        assert [(e["subject"], e["attrs"]["rule"], e["attrs"]["source"]) for e in events] == [("n2", "segfault", "slurmd")]
