@@ -36,14 +36,15 @@ def cmd_logs(c: Client, a: argparse.Namespace) -> Any:
             if result.get("truncated"):
                 print(f"(the newest {a.limit} lines; --limit or --since for more)", file=sys.stderr)
         return result
-    _show(result["lines"], a.json)
+    as_json = a.json
+    _show(result["lines"], as_json)
     cursor = result["cursor"]
     a.json = False  # lines were printed as they came (one JSON object a line with --json)
     try:
         while True:
             time.sleep(a.interval)
             got = c.call("logs", **{**args, "until": None, "after": cursor, "limit": 100_000})
-            _show(got["lines"], a.json)
+            _show(got["lines"], as_json)
             cursor = got["cursor"]
     except KeyboardInterrupt:
         return None

@@ -180,3 +180,16 @@ def test_a_log_directory_that_appears_later_and_the_default_rules(tree, tmp_path
         assert [x["source"] for x in got["lines"]] == ["slurmd", "slurmd"]
         events = wait_for(lambda: c.call("events", kind="log_match", since=600), what="the segfault event")
         assert [(e["subject"], e["attrs"]["rule"], e["attrs"]["source"]) for e in events] == [("n2", "segfault", "slurmd")]
+    # --follow prints what is stored after it started, one JSON object a line
+    follow = subprocess.Popen([sys.executable, "-m", "clumon.cli", "logs", "--follow", "--json", "--endpoint",
+                               root.query, "--node", "n2", "--interval", "0.2"], stdout=subprocess.PIPE, text=True,
+                              env=tree.env)
+    try:
+        seen = [json.loads(follow.stdout.readline())["line"] for _ in range(2)]  # what was there
+        with open(later / "slurmd.log", "a") as fh:
+            fh.write("third\n")
+        seen.append(json.loads(follow.stdout.readline())["line"])
+        assert seen[0] == "hello" and seen[2] == "third"
+    finally:
+        follow.kill()
+        follow.wait(10)
