@@ -145,10 +145,13 @@ class Source:
         return cls(cfg, cfg.name, parse.parser(cfg.format, cfg.regex), c(cfg.multiline_start),
                    c(cfg.include), c(cfg.exclude))
 
-    def refill(self, now: float) -> None:
+    def refill(self, now: float, burst_s: float = 1.0) -> None:
+        """A token bucket holding ``burst_s`` seconds of the rate (a look every 2 s
+        may take 2 s worth of lines: the rate holds whatever the poll interval)."""
         rate = self.cfg.rate_limit
         if rate > 0:
-            self.tokens = min(rate, self.tokens + (now - self.refilled) * rate) if self.refilled else rate
+            cap = rate * burst_s
+            self.tokens = min(cap, self.tokens + (now - self.refilled) * rate) if self.refilled else cap
             self.refilled = now
 
 
@@ -166,10 +169,12 @@ class Tailer:
 
     def __init__(self, sources: tuple[LogConfig, ...], rules: list[Rule], state_dir: Path | None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 scan_every: int = SCAN_EVERY):
+                 scan_every: int = SCAN_EVERY, burst_s: float = 1.0):
         """``scan_every``: the globs are read every this many polls (new files), and
         at once when a path no longer leads to the file read through it."""
         self.scan_every = max(1, scan_every)
+        #: a rate-limited source may take this many seconds of its rate at one look
+        self.burst_s = max(1.0, burst_s)
         self.sources = [Source.of(c) for c in sources]
         self._by_name = {s.name: s for s in self.sources}
         self.rules = rules
@@ -268,7 +273,7 @@ class Tailer:
         now = self._clock()
         out = PollResult()
         for s in self.sources:
-            s.refill(now)
+            s.refill(now, self.burst_s)
         for t in list(self.files.values()):
             self._check(t, now)
         if self.polls % self.scan_every == 0 or self._paths_moved():

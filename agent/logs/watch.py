@@ -48,7 +48,7 @@ class LogWatch:
         """``holds(seq)``: whether the spool still keeps a frame of this incarnation."""
         self.node = node
         self.interval = interval
-        self.tailer = Tailer(logs, compile_rules(rules, default_rules), state_dir)
+        self.tailer = Tailer(logs, compile_rules(rules, default_rules), state_dir, burst_s=interval)
         self._send = send
         self._on_samples = on_samples
         self._on_event = on_event

@@ -271,6 +271,18 @@ def test_rate_limit_holds_lines_back_counts_and_sends_them_later(tmp_path):
     assert t.sources[0].held_episodes == 1
 
 
+def test_the_rate_limit_holds_whatever_the_poll_interval(tmp_path):
+    log = tmp_path / "a.log"
+    clock = Clock()
+    t = T.Tailer((LogConfig(path=str(log), rate_limit=10),), [], None, clock=clock, burst_s=2.0)
+    append(log, "".join(f"{i}\n" for i in range(100)))
+    counts = []
+    for _ in range(4):
+        counts.append(len(lines(t.poll())))
+        clock.t += 2.0
+    assert counts == [20, 20, 20, 20]  # 10 lines/s at a look every 2 s
+
+
 def test_rules_count_once_across_a_restart(tmp_path):
     log = tmp_path / "a.log"
     rules = [LogRuleConfig("boom", "BOOM", "", True), LogRuleConfig("quiet", "hush", "", False)]
