@@ -53,6 +53,8 @@ READ_CHUNK = 1024 * 1024
 READ_PER_POLL = 8 * 1024 * 1024
 #: an open multiline record (or unterminated last line of a gone file) is sent after this long without growth
 FLUSH_AFTER = 2.0
+#: a gone file (renamed away, deleted) read to its end is let go after this long without growth
+GONE_GRACE = 5.0
 #: retired generations and files not found after a restart are kept this long for a copy to continue them
 RETIRED_KEEP = 3600.0
 MAX_RETIRED = 1000
@@ -111,6 +113,9 @@ class Tracked:
     #: an open record (multiline, or the last line of a gone file) waits since then
     held_since: float = 0.0
     last_size: int = -1
+    #: gone, read to its end, and not grown since then (at this size)
+    gone_idle: float = 0.0
+    gone_size: int = -1
     #: (size, mtime) at the last look: the first line is checked again when it moves
     last_stat: tuple[int, int] = (-1, -1)
 
@@ -293,7 +298,12 @@ class Tailer:
             except OSError as exc:
                 self._warn(t.path, "reading %s failed: %s", t.path, exc)
             if t.gone and t.pos >= t.last_size and t.long_at < 0 and not t.held_since:
-                self._let_go(key, t)
+                # a logger may write on to a renamed file until it reopens: let go
+                # only after GONE_GRACE without growth
+                if not t.gone_idle or t.last_size != t.gone_size:
+                    t.gone_idle, t.gone_size = now, t.last_size
+                elif now - t.gone_idle >= GONE_GRACE:
+                    self._let_go(key, t)
         self._expire(now)
         if out.counted or (self._dirty and now - self._saved_at >= 2.0):
             self.save()

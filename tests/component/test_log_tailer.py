@@ -63,7 +63,8 @@ def test_new_lines_only_whole_lines_with_offsets(tmp_path):
 def test_rename_rotation_reads_the_old_file_to_its_end(tmp_path):
     log = tmp_path / "a.log"
     append(log, "1\n2\n")
-    t = tailer(tmp_path, LogConfig(path=str(log)))
+    clock = Clock()
+    t = tailer(tmp_path, LogConfig(path=str(log)), clock=clock)
     assert lines(t.poll()) == ["1", "2"]
     os.rename(log, tmp_path / "a.log.1")
     append(tmp_path / "a.log.1", "3 late\n")  # the writer had not reopened yet
@@ -71,7 +72,13 @@ def test_rename_rotation_reads_the_old_file_to_its_end(tmp_path):
     r = t.poll()
     assert sorted(lines(r)) == ["3 late", "4 new"]
     assert len({c.fid for c in r.chunks}) == 2
-    assert len(t.files) == 1  # the old one, read to its end, is let go
+    clock.t += 1.0
+    append(tmp_path / "a.log.1", "5 later still\n")
+    assert lines(t.poll()) == ["5 later still"]
+    t.poll()
+    clock.t += T.GONE_GRACE
+    t.poll()
+    assert len(t.files) == 1  # the old one, read to its end and quiet for GONE_GRACE, is let go
 
 
 def test_copytruncate_continues_from_the_copy(tmp_path):
@@ -101,12 +108,15 @@ def test_truncation_to_a_shorter_file_is_noticed(tmp_path):
 
 def test_deleted_file_is_read_to_its_end_then_let_go(tmp_path):
     log = tmp_path / "a.log"
-    t = tailer(tmp_path, LogConfig(path=str(log)))
+    clock = Clock()
+    t = tailer(tmp_path, LogConfig(path=str(log)), clock=clock)
     append(log, "1\n")
     assert lines(t.poll()) == ["1"]
     append(log, "2 written just before the deletion\n")
     os.unlink(log)
     assert lines(t.poll()) == ["2 written just before the deletion"]
+    clock.t += T.GONE_GRACE
+    t.poll()
     assert t.files == {}
 
 
