@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         if not a.file:
             p.error("rules check needs the FILE to check")
         return alerts.check_rules(a.file, a.json)
+    if a.command == "keys" and a.action == "token":
+        return security.keys_token(a.name, a.dir, a.append, a.json)
     if a.command == "keys":
         return security.keys_gen(a.name, a.dir, a.json)
     try:

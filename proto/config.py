@@ -151,17 +151,24 @@ def load(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = 
     where = "<defaults>"
     if path is not None:
         where = str(path)
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+        data = read_toml(path)
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
     return _build(cls, data, "", where)
+
+
+def read_toml(path: str | Path, error: type[Exception] = ConfigError, what: str = "") -> dict[str, Any]:
+    """The tables of a TOML file; ``error`` with one line naming the file (after
+    ``what``, e.g. "roles file ") when it cannot be read or is not TOML. Every
+    file Clumon+ reads (configs, alert rules, roles) goes through here."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise error(f"{what}{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what}{path}: not valid TOML: {exc}") from None
 
 
 # --- ranges, declared with each field ---------------------------------------------

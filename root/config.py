@@ -27,6 +27,9 @@ class RootConfig:
     query: Endpoint = Endpoint("tcp://*:7401")
     #: host:port of the HTTP /metrics endpoint; empty to disable
     metrics: str = "127.0.0.1:7402"
+    #: a file of ``NAME TOKEN`` lines: when given, every HTTP request needs
+    #: ``Authorization: Bearer TOKEN``; required when the HTTP port is off loopback
+    http_tokens: str = ""
     #: nodes not heard from for this long drop out of /metrics
     metrics_stale_after: float = between(300.0, 1.0, 30 * DAY)
     #: SQLAlchemy URL: sqlite:///path (default) or postgresql+psycopg://...
@@ -74,6 +77,9 @@ class RootConfig:
         """What the declared ranges cannot express: host:port and the database URL."""
         if self.metrics and not _host_port(self.metrics):
             return f"key 'metrics': expected host:port (e.g. 127.0.0.1:7402), got {self.metrics!r}"
+        bad = _http_problem(self.metrics, self.http_tokens)
+        if bad:
+            return bad
         bad = self.curve.problem(0, serves=True)
         if bad:
             return bad
@@ -91,6 +97,21 @@ class RootConfig:
 def _host_port(text: str) -> bool:
     host, _, port = text.rpartition(":")
     return bool(host) and port.isdigit() and 0 <= int(port) < 65536
+
+
+def _http_problem(address: str, tokens: str) -> str | None:
+    """An HTTP port off loopback without tokens, or a tokens file that cannot be used."""
+    from clumon.root.httpauth import TokenFileError, is_loopback, load_tokens
+
+    if address and not tokens and not is_loopback(address.rpartition(":")[0]):
+        return (f"key 'metrics': {address} is not loopback: HTTP bound elsewhere needs 'http_tokens' "
+                "(a file of NAME TOKEN lines; 'clumon keys token NAME' makes one)")
+    if tokens:
+        try:
+            load_tokens(tokens)
+        except TokenFileError as exc:
+            return str(exc)
+    return None
 
 
 def _database_problem(url: str) -> str | None:

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from clumon.proto.tree import LatestCache
+from clumon.root.httpauth import HttpAuth
 from clumon.root.registry import Registry
 
 log = logging.getLogger("clumon.root.http")
@@ -104,11 +105,14 @@ def render(nodes: list[NodeSnapshot], health: dict, alerts: list[str] = ()) -> s
 
 
 class MetricsServer:
-    """A minimal HTTP/1.1 server: ``GET /metrics``, anything else 404."""
+    """A minimal HTTP/1.1 server: ``GET /metrics``, anything else 404; with a
+    tokens file, a request without a valid bearer token is answered 401."""
 
-    def __init__(self, host: str, port: int, take: Callable[[], tuple[list[NodeSnapshot], dict, list[str]]]):
+    def __init__(self, host: str, port: int, take: Callable[[], tuple[list[NodeSnapshot], dict, list[str]]],
+                 auth: HttpAuth | None = None):
         self.host, self.port = host, port
         self._take = take
+        self.auth = auth or HttpAuth(None)
         self._server: asyncio.AbstractServer | None = None
         self.scrapes = 0
 
@@ -120,7 +124,14 @@ class MetricsServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            first, *headers = request.decode("latin-1").split("\r\n")
+            method, path, *_ = first.split(" ")
+            authorization = next((h.split(":", 1)[1].strip() for h in headers
+                                  if h.lower().startswith("authorization:")), None)
+            if self.auth.who(authorization) is None:
+                await self._respond(writer, 401, "text/plain", b"a valid bearer token is needed here\n",
+                                    extra="WWW-Authenticate: Bearer realm=\"clumon\"\r\n")
+                return
             if method not in ("GET", "HEAD") or path.split("?", 1)[0] != "/metrics":
                 await self._respond(writer, 404, "text/plain", b"only GET /metrics here\n")
                 return
@@ -133,9 +144,10 @@ class MetricsServer:
         finally:
             writer.close()
 
-    async def _respond(self, writer: asyncio.StreamWriter, status: int, ctype: str, body: bytes) -> None:
-        reason = {200: "OK", 404: "Not Found"}[status]
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+    async def _respond(self, writer: asyncio.StreamWriter, status: int, ctype: str, body: bytes,
+                       extra: str = "") -> None:
+        reason = {200: "OK", 401: "Unauthorized", 404: "Not Found"}[status]
+        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n{extra}"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
         writer.write(head.encode() + body)
         await writer.drain()

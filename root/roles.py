@@ -13,14 +13,18 @@ roles file at the root (its key ``roles``) gives each name a role:
 
 A name the file does not list may do nothing. Without a roles file the rule of
 before keys stays: loopback is admin, anyone else a reader of everything.
+
+``foreign_node`` is the other half of "a key speaks only for itself": the nodes
+an aggregator's key may forward are those of its subtree.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from clumon.proto.config import read_toml
 
 ADMIN, OPERATOR, USER = "admin", "operator", "user"
 #: a site without a roles file: root/ops/base.py's ROLES by address, "legacy-admin"...
@@ -62,13 +66,7 @@ NOBODY_ROLE = "none"
 def load_roles(path: str | Path) -> dict[str, Principal]:
     """The roles file: ``[[client]]`` tables with ``key`` (a key's name), ``role``
     and, for operators, ``nodes``. Raises ``RolesError`` (one line)."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise RolesError(f"roles file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RolesError(f"roles file {path}: not TOML: {exc}") from None
+    data = read_toml(path, RolesError, "roles file ")
     unknown = set(data) - {"client"}
     if unknown:
         raise RolesError(f"roles file {path}: unknown table {sorted(unknown)[0]!r} (expected [[client]])")
@@ -114,3 +112,30 @@ class Roles:
         if not key_name:
             return Principal("?", NOBODY_ROLE)
         return self.by_key.get(key_name) or Principal(key_name, NOBODY_ROLE)
+
+
+def foreign_node(registry, path: tuple[str, ...], inner) -> tuple[str, object] | None:
+    """A sender (or, for a state EVENT, its subject) that the aggregators of
+    ``path`` may not speak for, with its registry entry; None when they may.
+
+    A node the root places under another aggregator, while that placement is
+    live, is not theirs. A node the root does not know yet, or whose placement
+    went down (a failover, a move), takes the path its frames come by."""
+    from clumon.proto.frames import Kind
+
+    where = where_subject = "/".join(path)
+    names = [inner.sender]
+    if inner.kind is Kind.EVENT and inner.body.type == "state" and inner.body.subject != inner.sender:
+        names.append(inner.body.subject)
+        where_subject = f"{where}/{inner.sender}"
+    gone = ("down", "unreachable")
+    for name in names:
+        n = registry.nodes.get(name)
+        expected = where if name == inner.sender else where_subject
+        if n is None or n.path == expected or n.state in gone or name == path[-1]:
+            continue
+        if n.path and any(registry.nodes.get(a) is not None and registry.nodes[a].state in gone
+                          for a in n.path.split("/")):
+            continue
+        return name, n
+    return None

@@ -16,6 +16,7 @@ from clumon.proto.frames import Ack, Control, Frame, Kind
 from clumon.proto.liveness import Transition
 from clumon.proto.tree import LatestCache, Routes, walk
 from clumon.root import health, http
+from clumon.root.httpauth import HttpAuth
 from clumon.root.config import RootConfig
 from clumon.root.storage import HistoryConfig
 from clumon.root.ingest import Ingest
@@ -24,7 +25,7 @@ from clumon.root.ops import OpTable
 from clumon.root.ops.base import ADMIN, Op, arg, time_arg
 from clumon.root.ops.masks import agents_under
 from clumon.root.ops.stored import recent_events
-from clumon.root.roles import LEGACY_ADMIN, LEGACY_READER, Principal, Roles
+from clumon.root.roles import LEGACY_ADMIN, LEGACY_READER, Principal, Roles, foreign_node
 from clumon.root.alerts.engine import AlertEngine
 from clumon.root.ops.admin import AdminOps
 from clumon.root.ops.alerts import AlertOps
@@ -134,36 +135,24 @@ class Root:
     # --- security -----------------------------------------------------------------------
 
     def _in_subtree(self, path: tuple[str, ...], inner: Frame) -> bool:
-        """Whether the aggregators of ``path`` may speak for ``inner``'s sender (and,
-        for a state EVENT, its subject): a node the root places under another
-        aggregator, while that placement is live, is not theirs. A node the root
-        does not know yet, or whose placement went down (a failover, a move),
-        takes the path its frames come by."""
-        where = where_subject = "/".join(path)
-        names = [inner.sender]
-        if inner.kind is Kind.EVENT and inner.body.type == "state" and inner.body.subject != inner.sender:
-            names.append(inner.body.subject)
-            where_subject = f"{where}/{inner.sender}"
-        for name in names:
-            n = self.registry.nodes.get(name)
-            expected = where if name == inner.sender else where_subject
-            if n is None or n.path == expected or n.state in ("down", "unreachable") or name == path[-1]:
-                continue
-            if n.path and any(self.registry.nodes.get(a) is not None and self.registry.nodes[a].state in
-                              ("down", "unreachable") for a in n.path.split("/")):
-                continue
-            self.subtree_refused += 1
-            now = time.monotonic()
-            if now - self._subtree_told.get(path[0], -1e9) >= 60.0:
-                self._subtree_told[path[0]] = now
-                log.error("refused a frame of %s forwarded by %s: the node lives under %s", name, where,
-                          n.path or "the root")
-                self.ingest.note("auth_refused", path[0],
-                                 f"{path[0]} forwarded a frame of {name}, which lives under {n.path or 'the root'}",
-                                 {"peer": path[0], "node": name, "path": where, "placed": n.path,
-                                  "why": "outside_subtree"})
-            return False
-        return True
+        """Whether the aggregators of ``path`` may speak for ``inner`` (the rule:
+        ``roles.foreign_node``); a refusal is counted and told once a minute per peer."""
+        where = "/".join(path)
+        foreign = foreign_node(self.registry, path, inner)
+        if foreign is None:
+            return True
+        name, n = foreign
+        self.subtree_refused += 1
+        now = time.monotonic()
+        if now - self._subtree_told.get(path[0], -1e9) >= 60.0:
+            self._subtree_told[path[0]] = now
+            log.error("refused a frame of %s forwarded by %s: the node lives under %s", name, where,
+                      n.path or "the root")
+            self.ingest.note("auth_refused", path[0],
+                             f"{path[0]} forwarded a frame of {name}, which lives under {n.path or 'the root'}",
+                             {"peer": path[0], "node": name, "path": where, "placed": n.path,
+                              "why": "outside_subtree"})
+        return False
 
     def _auth_refused(self, peer: str, key: str, why: str) -> None:
         self.ingest.note("auth_refused", peer, f"refused {peer}: {why}", {"peer": peer, "key": key, "why": why})
@@ -273,9 +262,10 @@ class Root:
         }
 
     def _security(self) -> dict:
+        http_refused = {"http_refused": self.metrics.auth.refused} if self.metrics is not None else {}
         if self.curve is None:
-            return {"curve": False}
-        return {"curve": True, "handshakes_refused": self.curve.handshake_failures,
+            return {"curve": False, **http_refused}
+        return {"curve": True, **http_refused, "handshakes_refused": self.curve.handshake_failures,
                 "unknown_keys_refused": self.curve.ring.refused,
                 "auth_refused": self.downlink.auth_refused, "subtree_refused": self.subtree_refused,
                 "authorized_keys": len(self.curve.ring.keys)}
@@ -311,7 +301,8 @@ class Root:
         if not self.cfg.metrics:
             return None
         host, _, port = self.cfg.metrics.rpartition(":")
-        self.metrics = http.MetricsServer(host.strip("[]"), int(port), self._metrics_snapshot)
+        self.metrics = http.MetricsServer(host.strip("[]"), int(port), self._metrics_snapshot,
+                                          HttpAuth(self.cfg.http_tokens or None))
         return await self.metrics.start()
 
     def _reload_on_hup(self) -> None:

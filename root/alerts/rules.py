@@ -12,11 +12,11 @@ from __future__ import annotations
 import fnmatch
 import re
 import string
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clumon.proto.config import read_toml
 from clumon.proto.liveness import STATES
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?$")
@@ -398,13 +398,7 @@ def parse(data: dict[str, Any]) -> AlertsConfig:
 
 def load(path: str | Path) -> AlertsConfig:
     """Read and check an alerts file; every error names the file."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise RulesError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path}: not TOML: {exc}") from None
+    data = read_toml(path, RulesError)
     try:
         return parse(data)
     except RulesError as exc:

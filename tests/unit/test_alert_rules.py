@@ -98,7 +98,7 @@ def test_load_names_the_file(tmp_path):
     with pytest.raises(RulesError, match=r"alerts\.toml: rule 'A': key 'above': expected a finite number"):
         load(bad)
     bad.write_text("[[rule]\n")
-    with pytest.raises(RulesError, match="not TOML"):
+    with pytest.raises(RulesError, match="not valid TOML"):
         load(bad)
     with pytest.raises(RulesError, match="cannot read"):
         load(tmp_path / "missing.toml")
