@@ -1,8 +1,9 @@
 """Log watch end to end: real files, real daemons, real SQLite.
 
 A writer appends numbered lines while the file is rotated by rename and then by
-copytruncate, while the agent is SIGKILLed and restarted twice and the
-aggregator killed once: every line is stored exactly once, in order per file.
+copytruncate (once while the agent runs, once while it is dead), while the agent
+is SIGKILLed and restarted twice and the aggregator killed once: every line is
+stored exactly once, in order per file.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def test_rotations_and_kills_store_every_line_once_in_order(tree, tmp_path):
         agg = restart(tree, agg)
         time.sleep(0.5)
         kill9(agent)
+        time.sleep(0.5)
+        writer.copytruncate(logs / "app.log.3")  # while the agent is away: the copy continues it
+        time.sleep(0.5)
         agent = restart(tree, agent)
         time.sleep(1.0)
     finally:
