@@ -167,6 +167,9 @@ class PollResult:
     starts: list[int] = field(default_factory=list)
     events: list[tuple[str, str, dict]] = field(default_factory=list)
     counted: bool = False
+    #: bytes read by this poll, and whether some file has more to read now
+    read_bytes: int = 0
+    more: bool = False
 
 
 class Tailer:
@@ -272,8 +275,9 @@ class Tailer:
 
     # --- polling ------------------------------------------------------------------------
 
-    def poll(self) -> PollResult:
-        """Look at every file once: new, renamed, truncated, gone; read what is new."""
+    def poll(self, budget: int = 64 * READ_PER_POLL) -> PollResult:
+        """Look at every file once: new, renamed, truncated, gone; read what is new
+        (at most READ_PER_POLL of a file and ``budget`` in all)."""
         c0 = time.thread_time()
         now = self._clock()
         out = PollResult()
@@ -294,7 +298,7 @@ class Tailer:
             if src is None:
                 continue
             try:
-                self._read(t, src, now, out)
+                self._read(t, src, now, out, budget - out.read_bytes)
             except OSError as exc:
                 self._warn(t.path, "reading %s failed: %s", t.path, exc)
             if t.gone and t.pos >= t.last_size and t.long_at < 0 and not t.held_since:
@@ -460,14 +464,14 @@ class Tailer:
 
     # --- reading ------------------------------------------------------------------------
 
-    def _read(self, t: Tracked, src: Source, now: float, out: PollResult) -> None:
+    def _read(self, t: Tracked, src: Source, now: float, out: PollResult, budget: int) -> None:
         size = os.fstat(t.fd).st_size
         grew = size != t.last_size
         t.last_size = size
         src.files += 1
         if not t.fp:
             t.fp, t.fp_len = fingerprint(t.fd)
-        budget = READ_PER_POLL
+        budget = min(budget, READ_PER_POLL)
         while budget > 0:
             left = size - t.pos
             if left <= 0:
@@ -480,10 +484,11 @@ class Tailer:
                                        "lines wait in their files and are sent later",
                                        {"source": src.name, "rate_limit": src.cfg.rate_limit, "path": t.path}))
                 break
-            data = os.pread(t.fd, min(left, READ_CHUNK), t.pos)
+            data = os.pread(t.fd, min(left, READ_CHUNK, max(budget, 4096)), t.pos)
             if not data:
                 break
             budget -= len(data)
+            out.read_bytes += len(data)
             if not self._take(t, src, data, now, out, final=False):
                 break
         if src.limited and src.tokens >= 1 and t.pos >= size:
@@ -491,6 +496,8 @@ class Tailer:
         if t.pos < size and t.long_at < 0:
             self._flush_held(t, src, size, grew, now, out)
         src.backlog_bytes += max(0, size - t.pos)
+        if budget <= 0 and t.pos < size:
+            out.more = True
 
     def _flush_held(self, t: Tracked, src: Source, size: int, grew: bool, now: float, out: PollResult) -> None:
         """An open record (multiline, or an unterminated last line of a gone file)

@@ -26,8 +26,10 @@ SOURCE = "logs"
 FRAME_BYTES = 1024 * 1024
 #: series are sent at least this often when nothing changed (change suppression does the rest)
 SAMPLES_EVERY = 10.0
-#: a poll that took less than this runs the next one on the loop (no thread hand-off)
+#: a poll that took less than this runs the next one on the loop (no thread hand-off),
+#: reading at most INLINE_READ_BYTES there; one that left more to read, in the thread
 INLINE_POLL_S = 0.002
+INLINE_READ_BYTES = 256 * 1024
 #: frames sent and not yet acknowledged whose positions are remembered
 MAX_INFLIGHT = 200_000
 #: above this many bytes of LOG frames not yet acknowledged, reading waits: the lines
@@ -84,10 +86,10 @@ class LogWatch:
                     await asyncio.sleep(self.interval)
                     continue
                 if inline:
-                    result = self.tailer.poll()
+                    result = self.tailer.poll(INLINE_READ_BYTES)
                 else:
                     result = await loop.run_in_executor(self._thread, self.tailer.poll)
-                inline = time.monotonic() - started < INLINE_POLL_S
+                inline = time.monotonic() - started < INLINE_POLL_S and not result.more
                 self._ship(result.chunks, result.starts)
                 for type_, message, attrs in result.events:
                     self._on_event(Event(type_, self.node, message, attrs))

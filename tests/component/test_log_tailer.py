@@ -188,6 +188,16 @@ def test_compressed_rotations_are_not_read(tmp_path):
     assert lines(tailer(tmp_path, LogConfig(path=str(tmp_path / "a.log*"))).poll()) == ["plain"]
 
 
+def test_a_poll_with_a_small_budget_says_there_is_more(tmp_path):
+    log = tmp_path / "a.log"
+    append(log, "".join(f"{i:09d}\n" for i in range(2000)))  # 20,000 bytes
+    t = tailer(tmp_path, LogConfig(path=str(log)))
+    r = t.poll(budget=5000)
+    assert r.more and 0 < len(lines(r)) <= 500
+    r2 = t.poll()
+    assert not r2.more and lines(r) + lines(r2) == [f"{i:09d}" for i in range(2000)]
+
+
 def test_a_directory_that_appears_later(tmp_path):
     d = tmp_path / "later" / "logs"
     t = tailer(tmp_path, LogConfig(path=str(d / "*.log")))
