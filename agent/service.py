@@ -89,6 +89,13 @@ class Agent:
             from clumon.agent.watch.watcher import Watcher
             self.watch = Watcher(cfg.service, cfg.processes, cfg.rule, self.name, cfg.state_dir, cfg.procfs,
                                  self._plugin_samples, self._plugin_event)
+        self.logs = None
+        if cfg.log:
+            from clumon.agent.logs.watch import LogWatch
+            self.logs = LogWatch(cfg.log, cfg.log_rule, cfg.log_default_rules, self.name, cfg.state_dir,
+                                 cfg.log_poll_interval, self.uplink.send_stored, self._plugin_samples,
+                                 self._plugin_event, holds=self.spool.holds)
+            self.uplink.on_acked = self.logs.acked
         self._handlers: dict[Kind, Callable[[Frame], None]] = {
             Kind.REQUEST: self._on_request,
             Kind.CONTROL: self._on_control,
@@ -204,6 +211,7 @@ class Agent:
             **self.uplink.stats(),
             **({"watch_checks": self.watch.checks, "watch_check_ms": round(self.watch.check_ms, 3),
                 "watch_cpu_s": round(self.watch.cpu_s, 4)} if self.watch is not None else {}),
+            **(self.logs.stats() if self.logs is not None else {}),
             **({"durations_ms": [round(d * 1e3, 4) for d in self.reads.durations]} if req.args.get("durations") else {}),
         }
 
@@ -310,6 +318,8 @@ class Agent:
             tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         if self.watch is not None:
             tasks.append(asyncio.create_task(self.watch.run(), name="watch"))
+        if self.logs is not None:
+            tasks.append(asyncio.create_task(self.logs.run(), name="logs"))
         self._last_link_tick = time.monotonic()
         self._arm()
         runtime.notify_ready("agent", {"name": self.name, "parents": list(self.cfg.parents),
@@ -327,6 +337,8 @@ class Agent:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.watch is not None:
             await self.watch.close()
+        if self.logs is not None:
+            await self.logs.close()
         self.uplink.close()
         self._executor.shutdown(wait=False)
         log.info("agent %s stopped (%d frames unacknowledged)", self.name, len(self.spool))

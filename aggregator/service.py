@@ -104,7 +104,7 @@ class Aggregator:
             # replies go up at once, in an envelope of their own, so the path is kept
             self.uplink.send_raw(codec.encode_batch(self.name, self.incarnation, time.time(), [data]))
             return
-        if frame.kind not in (Kind.HELLO, Kind.DATA, Kind.EVENT, Kind.BATCH):
+        if frame.kind not in (Kind.HELLO, Kind.DATA, Kind.EVENT, Kind.LOG, Kind.BATCH):
             return
         urgent = False
         for _path, inner, _raw in walk(frame, (), data, self._bad_inner, self.cfg.max_frame_bytes):

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from clumon.cli import admin, alerts, history, masks, nodes, reads, sched, security, watch
+from clumon.cli import admin, alerts, history, logs, masks, nodes, reads, sched, security, watch
 from clumon.cli.client import DEFAULT_ENDPOINT, Client, ClientError
 from clumon.cli.render import duration
 from clumon.proto import __version__
 
-FAMILIES = (nodes, history, reads, masks, admin, sched, alerts, watch, security)
+FAMILIES = (nodes, history, logs, reads, masks, admin, sched, alerts, watch, security)
 
 Command = Callable[[Client, argparse.Namespace], Any]
 

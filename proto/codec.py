@@ -32,6 +32,9 @@ from .frames import (
     Heartbeat,
     Hello,
     Kind,
+    LOG_FORMAT,
+    Log,
+    LogFile,
     Reply,
     Request,
 )
@@ -91,6 +94,12 @@ def _enc_control(b: Control) -> list:
     return [b.op, b.target, b.args]
 
 
+def _enc_log(b: Log) -> list:
+    return [b.format, [[f.fid, f.source, f.path, float(f.ts), f.end, list(f.offsets), list(f.lines),
+                        None if f.fields is None else list(f.fields), [list(m) for m in f.matches]]
+                       for f in b.files]]
+
+
 _ENCODERS: dict[Kind, Callable[[Any], list]] = {
     Kind.HELLO: _enc_hello,
     Kind.DATA: _enc_data,
@@ -101,6 +110,7 @@ _ENCODERS: dict[Kind, Callable[[Any], list]] = {
     Kind.REQUEST: _enc_request,
     Kind.REPLY: _enc_reply,
     Kind.CONTROL: _enc_control,
+    Kind.LOG: _enc_log,
 }
 
 
@@ -308,6 +318,45 @@ def _dec_control(b: Any) -> Control:
     return Control(_str(op, "CONTROL op"), _str(target, "CONTROL target"), _map(args, "CONTROL args"))
 
 
+#: longest line a LOG frame may carry (the agent cuts at ``max_line_bytes``, far below)
+MAX_LOG_LINE = 4 * 1024 * 1024
+_FIELDS_TYPES = frozenset({dict, type(None)})
+
+
+def _dec_log_file(f: Any) -> LogFile:
+    fid, source, path, ts, end, offsets, lines, fields, matches = _list(f, "LOG file", 9)
+    offsets = _list(offsets, "LOG offsets")
+    lines = _list(lines, "LOG lines")
+    _need(len(offsets) == len(lines), "LOG offsets: not one per line")
+    # whole columns checked in C; a failure names the column
+    _need(_ints_ok(offsets), "LOG offsets: expected ints >= 0")
+    _need(all(map(operator.lt, offsets, offsets[1:])), "LOG offsets: not increasing")
+    _need(not lines or (set(map(type, lines)) == _STR_ONLY and max(map(len, lines)) <= MAX_LOG_LINE),
+          "LOG lines: expected strings")
+    end = _int(end, "LOG end")
+    _need(not offsets or end > offsets[-1], "LOG end: not after the last line")
+    if fields is not None:
+        fields = _list(fields, "LOG fields")
+        _need(len(fields) == len(lines), "LOG fields: not one per line")
+        _need(set(map(type, fields)) <= _FIELDS_TYPES, "LOG fields: expected a map or nil per line")
+        _plain(fields, "LOG fields")
+        fields = tuple(fields)
+    pairs = []
+    for m in _list(matches, "LOG matches"):
+        i, rule = _list(m, "LOG match", 2)
+        pairs.append((_int(i, "LOG match line", 0, max(len(lines) - 1, 0)), _str(rule, "LOG match rule")))
+    _need(not pairs or len(lines) > 0, "LOG match: no lines")
+    return LogFile(_int(fid, "LOG fid"), _str(source, "LOG source"), _str(path, "LOG path", 4096),
+                   _float(ts, "LOG ts"), end, tuple(offsets), tuple(lines), fields, tuple(pairs))
+
+
+def _dec_log(b: Any) -> Log:
+    fmt, files = _list(b, "LOG body", 2)
+    if fmt != LOG_FORMAT or type(fmt) is not int:
+        raise DecodeError(f"LOG body: unknown layout {fmt!r} (this build reads {LOG_FORMAT})")
+    return Log(tuple(_dec_log_file(f) for f in _list(files, "LOG files")), fmt)
+
+
 _DECODERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.HELLO: _dec_hello,
     Kind.DATA: _dec_data,
@@ -318,6 +367,7 @@ _DECODERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.REQUEST: _dec_request,
     Kind.REPLY: _dec_reply,
     Kind.CONTROL: _dec_control,
+    Kind.LOG: _dec_log,
 }
 
 _KINDS = {int(k): k for k in Kind}

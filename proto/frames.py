@@ -32,10 +32,14 @@ class Kind(IntEnum):
     REQUEST = 7
     REPLY = 8
     CONTROL = 9
+    LOG = 10
 
 
 #: Kinds that are stored at the root and therefore carry a ``seq``.
-STORED_KINDS = frozenset({Kind.HELLO, Kind.DATA, Kind.EVENT})
+STORED_KINDS = frozenset({Kind.HELLO, Kind.DATA, Kind.EVENT, Kind.LOG})
+
+#: the layout of a LOG body; a receiver refuses a layout it does not know
+LOG_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +183,44 @@ class Control:
     args: dict[str, Any] = field(default_factory=dict)
 
 
-Body = Hello | Data | Event | Batch | Heartbeat | Ack | Request | Reply | Control
+@dataclass(frozen=True, slots=True)
+class LogFile:
+    """Lines of one file, read in one go, in file order.
+
+    ``fid`` names one generation of one file (the agent draws it when it first
+    sees the file, or the file's content begins anew); ``offsets[i]`` is where
+    line ``i`` began in it, so ``(node, fid, offset)`` names a line for good and
+    the root stores each once. ``end`` is where reading goes on after these
+    lines: the position the agent keeps once this frame is acknowledged.
+    ``fields`` are what the format parsed (one map or None per line, or None for
+    none at all); ``matches`` are ``(line index, rule)`` of the rules that make
+    an EVENT of a line (the root makes it, once, when it stores the line).
+    """
+
+    fid: int
+    source: str
+    path: str
+    ts: float
+    end: int
+    offsets: tuple[int, ...]
+    lines: tuple[str, ...]
+    fields: tuple[dict[str, Any] | None, ...] | None = None
+    matches: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """Lines of a node's log files (``[[log]]`` sources), a batch of files."""
+
+    files: tuple[LogFile, ...]
+    format: int = LOG_FORMAT
+
+    @property
+    def line_count(self) -> int:
+        return sum(len(f.lines) for f in self.files)
+
+
+Body = Hello | Data | Event | Batch | Heartbeat | Ack | Request | Reply | Control | Log
 
 BODY_TYPES: dict[Kind, type] = {
     Kind.HELLO: Hello,
@@ -191,6 +232,7 @@ BODY_TYPES: dict[Kind, type] = {
     Kind.REQUEST: Request,
     Kind.REPLY: Reply,
     Kind.CONTROL: Control,
+    Kind.LOG: Log,
 }
 KIND_OF_BODY: dict[type, Kind] = {t: k for k, t in BODY_TYPES.items()}
 

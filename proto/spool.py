@@ -369,6 +369,10 @@ class Spool:
             if e.sent < older_than:
                 yield e
 
+    def holds(self, seq: int, incarnation: int | None = None) -> bool:
+        """Whether a frame is still kept here (neither acknowledged nor dropped)."""
+        return (self.incarnation if incarnation is None else incarnation, seq) in self._entries
+
     def all(self) -> Iterator[SpoolEntry]:
         return iter(list(self._entries.values()))
 

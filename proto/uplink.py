@@ -93,6 +93,9 @@ class Uplink:
         #: ACK frames from the parent (each one a wake-up: see ``ack_every``)
         self.acks_in = 0
         self._receiving = False
+        #: told of the seq ranges of this incarnation the root acknowledged (the log
+        #: watch keeps a file position only once the lines before it are stored)
+        self.on_acked: Callable[[tuple[tuple[int, int], ...]], None] | None = None
 
     # --- sending ---------------------------------------------------------------
 
@@ -110,7 +113,7 @@ class Uplink:
         return self._seq, codec.encode(frame)
 
     def send_stored(self, body: Body) -> int:
-        """Number, spool and send a HELLO, DATA or EVENT body; returns its seq."""
+        """Number, spool and send a HELLO, DATA, EVENT or LOG body; returns its seq."""
         seq, data = self._stamp(body)
         if isinstance(body, Hello):
             self._hello_frame = data
@@ -212,6 +215,8 @@ class Uplink:
                         self._last_ack = self._clock()
                     if entry.incarnation == self.incarnation and entry.ranges:
                         self._max_acked = max(self._max_acked, max(hi for _, hi in entry.ranges))
+                        if self.on_acked is not None:
+                            self.on_acked(entry.ranges)
                 else:
                     others.append(entry)
             if others:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         prepare_database(cfg.database)
-        store = Store(cfg.database, history=history_config(cfg))
+        store = Store(cfg.database, history=history_config(cfg), log_retention=cfg.log_retention)
     except ImportError as exc:
         print(f"clumon-root: config error: key 'database': no driver for {cfg.database}: {exc}", file=sys.stderr)
         return 2

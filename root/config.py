@@ -64,6 +64,8 @@ class RootConfig:
     #: 30 d, 180 d, 2 y, 10 y); give only the ones to change
     retention: dict[str, float] = checked(check=MapOf(Range(0.0, 100 * YEAR, low_open=True), TIERS),
                                           default_factory=dict)
+    #: seconds log lines are kept (their own retention, apart from the series' tiers)
+    log_retention: float = between(30 * DAY, HOUR, 100 * YEAR)
     #: seconds a request may take when the client gives no deadline
     request_timeout: float = between(5.0, 0.01, HOUR)
     max_frame_bytes: int = max_frame_bytes(MAX_FRAME_BYTES)

@@ -21,7 +21,7 @@ from clumon.proto.frames import Ack, AckEntry, Data, Event, Frame, Hello, Kind, 
 from clumon.proto.runtime import QuietLog
 from clumon.proto.tree import LatestCache
 from clumon.root.registry import Registry
-from clumon.root.storage import DictionaryRow, EventRow, FrameRow, Store, StoreError, StoreUnavailable
+from clumon.root.storage import DictionaryRow, EventRow, FrameRow, LogRow, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("clumon.root.ingest")
 
@@ -34,7 +34,7 @@ class Pending:
     """A frame waiting for its commit, and the direct child its ACK goes to."""
 
     hop: str
-    row: FrameRow
+    row: FrameRow | LogRow
 
 
 class Ingest:
@@ -87,6 +87,8 @@ class Ingest:
         self.frames_stored = 0
         self.own_frames_stored = 0
         self.samples_in = 0
+        #: log lines taken in LOG frames (before dedupe: the store counts what it kept)
+        self.log_lines_in = 0
         self.frames_refused = 0
         self.frames_rejected = 0
         self.commit_errors = 0
@@ -101,7 +103,7 @@ class Ingest:
     # --- frames in ---------------------------------------------------------------------
 
     def accept(self, hop: str, path: tuple[str, ...], frame: Frame, raw: bytes) -> None:
-        """Take one stored frame (HELLO, DATA or EVENT) that arrived via ``hop``."""
+        """Take one stored frame (HELLO, DATA, EVENT or LOG) that arrived via ``hop``."""
         key = (frame.sender, frame.incarnation, frame.seq)
         if key in self._keys:
             return  # already waiting for its commit; the ACK after it covers this copy
@@ -112,6 +114,18 @@ class Ingest:
             return
         kind = frame.kind
         node_path = "/".join(path)
+        if kind is Kind.LOG:
+            # lines go to their own tables (root/storage/logs.py), not to frames
+            event = self.registry.seen(frame.sender, node_path, frame.incarnation, frame.ts)
+            if event:
+                self.own_event("state", *event)
+            self._keys.add(key)
+            if hop != OWN:
+                self.frames_accepted += 1
+            self.log_lines_in += frame.body.line_count
+            self._pending.append(Pending(hop, LogRow(frame.sender, frame.incarnation, frame.seq, frame.ts,
+                                                     frame.body.files)))
+            return
         if kind is Kind.DATA:
             if self.cache.names(frame.sender, frame.incarnation, frame.body.dict_version) is None:
                 self._wait_for_hello(hop, path, frame, raw)
@@ -230,8 +244,10 @@ class Ingest:
         nodes = self.registry.take_dirty()
         t0 = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(
+            log_events = await asyncio.get_running_loop().run_in_executor(
                 self._writer, self.store.write, [p.row for p in batch], dicts, events, nodes)
+            if log_events:
+                events = [*events, *log_events]
         except StoreUnavailable as exc:
             self._hold(batch, dicts, events, nodes, exc)
             return False

@@ -34,6 +34,7 @@ from clumon.root.ops.masks import MaskOps
 from clumon.root.ops.reads import ReadOps
 from clumon.root.ops.watch import WatchOps
 from clumon.root.ops.sched import SchedOps
+from clumon.root.ops.logs import LogOps
 from clumon.root.ops.stored import StoredOps
 from clumon.root.registry import Registry
 from clumon.root.server import MAX_REQUEST_BYTES, QUERY_HWM, QueryServer, caller_role
@@ -94,6 +95,7 @@ class Root:
         self.masks = MaskOps(self.downward, cfg.state_dir, retry_every=cfg.heartbeat_interval)
         self.ops = OpTable([*LiveOps(self.registry, self.cache, store).ops(),
                             *StoredOps(self.registry, store, self.cache).ops(),
+                            *LogOps(self.registry, store).ops(),
                             *SchedOps(self.registry, self.cache, store).ops(),
                             *ReadOps(self.downward).ops(), *WatchOps(self.downward).ops(), *self.masks.ops(),
                             *AdminOps(self.health, self.forget, self.registry).ops(),
@@ -241,6 +243,9 @@ class Root:
             "frames_stored": i.frames_stored,
             "own_frames_stored": i.own_frames_stored,
             "samples_in": i.samples_in,
+            "log_lines_in": i.log_lines_in,
+            "log_lines_stored": self.store.logs.lines_stored,
+            "log_lines_duplicate": self.store.logs.lines_duplicate,
             "frames_refused": i.frames_refused,
             "frames_rejected": i.frames_rejected,
             "rollup_rows_rejected": self.store.rollup_rows_rejected,

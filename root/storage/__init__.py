@@ -6,10 +6,11 @@ behind it (engine, schema, history, rollups, compaction) are its own business.
 
 from .engine import StoreError, StoreUnavailable, make_engine
 from .history import HistoryConfig
+from .logs import LogRow
 from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
 from .store import Store
 
 __all__ = [
-    "DictionaryRow", "EventRow", "FrameRow", "HistoryConfig", "NodeRow", "StateRow", "Store",
+    "DictionaryRow", "EventRow", "FrameRow", "HistoryConfig", "LogRow", "NodeRow", "StateRow", "Store",
     "StoreError", "StoreUnavailable", "make_engine",
 ]

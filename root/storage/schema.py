@@ -14,6 +14,8 @@ Tables
 ``schema_version`` which migrations have run.
 ``jobs``           (version 5) one row per batch job, from ``sched_jobs`` EVENTs.
 ``alerts``         (version 6) one row per life of an alert; ``silences``.
+``log_chunks``     (version 7) log lines, zstd-compressed, by node, source and hour;
+``log_files``      what of each file generation is stored (the lines' dedupe key).
 
 Version 2 adds ``chunks`` (compacted per-series points, format in ``chunks.py``),
 ``compacted`` (seq ranges already compacted, for idempotence after deletion),
@@ -271,7 +273,41 @@ silences = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
 )
 V6_TABLES = (alerts, silences)
-ALL_TABLES = V1_TABLES + V2_TABLES + V3_TABLES + V5_TABLES + V6_TABLES
+
+# Version 7: log lines (root/storage/logs.py). Lines are kept zstd-compressed in
+# chunks, one per commit and (node, source, hour window); a search narrows by
+# window and node through the index before it decompresses anything.
+log_chunks = sa.Table(
+    "log_chunks",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("start", sa.Float(precision=53), nullable=False),
+    sa.Column("first_ts", sa.Float(precision=53), nullable=False),
+    sa.Column("last_ts", sa.Float(precision=53), nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Index("log_chunks_start_node", "start", "node"),
+    sa.Index("log_chunks_node_start", "node", "start"),
+)
+# What of each file generation is stored: [[first offset, end], ...] merged. A
+# line whose offset lies in a range is there already (a replay, a re-read after
+# the agent was killed) and is not stored again.
+log_files = sa.Table(
+    "log_files",
+    metadata,
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("fid", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("ranges", sa.JSON, nullable=False),
+    sa.Column("last_ts", sa.Float(precision=53), nullable=False),
+    sa.PrimaryKeyConstraint("node", "fid", name="log_files_pk"),
+    sa.Index("log_files_last_ts", "last_ts"),
+)
+V7_TABLES = (log_chunks, log_files)
+ALL_TABLES = V1_TABLES + V2_TABLES + V3_TABLES + V5_TABLES + V6_TABLES + V7_TABLES
 
 
 def _v1(conn: sa.Connection) -> None:
@@ -335,6 +371,10 @@ def _v6(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=list(V6_TABLES), checkfirst=True)
 
 
+def _v7(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=list(V7_TABLES), checkfirst=True)
+
+
 Migration = tuple[int, str, Callable[[sa.Connection], None]]
 
 #: Ordered migrations. Append; never edit one that has shipped.
@@ -345,6 +385,7 @@ MIGRATIONS: list[Migration] = [
     (4, "PostgreSQL: BRIN index on chunks.start", _v4),
     (5, "jobs of batch schedulers", _v5),
     (6, "alerts and silences", _v6),
+    (7, "log lines: log_chunks and log_files", _v7),
 ]
 
 

@@ -33,6 +33,7 @@ from .planner import Planner
 from .history import History, HistoryConfig
 from .engine import FileGuard, StoreError, StoreUnavailable, Translate, _dumps, make_engine
 from .pgcopy import copy_insert_ignore
+from .logs import LogRow, LogStore
 from .rows import DictionaryRow, EventRow, FrameRow, NodeRow, StateRow
 from .rows import dict_dict as _dict_dict, event_dict as _event_dict, frame_dict as _frame_dict
 from .rows import node_dict as _node_dict
@@ -63,6 +64,7 @@ class Store:
         busy_timeout: float = 5.0,
         copy_threshold: int = COPY_THRESHOLD,
         history: HistoryConfig | None = None,
+        log_retention: float = 30 * 86400.0,
     ):
         self.url = url
         self.history = History(history)
@@ -76,6 +78,10 @@ class Store:
                                    if sqlite else self.engine, one_writer=sqlite,
                                    planner=Planner(url, busy_timeout))
         self._insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
+        #: log lines (root/storage/logs.py) and how long they are kept
+        self.logs = LogStore(self._insert)
+        self.log_retention = log_retention
+        self._logs_expired_at = 0.0
         self._schema_lock = threading.Lock()
         self.schema_version = 0
         #: rollup rows written by maintain() (the rest ride along with writes)
@@ -113,11 +119,13 @@ class Store:
         dictionaries: list[DictionaryRow] = (),
         events: list[EventRow] = (),
         nodes: list[NodeRow] = (),
-    ) -> None:
+    ) -> list[EventRow]:
         """Store everything in ONE transaction, idempotently: frames, dictionaries
         and events that are already there are skipped; nodes are upserted by name
         (the last row of a name in the batch wins) and each node's
-        ``(since, state)`` is added to the state history.
+        ``(since, state)`` is added to the state history. ``frames`` may hold
+        ``LogRow``s (LOG frames): their lines not stored yet are stored, and the
+        ``log_match`` events of those lines are returned (stored with them).
 
         Raises ``StoreUnavailable`` when the database cannot be reached or
         written; then nothing of the batch is committed.
@@ -126,8 +134,17 @@ class Store:
         self.file_guard.check()
         h = self.history
         h.learn(dictionaries, nodes)
+        log_rows = [f for f in frames if type(f) is LogRow]
+        if log_rows:
+            frames = [f for f in frames if type(f) is not LogRow]
+        log_events: list[EventRow] = []
+        log_done = None
         # Until commit, the compactor may not retire frames (root/storage/compactor.py).
         with h.frames_lock, Translate(), self.engine.begin() as conn:
+            if log_rows:
+                log_events, log_done = self.logs.write(conn, log_rows)
+                if log_events:
+                    events = [*events, *log_events]
             fresh = h.new(frames)
             inserted = self._insert_frames(conn, fresh) if fresh else []
             if dictionaries:
@@ -145,6 +162,9 @@ class Store:
             taken = h.write_slice_safely(conn, self.copy_threshold, h.config.write_slice_rows)
         h.slice_committed(taken)
         h.committed(self.engine.connect, inserted)
+        if log_done is not None:
+            self.logs.committed(log_done)
+        return log_events
 
     def _insert_frames(self, conn: sa.Connection, frames: list[FrameRow]) -> list[FrameRow]:
         """Insert, returning the frames that were new (only those feed rollups)."""
@@ -361,8 +381,15 @@ class Store:
             compacted = self.compactor.run_pass(now, cfg.compact_budget, cfg.compact_nodes_per_call)
         with self._one_writer(), Translate():
             expired = self.history.expire(self.engine, now)
+            with self.engine.begin() as conn:
+                log_merged = self.logs.compact(conn, now)
+            if now - self._logs_expired_at >= self.history.config.retention_every:
+                self._logs_expired_at = now
+                with self.engine.begin() as conn:
+                    expired.update(self.logs.expire(conn, now, self.log_retention))
         self.rollup_rows_written += rolled
-        return {"frames_compacted": compacted, **{f"{k}_expired": v for k, v in expired.items()}}
+        return {"frames_compacted": compacted, "log_chunks_merged": log_merged,
+                **{f"{k}_expired": v for k, v in expired.items()}}
 
     def _one_writer(self):
         """On SQLite, writes take turns with the compactor's (root/storage/compactor.py)."""
@@ -384,6 +411,24 @@ class Store:
         self._ensure_schema()
         with self._one_writer(), Translate():
             return self.history.expire(self.engine, time.time() if now is None else now, force=True)
+
+    def compact_logs(self, now: float | None = None) -> int:
+        """Merge the small log chunks of closed windows now (``maintain`` does it too)."""
+        self._ensure_schema()
+        total = 0
+        with self._one_writer(), Translate():
+            while True:
+                with self.engine.begin() as conn:
+                    n = self.logs.compact(conn, time.time() if now is None else now, 1000)
+                total += n
+                if not n:
+                    return total
+
+    def log_lines(self, **query: Any) -> dict[str, Any]:
+        """Stored log lines (``LogStore.search``'s arguments)."""
+        self._ensure_schema()
+        with Translate(), self.engine.connect() as conn:
+            return self.logs.search(conn, **query)
 
     def series(self, node: str, name: str, since: float, until: float, step: float | None = None,
                tier: str | None = None) -> dict[str, Any]:

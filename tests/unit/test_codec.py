@@ -34,6 +34,8 @@ from clumon.proto.frames import (
     Heartbeat,
     Hello,
     Kind,
+    Log,
+    LogFile,
     Reply,
     Request,
     make,
@@ -174,7 +176,7 @@ def test_seq_ranges_and_ack_entries():
 
 
 def test_stored_property():
-    assert {k for k in Kind if Frame(k, "n", 1, 0.0, None).stored} == {Kind.HELLO, Kind.DATA, Kind.EVENT}
+    assert {k for k in Kind if Frame(k, "n", 1, 0.0, None).stored} == {Kind.HELLO, Kind.DATA, Kind.EVENT, Kind.LOG}
 
 
 # --- hypothesis: decode is total -------------------------------------------------
@@ -331,7 +333,23 @@ def _ack_entries(draw):
     return AckEntry(draw(_names), draw(_u63), tuple((min(a, b), max(a, b)) for a, b in bounds))
 
 
+@st.composite
+def _log_files(draw):
+    lines = draw(st.lists(st.text(max_size=40), max_size=8))
+    gaps = draw(st.lists(st.integers(1, 10**6), min_size=len(lines) + 1, max_size=len(lines) + 1))
+    offsets, at = [], draw(st.integers(0, 2**40))
+    for g in gaps[:-1]:
+        offsets.append(at)
+        at += g
+    fields = draw(st.none() | st.lists(st.none() | _maps, min_size=len(lines), max_size=len(lines)).map(tuple))
+    matches = draw(st.lists(st.tuples(st.integers(0, len(lines) - 1), _names), max_size=3).map(tuple)) \
+        if lines else ()
+    return LogFile(draw(_u63), draw(_names), draw(_names), draw(st.floats(allow_nan=False, allow_infinity=False)),
+                   at, tuple(offsets), tuple(lines), fields, matches)
+
+
 _BODIES = {
+    Kind.LOG: st.builds(Log, st.lists(_log_files(), max_size=3).map(tuple)),
     Kind.HELLO: st.builds(Hello, _u63, st.lists(st.text(min_size=1, max_size=60), max_size=30).map(tuple), _maps, _names),
     Kind.DATA: _data_bodies(),
     Kind.EVENT: st.builds(Event, _names, _names, st.text(max_size=200), _maps),

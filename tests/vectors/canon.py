@@ -22,6 +22,8 @@ from clumon.proto.frames import (
     Heartbeat,
     Hello,
     Kind,
+    Log,
+    LogFile,
     Reply,
     Request,
 )
@@ -49,6 +51,12 @@ def _body_to_json(kind: Kind, b: Any) -> dict:
         return {"id": b.id, "ok": b.ok, "result": b.result, "error": b.error}
     if kind is Kind.CONTROL:
         return {"op": b.op, "target": b.target, "args": b.args}
+    if kind is Kind.LOG:
+        return {"format": b.format, "files": [
+            {"fid": f.fid, "source": f.source, "path": f.path, "ts": f.ts, "end": f.end,
+             "offsets": list(f.offsets), "lines": list(f.lines),
+             "fields": None if f.fields is None else list(f.fields), "matches": [list(m) for m in f.matches]}
+            for f in b.files]}
     raise AssertionError(kind)
 
 
@@ -72,6 +80,10 @@ def _body_from_json(kind: Kind, j: dict) -> Any:
         return Reply(j["id"], j["ok"], j["result"], j["error"])
     if kind is Kind.CONTROL:
         return Control(j["op"], j["target"], j["args"])
+    if kind is Kind.LOG:
+        return Log(tuple(LogFile(f["fid"], f["source"], f["path"], f["ts"], f["end"], tuple(f["offsets"]),
+                                 tuple(f["lines"]), None if f["fields"] is None else tuple(f["fields"]),
+                                 tuple((i, r) for i, r in f["matches"])) for f in j["files"]), j["format"])
     raise AssertionError(kind)
 
 

@@ -33,6 +33,8 @@ from clumon.proto.frames import (
     Heartbeat,
     Hello,
     Kind,
+    Log,
+    LogFile,
     Reply,
     Request,
     make,
@@ -94,6 +96,13 @@ def valid_frames() -> dict[str, bytes]:
         "control_resend_hello": enc("root", Control("resend_hello", SENDER, {})),
         "control_set_masks": enc("root", Control("set_masks", "rack-2/*",
                                                  {"masks": [[1, "node_cpu_*", "U"], [2, "node_disk_*", "B", 0.0, 0.9]]})),
+        "log": enc(SENDER, Log((LOG_FILE,)), 11),
+        "log_two_files_fields": enc(SENDER, Log((
+            LogFile(7, "slurmd", "/var/log/slurm/slurmd.log", TS, 4096 + 31, (4096,), ("[2023] error: job 42 oom ☠",),
+                    ({"level": "error", "job": "42"},), ((0, "oom_kill"),)),
+            LogFile(2**62, "json", "/var/log/app.json", TS, 2, (0,), ("",), (None,), ()),
+        )), 12),
+        "log_empty": enc(SENDER, Log(()), 13),
     }
 
 
@@ -116,6 +125,9 @@ def raw_heartbeat(sender: bytes) -> bytes:
 
 
 DATA_BODY = [1, Data.from_values(1, [1.0, 2.0]).values, None]
+LOG_FILE = LogFile(3, "messages", "/var/log/messages", TS, 57,
+                   (0, 28), ("Nov 14 22:13 n1 sshd[1]: ok", "Nov 14 22:13 n1 kernel: oops"), None, ((1, "kernel"),))
+LOG_FILE_BODY = [3, "messages", "/var/log/messages", TS, 58, [0, 29], ["a", "b"], None, []]
 HELLO_BODY = [1, list(SERIES), INVENTORY, "agent"]
 
 
@@ -240,6 +252,21 @@ def malformed_frames(valid: dict[str, bytes]) -> list[tuple[str, bytes, str, str
         # -- CONTROL body
         ("control_args_list", frame(Kind.CONTROL, ["set_masks", "node-1", []]), D, "args must be a map", None),
         ("control_target_nil", frame(Kind.CONTROL, ["resend_hello", None, {}]), D, "target missing", None),
+        # -- LOG body
+        ("log_without_seq", frame(Kind.LOG, [1, [LOG_FILE_BODY]]), D, "LOG is stored: it needs a seq", None),
+        ("log_unknown_layout", frame(Kind.LOG, [2, [LOG_FILE_BODY]], 1), D, "a LOG layout this build cannot read", None),
+        ("log_offsets_short", frame(Kind.LOG, [1, [[*LOG_FILE_BODY[:5], [0], ["a", "b"], None, []]]], 1), D,
+         "one offset per line", None),
+        ("log_offsets_backwards", frame(Kind.LOG, [1, [[*LOG_FILE_BODY[:5], [29, 0], ["a", "b"], None, []]]], 1), D,
+         "offsets increase", None),
+        ("log_end_before_last", frame(Kind.LOG, [1, [[*LOG_FILE_BODY[:4], 29, [0, 29], ["a", "b"], None, []]]], 1), D,
+         "end after the last line", None),
+        ("log_line_bytes", frame(Kind.LOG, [1, [[*LOG_FILE_BODY[:6], ["a", b"b"], None, []]]], 1), D,
+         "lines are text", None),
+        ("log_match_out_of_range", frame(Kind.LOG, [1, [[*LOG_FILE_BODY[:8], [[2, "oom"]]]]], 1), D,
+         "a match names a line of the file", None),
+        ("log_fields_not_map", frame(Kind.LOG, [1, [[*LOG_FILE_BODY[:7], [1, None], []]]], 1), D,
+         "fields are maps", None),
     ]
     return out
 
