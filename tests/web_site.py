@@ -152,7 +152,8 @@ summary = "{node} is {state}"
 
 
 def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators: int = 2,
-               jobs: list | None = None, alerts: str | None = None, scheduler_on: str | None = None) -> Site:
+               jobs: list | None = None, alerts: str | None = None, scheduler_on: str | None = None,
+               logs_on: str | None = None) -> Site:
     """Root + aggregators + agents, waited for until every node is up and has a stored
     point; secured: CurveZMQ, roles and tokens."""
     saved = os.environ.get("CLUMON_TEST_CURVE")
@@ -197,6 +198,10 @@ def start_site(tmp: Path, *, secured: bool, agents_per_agg: int = 2, aggregators
             for i in range(agents_per_agg):
                 name = f"node-{(a - 1) * agents_per_agg + i + 1}"
                 extra = {}
+                if name == logs_on:  # this node tails tmp/logs/app.log (source "app")
+                    (tmp / "logs").mkdir(exist_ok=True)
+                    extra.update(log=[{"path": str(tmp / "logs" / "app.log"), "source": "app"}],
+                                 log_poll_interval=0.2)
                 if name == scheduler_on:  # this node polls a (recorded) Slurm cluster "hpc"
                     extra["scheduler"] = {"kind": "slurm", "cluster": "hpc", "interval": 1.0,
                                           "bin_dir": str(fake_slurm(tmp / "slurm-bin"))}

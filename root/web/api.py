@@ -34,7 +34,7 @@ STATUS = {"unknown_op": 404, "unknown_node": 404, "unknown_series": 404, "unknow
 
 _TIME = {"since", "until"}
 _NUMBER = {"step", "timeout", "max_age", "duration"}
-_INT = {"limit", "top", "events", "id"}
+_INT = {"limit", "top", "events", "id", "after"}
 _LIST = {"states", "targets", "matchers"}
 _BOOL = {"force", "reset"}
 #: where an op reads a name differently from the rest

@@ -42,10 +42,11 @@ PAGES = (
     Page("events", "/events", "Events", lambda m: ("events", {})),
     Page("jobs", "/jobs", "Jobs", lambda m: ("jobs", {})),
     Page("utilization", "/utilization", "Utilization", lambda m: ("utilization", {})),
+    Page("logs", "/logs", "Logs", lambda m: ("logs", {})),
 )
 
 #: the pages in the navigation (rack and node pages are reached by clicking through)
-NAV = ("overview", "events", "jobs", "utilization")
+NAV = ("overview", "events", "logs", "jobs", "utilization")
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ import time
 import pytest
 from web_site import start_site
 
-from harness import free_port
+from harness import free_port, wait_for
 
 
 NOW = time.time()
@@ -24,14 +24,16 @@ JOBS = [("101", "ann", "running", 8, NOW - 7200, None, "node-1"),
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    s = start_site(tmp_path_factory.mktemp("open"), secured=False, aggregators=1, agents_per_agg=2, jobs=JOBS)
+    s = start_site(tmp_path_factory.mktemp("open"), secured=False, aggregators=1, agents_per_agg=2, jobs=JOBS,
+                   logs_on="node-1")
     yield s
     s.tree.stop_all()
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
-    s = start_site(tmp_path_factory.mktemp("secured"), secured=True, aggregators=2, agents_per_agg=1, jobs=JOBS)
+    s = start_site(tmp_path_factory.mktemp("secured"), secured=True, aggregators=2, agents_per_agg=1, jobs=JOBS,
+                   logs_on="node-2")
     yield s
     s.tree.stop_all()
 
@@ -96,6 +98,30 @@ def test_every_read_endpoint_answers_in_the_query_sockets_shape(site):
 
     alerts = site.api("alerts")  # no alert rules on this root: said so, not a crash
     assert alerts.status == 409 and alerts.json()["error"]["code"] == "alerts_off"
+
+
+def append(site, *lines: str) -> None:
+    with open(site.tree.tmp / "logs" / "app.log", "a") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def test_logs_are_searched_and_followed_over_http(site):
+    append(site, "hello 1", "other", "hello 2")
+    got = wait_for(lambda: (r := site.ok("logs", node="node-*", grep="^hello", since="1h"))["lines"]
+                   and len(r["lines"]) == 2 and r, what="two stored lines found over HTTP")
+    assert [x["line"] for x in got["lines"]] == ["hello 1", "hello 2"]
+    assert {"ts", "node", "source", "path", "line"} <= set(got["lines"][0])
+    assert got["lines"][0]["node"] == "node-1" and got["lines"][0]["source"] == "app"
+    # follow: what was stored since the cursor, and only that
+    assert site.ok("logs", grep="^hello", after=got["cursor"])["lines"] == []
+    append(site, "hello 3")
+    more = wait_for(lambda: site.ok("logs", grep="^hello", after=got["cursor"])["lines"], what="the followed line")
+    assert [x["line"] for x in more] == ["hello 3"]
+    assert site.ok("logs", node="node-2", since="1h")["lines"] == []  # not the node that has the file
+    bad = site.api("logs", grep="(")
+    assert bad.status == 400 and "not a regex" in bad.json()["error"]["message"]
+    assert site.api("logs", after="soon").status == 400
+    assert site.get("/logs").status == 200
 
 
 def test_series_tier_follows_range_and_step_and_can_be_chosen(site):
@@ -246,6 +272,15 @@ def test_a_user_sees_the_overview_and_nothing_per_node(secured):
         assert secured.get(path, "uma").status == 403, path  # refused, not only hidden
     page = secured.get("/", "uma")
     assert page.status == 200 and '"pages": ["overview", "jobs", "utilization"]' in page.text
+
+
+def test_logs_are_an_admins_and_their_nodes_operators(secured):
+    append(secured, "secret 1")
+    wait_for(lambda: secured.ok("logs", "ann", grep="secret")["lines"], what="node-2's line, for the admin")
+    assert secured.api("logs", "uma").status == 403 and secured.get("/logs", "uma").status == 403
+    # olga operates agg-1/* (node-1): node-2's lines are cut from her answers and refused by name
+    assert secured.ok("logs", "olga", grep="secret")["lines"] == []
+    assert secured.api("logs", "olga", node="node-2").status == 403
 
 
 def test_a_user_sees_their_own_jobs_only(secured):

@@ -48,7 +48,7 @@ def site(tmp_path_factory):
     jobs = [("101", "ann", "running", 8, now - 7200, None, "node-1"),
             ("102", "uma", "finished", 4, now - 5400, now - 1800, "node-2")]
     s = start_site(tmp_path_factory.mktemp("browser"), secured=True, aggregators=2, agents_per_agg=2, jobs=jobs,
-                   alerts=NODE_DOWN_RULE, scheduler_on="node-1")
+                   alerts=NODE_DOWN_RULE, scheduler_on="node-1", logs_on="node-3")
     yield s
     s.tree.stop_all()
 
@@ -239,3 +239,21 @@ def test_roles_hide_and_refuse_pages(browser, site):
 def teardown_module(module):
     if ARTIFACTS.exists() and not any(ARTIFACTS.iterdir()):
         shutil.rmtree(ARTIFACTS)
+
+
+def test_the_logs_page_searches_and_follows(browser, site):
+    app = site.tree.tmp / "logs" / "app.log"
+    with open(app, "a") as f:
+        f.write("kernel: Out of memory: Killed process 4242 (solver)\nquiet line\n")
+    page = login(browser, site, "ann", "/logs?grep=Killed&since=1h")
+    page.wait_for_selector("#log-list td.mono:has-text('Killed process 4242')", timeout=30_000)
+    assert page.locator("#log-list tbody tr").count() == 1  # the regex kept the other line out
+    assert page.text_content("#log-list tbody tr td:nth-child(2)") == "node-3"
+    page.check("#log-follow")
+    with open(app, "a") as f:
+        f.write("kernel: Out of memory: Killed process 4343 (mesher)\n")
+    page.wait_for_selector("#log-list td.mono:has-text('Killed process 4343')", timeout=30_000)
+    assert page.locator("#log-list tbody tr").count() == 2
+    assert "follow=1" in page.url and "grep=Killed" in page.url  # the search is its own link
+    shot(page, "logs")
+    assert page.js_errors == []

@@ -5,9 +5,10 @@ import "./style.css";
 import { h, replace } from "./dom.js";
 import { nodePage } from "./node.js";
 import { overviewPage, rackPage, eventsPage, jobsPage, utilizationPage } from "./pages.js";
+import { logsPage } from "./logs.js";
 
 const me = JSON.parse(document.getElementById("me").textContent);
-const NAV = [["overview", "/", "Overview"], ["events", "/events", "Events"], ["jobs", "/jobs", "Jobs"],
+const NAV = [["overview", "/", "Overview"], ["events", "/events", "Events"], ["logs", "/logs", "Logs"], ["jobs", "/jobs", "Jobs"],
   ["utilization", "/utilization", "Utilization"]];
 
 replace(document.getElementById("nav"), NAV.filter(([p]) => me.pages.includes(p)).map(([p, href, title]) =>
@@ -21,6 +22,7 @@ const pages = {
   rack: () => rackPage(main, me, me.arg),
   node: () => nodePage(main, me.arg),
   events: () => eventsPage(main, me),
+  logs: () => logsPage(main),
   jobs: () => jobsPage(main, me),
   utilization: () => utilizationPage(main, me),
   forbidden: () => replace(main, h("h1", {}, "Not for you"), h("p", { class: "error", id: "forbidden" }, me.why)),
