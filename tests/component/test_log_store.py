@@ -1,8 +1,11 @@
-"""The root's log tables on a real SQLite file: once-only lines, events, search, compaction."""
+"""The root's log tables on a real SQLite file and a real PostgreSQL (``CLUMON_TEST_PG_URL``):
+once-only lines, events, search, compaction."""
 
 from __future__ import annotations
 
 import time
+
+from db_fixtures import db_url, pg_schema_url  # noqa: F401 - fixtures
 
 from clumon.proto.frames import LogFile
 from clumon.root.storage import LogRow, Store
@@ -22,8 +25,8 @@ def all_lines(store: Store, **q) -> list[dict]:
     return store.log_lines(**{**args, **q})["lines"]
 
 
-def test_lines_sent_twice_are_stored_once_and_events_once(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_lines_sent_twice_are_stored_once_and_events_once(db_url):
+    store = Store(db_url)
     now = time.time()
     first = lf(1, 0, 10, now, matches=((0, "boom"), (7, "boom")))
     ev = store.write([LogRow("n1", 1, 1, now, (first,))])
@@ -38,14 +41,14 @@ def test_lines_sent_twice_are_stored_once_and_events_once(tmp_path):
     assert store.logs.lines_duplicate == 15
     store.close()
     # a new root process knows what is stored from log_files
-    store2 = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store2 = Store(db_url)
     store2.write([LogRow("n1", 2, 1, now, (again,))])
     assert len(all_lines(store2)) == 15
     store2.close()
 
 
-def test_search_by_node_source_grep_time_and_follow(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_search_by_node_source_grep_time_and_follow(db_url):
+    store = Store(db_url)
     now = time.time()
     store.write([LogRow("n1", 1, 1, now - 7200, (lf(1, 0, 5, now - 7200),)),
                  LogRow("n2", 1, 1, now, (lf(2, 0, 5, now, source="sys"),))])
@@ -63,8 +66,8 @@ def test_search_by_node_source_grep_time_and_follow(tmp_path):
     store.close()
 
 
-def test_compaction_merges_a_closed_window_and_keeps_every_line(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_compaction_merges_a_closed_window_and_keeps_every_line(db_url):
+    store = Store(db_url)
     old = (time.time() // WINDOW - 3) * WINDOW + 10
     for k in range(20):  # one commit each: twenty small chunks of one window
         store.write([LogRow("n1", 1, k + 1, old + k, (lf(1, k * 3, 3, old + k),))])
@@ -80,8 +83,8 @@ def test_compaction_merges_a_closed_window_and_keeps_every_line(tmp_path):
     store.close()
 
 
-def test_grep_anchors_and_multiline_records_mean_what_they_mean_line_by_line(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_grep_anchors_and_multiline_records_mean_what_they_mean_line_by_line(db_url):
+    store = Store(db_url)
     now = time.time()
     texts = ("ERROR first", "an ERROR inside", "Traceback:\n  File x\nValueError", "tail ERROR")
     offsets = (0, 20, 40, 90)
