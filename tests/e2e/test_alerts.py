@@ -187,3 +187,44 @@ def test_a_dead_aggregator_is_one_notification_and_a_restart_tells_nothing_twice
         path.write_text(good)
         assert clumon("rules", "reload", "--endpoint", root.query).returncode == 0
         assert clumon("rules", "check", str(path)).returncode == 0
+
+
+def test_a_log_line_that_names_an_oom_kill_is_an_alert_by_webhook_and_email(tree, tmp_path, mailbox, webhook):
+    """Log watch meets alerts (IHEP's "real-time email alerts" from logs): the agent's
+    default oom_kill rule marks the line, the root stores it with a log_match event,
+    and an event rule on that event notifies, once per line."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = tmp_path / "alerts.toml"
+    path.write_text(f"""
+evaluation_interval = 0.3
+[[rule]]
+name = "OomKill"
+event = "log_match"
+match = {{ rule = "oom_kill" }}
+resolve_after = "1h"
+severity = "critical"
+summary = "{{node}}: {{message}}"
+{ops_receiver(mailbox.port, webhook.url)}
+[[route]]
+receiver = "ops"
+group_wait = "0s"
+""")
+    root = tree.root(alerts=str(path))
+    agg = tree.aggregator("agg-a", [root.port])
+    tree.agent("node-1", [agg.port], log=[{"path": str(logs / "*.log"), "source": "kern"}], log_poll_interval=0.2)
+    with Client(root.query) as c:
+        wait_for(lambda: {n["name"]: n["state"] for n in c.call("nodes")}.get("node-1") == "up", what="the tree")
+        with open(logs / "kern.log", "a") as f:
+            f.write("Dec  5 20:00:01 node-1 kernel: all is well\n"
+                    "Dec  5 20:00:02 node-1 kernel: Out of memory: Killed process 4242 (solver) total-vm:1GB\n")
+        body = wait_for(lambda: webhook.bodies and webhook.bodies[0], timeout=30, what="the OOM notification")
+        alert = body["alerts"][0]
+        assert alert["labels"]["alertname"] == "OomKill" and alert["labels"]["node"] == "node-1"
+        assert "Killed process 4242" in alert["annotations"]["summary"]
+        mail = wait_for(lambda: mailbox.messages and mailbox.messages[0], timeout=30, what="the OOM email")
+        assert "OomKill" in mail["Subject"]
+        events = c.call("events", kind="log_match")
+        assert [e["attrs"]["rule"] for e in events] == ["oom_kill"]  # one line, one event; the quiet one none
+        lines = c.call("logs", node="node-1", grep="Killed process")["lines"]
+        assert len(lines) == 1 and lines[0]["source"] == "kern"
