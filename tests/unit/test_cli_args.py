@@ -42,7 +42,7 @@ def test_endpoint_defaults_to_the_environment(monkeypatch):
 def test_every_query_command_has_a_handler():
     p, commands = parser()
     assert set(commands) == {"nodes", "tree", "latest", "top", "series", "summary", "events", "read",
-                             "health", "forget", "mask", "cluster", "jobs", "job", "report", "alerts", "silence", "rules", "services", "service", "procs", "audit"}
+                             "health", "forget", "mask", "cluster", "jobs", "job", "report", "alerts", "silence", "rules", "services", "service", "procs", "audit", "logs"}
 
 
 def test_version(capsys):

@@ -58,6 +58,7 @@ def test_the_roots_table_has_every_op_once_with_a_role(tmp_path):
     from clumon.root.ops.admin import AdminOps
     from clumon.root.ops.alerts import AlertOps
     from clumon.root.ops.live import LiveOps
+    from clumon.root.ops.logs import LogOps
     from clumon.root.ops.masks import MaskOps
     from clumon.root.ops.reads import ReadOps
     from clumon.root.ops.sched import SchedOps
@@ -68,11 +69,11 @@ def test_the_roots_table_has_every_op_once_with_a_role(tmp_path):
     down = Downward(registry, Routes(), lambda hop, req: False, "root")
     ops = [*LiveOps(registry, LatestCache(), None).ops(), *StoredOps(registry, None).ops(),
            *SchedOps(registry, LatestCache(), None).ops(), *ReadOps(down).ops(), *MaskOps(down, tmp_path).ops(), *AdminOps(dict, lambda n: False, registry).ops(),
-           *AlertOps(None).ops()]
+           *AlertOps(None).ops(), *LogOps(registry, None).ops()]
     table = OpTable(ops)
     assert table.names() == sorted(["nodes", "tree", "latest", "overview", "series", "summary", "events",
                                     "cluster", "jobs", "job", "utilization", "read", "masks", "set_mask", "health", "forget",
-                                    "alerts", "silence", "rules_reload"])
+                                    "alerts", "silence", "rules_reload", "grid", "logs"])
     changing = {op.name for op in ops if op.mutating}
     assert changing == {"forget", "set_mask", "silence", "rules_reload"}
     assert all(op.role != READER for op in ops if op.mutating)
