@@ -56,6 +56,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from clumon.cli.daemon import run_ns
 from clumon.proto import codec
 from clumon.proto.frames import Ack, AckEntry, Heartbeat, Kind, Request, make, seq_ranges
 from clumon.proto.runtime import percentile
@@ -197,20 +198,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def run_ns(pid: int) -> int:
-    """Nanoseconds on a CPU of all the process's threads (``/proc/PID/task/*/schedstat``):
-    the same time as utime + stime, which the kernel scales to it, without their
-    10 ms steps (0.008 % of a core over 120 s)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
 
 
 def thread_cpu(pid: int) -> dict[str, float]:

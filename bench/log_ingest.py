@@ -39,41 +39,14 @@ import time
 from pathlib import Path
 
 from clumon.cli.client import Client
-from clumon.cli.daemon import Daemon, free_port
+from clumon.cli.daemon import Daemon, free_port, run_ns, write_toml
 
 LINE_BYTES = 200
 
 
-def run_ns(pid: int) -> int:
-    """Nanoseconds on a CPU of all the process's threads."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
-
-
-def toml(path: Path, values: dict) -> Path:
-    def fmt(v):
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        return json.dumps(str(v))
-    path.write_text("".join(f"{k} = {fmt(v)}\n" for k, v in values.items()))
-    return path
-
-
 def start_root(work: Path, label: str, db: Path) -> Daemon:
     port, qport = free_port(), free_port()
-    cfg = toml(work / f"{label}.toml", {
+    cfg = write_toml(work / f"{label}.toml", {
         "listen": f"tcp://127.0.0.1:{port}", "query": f"tcp://127.0.0.1:{qport}", "metrics": "",
         "database": f"sqlite:///{db}", "state_dir": str(work / label), "log_level": "WARNING"})
     d = Daemon(label, [sys.executable, "-m", "clumon.root", "--config", str(cfg)], work / f"{label}.log")
@@ -192,7 +165,7 @@ def agent_cost(work: Path, args) -> dict:
     try:
         with_log = {"log": [{"path": str(logf), "source": "app"}], "log_poll_interval": args.agent_poll}
         for label, extra in (("with-log", with_log), ("baseline", {})):
-            cfg = toml(work / f"{label}.toml", {
+            cfg = write_toml(work / f"{label}.toml", {
                 "name": label, "parents": [f"tcp://127.0.0.1:{root.port}"], "state_dir": str(work / label),
                 "interval": 1.0, "log_level": "WARNING", **extra})
             d = Daemon(label, [sys.executable, "-m", "clumon.agent", "--config", str(cfg)], work / f"{label}.log")

@@ -109,3 +109,40 @@ class Daemon:
         if self._thread is not None:
             self._thread.join(5)
         return self.proc.returncode
+
+
+def write_toml(path: Path, values: dict) -> Path:
+    """A TOML file: strings, numbers, bools, lists, one level of tables; tables
+    inside lists or tables are written inline."""
+    def fmt(v):
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"{k} = {fmt(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines.extend(f"{kk} = {fmt(vv)}" for kk, vv in v.items())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_ns(pid: int) -> int:
+    """Nanoseconds on a CPU of all the process's threads (``/proc/PID/task/*/schedstat``):
+    the same time as utime + stime, which the kernel scales to it, without their
+    10 ms steps (0.008 % of a core over 120 s)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total

@@ -17,30 +17,7 @@ import zmq
 from clumon.proto import codec
 from clumon.proto.frames import Heartbeat, Hello, Kind, make
 
-from clumon.cli.daemon import Daemon, free_port  # noqa: F401  (free_port: for the tests)
-
-
-def write_toml(path: Path, values: dict) -> Path:
-    """A TOML file: strings, numbers, bools, lists, one level of tables; tables
-    inside lists or tables are written inline."""
-    def fmt(v):
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = [f"{k} = {fmt(v)}" for k, v in values.items() if not isinstance(v, dict)]
-    for k, v in values.items():
-        if isinstance(v, dict):
-            lines.append(f"\n[{k}]")
-            lines.extend(f"{kk} = {fmt(vv)}" for kk, vv in v.items())
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from clumon.cli.daemon import Daemon, free_port, write_toml  # noqa: F401  (free_port, write_toml: for the tests)
 
 
 #: short timings so liveness and failover tests run in seconds
