@@ -116,17 +116,8 @@ class Ingest:
         node_path = "/".join(path)
         if kind is Kind.LOG:
             # lines go to their own tables (root/storage/logs.py), not to frames
-            event = self.registry.seen(frame.sender, node_path, frame.incarnation, frame.ts)
-            if event:
-                self.own_event("state", *event)
-            self._keys.add(key)
-            if hop != OWN:
-                self.frames_accepted += 1
             self.log_lines_in += frame.body.line_count
-            self._pending.append(Pending(hop, LogRow(frame.sender, frame.incarnation, frame.seq, frame.ts,
-                                                     frame.body.files)))
-            return
-        if kind is Kind.DATA:
+        elif kind is Kind.DATA:
             if self.cache.names(frame.sender, frame.incarnation, frame.body.dict_version) is None:
                 self._wait_for_hello(hop, path, frame, raw)
                 return
@@ -154,8 +145,11 @@ class Ingest:
         self._keys.add(key)
         if hop != OWN:
             self.frames_accepted += 1
-        self._pending.append(Pending(hop, FrameRow(frame.sender, frame.incarnation, frame.seq, frame.ts,
-                                                   int(kind), dict_version, raw)))
+        if kind is Kind.LOG:
+            row = LogRow(frame.sender, frame.incarnation, frame.seq, frame.ts, frame.body.files)
+        else:
+            row = FrameRow(frame.sender, frame.incarnation, frame.seq, frame.ts, int(kind), dict_version, raw)
+        self._pending.append(Pending(hop, row))
         if kind is Kind.HELLO:
             self._release_waiting(frame)
 
