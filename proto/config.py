@@ -158,6 +158,15 @@ def load(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = 
     return _build(cls, data, "", where)
 
 
+def regex_problem(text: str, key: str) -> str | None:
+    """Why ``text`` (the value of ``key``) is no regular expression; None when it is one."""
+    try:
+        re.compile(text)
+    except re.error as exc:
+        return f"key '{key}': not a regex ({exc}): {text!r}"
+    return None
+
+
 def read_toml(path: str | Path, error: type[Exception] = ConfigError, what: str = "") -> dict[str, Any]:
     """The tables of a TOML file; ``error`` with one line naming the file (after
     ``what``, e.g. "roles file ") when it cannot be read or is not TOML. Every

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from clumon.proto.config import Pattern, between, checked, one_of
+from clumon.proto.config import Pattern, between, checked, one_of, regex_problem
 
 FORMATS = ("plain", "syslog", "json", "regex")
 _NAME = Pattern(r"[A-Za-z0-9_.:-]{1,64}", 64, "a name of letters, digits and _.:-")
@@ -70,14 +70,6 @@ def default_source(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:-]", "_", stem)[:64]
 
 
-def _regex(text: str, key: str) -> str | None:
-    try:
-        re.compile(text)
-    except re.error as exc:
-        return f"key '{key}': not a regex ({exc}): {text!r}"
-    return None
-
-
 def check_logs(logs: tuple[LogConfig, ...], rules: tuple[LogRuleConfig, ...]) -> str | None:
     """What the declared ranges cannot express; the problem as one line, or None."""
     names: dict[str, int] = {}
@@ -87,7 +79,7 @@ def check_logs(logs: tuple[LogConfig, ...], rules: tuple[LogRuleConfig, ...]) ->
         for key in ("regex", "multiline_start", "include", "exclude"):
             text = getattr(lc, key)
             if text:
-                bad = _regex(text, f"log[{i}].{key}")
+                bad = regex_problem(text, f"log[{i}].{key}")
                 if bad:
                     return bad
         if lc.format == "regex":
@@ -110,7 +102,7 @@ def check_logs(logs: tuple[LogConfig, ...], rules: tuple[LogRuleConfig, ...]) ->
         seen.add(r.name)
         if not r.pattern:
             return f"key 'log_rule[{i}].pattern': expected a regex or a word"
-        bad = _regex(r.pattern, f"log_rule[{i}].pattern")
+        bad = regex_problem(r.pattern, f"log_rule[{i}].pattern")
         if bad:
             return bad
         if r.source and r.source not in names:

@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from clumon.proto.config import MapOf, Pattern, Range, between, checked, name_field, one_of
+from clumon.proto.config import MapOf, Pattern, Range, between, checked, name_field, one_of, regex_problem
 
 DAY = 86400.0
 STATES = ("starting", "running", "backoff", "stopped", "exited", "fatal")
 FINDERS = ("port", "cmdline", "exe", "pidfile", "unix_socket")
 _SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2")
-
-
-def _regex(text: str, key: str) -> str | None:
-    try:
-        re.compile(text)
-    except re.error as exc:
-        return f"key '{key}': not a regex ({exc}): {text!r}"
-    return None
 
 
 def _user(name: str, key: str) -> str | None:
@@ -103,7 +94,7 @@ class ServiceConfig:
         if len(given) != 1:
             return (f"({self.name}) expected exactly one of {', '.join(FINDERS)} to find it, got "
                     f"{', '.join(given) or 'none'}")
-        if self.cmdline and (bad := _regex(self.cmdline, "cmdline")):
+        if self.cmdline and (bad := regex_problem(self.cmdline, "cmdline")):
             return f"({self.name}) {bad}"
         if self.user and (bad := _user(self.user, "user")):
             return f"({self.name}) {bad}"
@@ -131,7 +122,7 @@ class ForbiddenRule:
         if not (self.name or self.cmdline or self.user):
             return "expected one of 'name', 'cmdline', 'user'"
         if self.cmdline:
-            return _regex(self.cmdline, "cmdline")
+            return regex_problem(self.cmdline, "cmdline")
         return None
 
 
@@ -152,7 +143,7 @@ class LimitRule:
         if not (self.cpu_ratio or self.rss_bytes):
             return "expected 'cpu_ratio' or 'rss_bytes'"
         if self.cmdline:
-            return _regex(self.cmdline, "cmdline")
+            return regex_problem(self.cmdline, "cmdline")
         return None
 
 
