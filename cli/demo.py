@@ -43,6 +43,8 @@ def secure(workdir: Path, aggregators: int, agents: int) -> dict[str, Path]:
             lines.append(f'parent_key = "{keys / (parent + ".key")}"')
         if children is not None:
             lines.append(f'authorized_keys = "{authorized(label, children)}"')
+        if label == "node-1":  # the demo's own daemon logs, for the logs page and `clumon logs`
+            lines += ["", "[[log]]", f'path = "{workdir / "*.log"}"', 'source = "clumon"']
         path = workdir / f"{label}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -134,7 +136,8 @@ def run(workdir: Path, base_port: int = 7400, aggregators: int = 2, agents: int 
         key = (workdir / "keys" / "admin.key_secret").resolve()
         console.print(f"secured with CurveZMQ: keys in {workdir / 'keys'}; your key: [bold]export CLUMON_KEY={key}[/bold]")
         console.print(f"try: clumon --endpoint tcp://127.0.0.1:{base_port + 1} nodes   "
-                      "| clumon latest node-1 | clumon series node-1 node_load1 --since 5m")
+                      "| clumon latest node-1 | clumon series node-1 node_load1 --since 5m "
+                      "| clumon logs --since 5m (node-1 tails the demo's daemon logs)")
         console.print(f"dashboard: [bold]http://127.0.0.1:{base_port + 2}/[/bold] (pages, /api/v1/, /metrics; "
                       "loopback only, so no token)")
         console.print("Ctrl-C stops everything.")

@@ -68,6 +68,10 @@ def test_demo_runs_a_tree_and_stops_cleanly(tmp_path):
         with Client(f"tcp://127.0.0.1:{base + 1}", key=str(key)) as c:
             wait_for(lambda: c.call("series", node="node-1", series="node_load1", since=300)["points"],
                      timeout=30, what="a stored node_load1 point of node-1")
+            # node-1 tails the demo's own daemon logs
+            lines = wait_for(lambda: c.call("logs", node="node-1", source="clumon", since=600)["lines"],
+                             timeout=30, what="the demo's daemon logs stored")
+            assert {x["path"].rsplit("/", 1)[-1] for x in lines} & {"root.log", "agg-1.log", "node-1.log"}
         out = subprocess.run([sys.executable, "-m", "clumon.cli", "--endpoint", f"tcp://127.0.0.1:{base + 1}",
                               "series", "node-1", "node_load1", "--since", "5m"], capture_output=True, text=True,
                              env=env)  # COLUMNS: a narrow table would wrap its title
