@@ -13,11 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from harness import wait_for
+from harness import free_port, wait_for
 
 from clumon.agent.scheduler.snapshot import expand_hostlist
 from clumon.cli.client import Client
@@ -246,7 +247,8 @@ esac
 def test_figures_follow_jobs_drain_and_a_dead_slurmd(slurm, tree):
     torque_wrapper()
     tree.env.update(slurm.env)
-    root = tree.root()
+    http = free_port()
+    root = tree.root(http=f"127.0.0.1:{http}")
     tree.agent("login-slurm", [root.port], **scheduler("slurm"))
     tree.agent("login-pbs", [root.port], **scheduler("pbs"))
     for _ in range(5):
@@ -275,6 +277,10 @@ def test_figures_follow_jobs_drain_and_a_dead_slurmd(slurm, tree):
         assert (whole["cores"]["used"], whole["jobs"]["pending"], whole["nodes"]["admin_down"]) == (10, 2, 1)
         assert whole["utilization"] == pytest.approx(10 / 12, abs=1e-4)
         assert now["partitions"]["debug"]["jobs"]["running"] == 5  # per partition too
+        # the dashboard's overview draws its scheduler cards from /api/v1/cluster: the same figures
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/v1/cluster?cluster=c1", timeout=10) as r:
+            [web] = json.loads(r.read())["result"]
+        assert web["partitions"][""]["cores"] == whole["cores"] and web["partitions"][""]["jobs"] == whole["jobs"]
 
         pid = int((slurm.dir / "slurmd-n2.pid").read_text())
         os.kill(pid, signal.SIGKILL)
