@@ -118,9 +118,11 @@ def slurm(tmp_path_factory):
 
 def kill_jobs_left(directory: Path) -> None:
     """This cluster's job processes still alive: a slurmd killed by the test leaves its
-    jobs' slurmstepd (and their scripts, under ``directory``) behind."""
+    jobs' slurmstepd (and their scripts, under ``directory``) behind, and a step whose
+    script ended stays waiting in the cluster's directory."""
     parents: dict[int, int] = {}
-    scripts = []
+    scripts: list[int] = []
+    stranded: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -133,6 +135,14 @@ def kill_jobs_left(directory: Path) -> None:
         parents[pid] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
         if str(directory).encode() in cmdline:
             scripts.append(pid)
+        elif cmdline.startswith(b"slurmstepd"):
+            # a step whose script is gone but whose slurmd was killed: it waits for ever,
+            # in this cluster's directory
+            try:
+                if Path(os.readlink(entry / "cwd")).is_relative_to(directory):
+                    stranded.append(pid)
+            except OSError:
+                pass
     steps = set()
     for pid in scripts:
         try:
@@ -140,7 +150,7 @@ def kill_jobs_left(directory: Path) -> None:
                 steps.add(parents[pid])
         except OSError:
             pass
-    doomed = set(scripts) | steps
+    doomed = set(scripts) | steps | set(stranded)
     while True:  # and everything below them
         more = {pid for pid, ppid in parents.items() if ppid in doomed} - doomed
         if not more:
