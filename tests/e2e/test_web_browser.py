@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from web_site import NODE_DOWN_RULE, start_site
 
-from harness import kill9
+from harness import kill9, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -245,6 +245,8 @@ def test_the_logs_page_searches_and_follows(browser, site):
     app = site.tree.tmp / "logs" / "app.log"
     with open(app, "a") as f:
         f.write("kernel: Out of memory: Killed process 4242 (solver)\nquiet line\n")
+    # a search is a snapshot (following is what adds lines): search once the line is stored
+    wait_for(lambda: site.ok("logs", "ann", grep="4242")["lines"], what="the OOM line stored")
     page = login(browser, site, "ann", "/logs?grep=Killed&since=1h")
     page.wait_for_selector("#log-list td.mono:has-text('Killed process 4242')", timeout=30_000)
     assert page.locator("#log-list tbody tr").count() == 1  # the regex kept the other line out

@@ -112,7 +112,7 @@ def test_clumon_rules_check_needs_no_root_and_says_what_is_wrong(tmp_path):
     bad.write_text('[[rule]]\nname = "A"\nseries = "x"\nabove = 1\nfor = "soon"\n')
     run = [sys.executable, "-m", "clumon.cli", "--endpoint", "tcp://127.0.0.1:9", "rules", "check"]
     ok = subprocess.run([*run, str(good)], capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and "ok, 8 rules" in ok.stdout
+    assert ok.returncode == 0 and "ok, 9 rules" in ok.stdout
     no = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60)
     assert no.returncode == 1 and len(no.stderr.strip().splitlines()) == 1
     assert "bad.toml: rule 'A': key 'for'" in no.stderr
