@@ -16,9 +16,10 @@ One command, one JSON line:
 * ``assets_kb``: what a browser transfers for a page, gzipped as served (the page
   shell, ``app.js``, ``app.css``), in KB. Budget 300 KB.
 
-Simulated nodes carry ``sim_*`` series, not CPU/memory/load, so the overview's
-hottest lists are empty; its cost is the walk over every node and the recent
-events read from SQL, which it does whatever the series. ``cpu_pct_others`` says
+Simulated nodes (``clumon simulate --node-series``) carry four of their gauges
+under the agent's names (CPU idle and iowait, memory used, load1), so the
+overview ranks every node for its hottest lists (``overview_hottest`` says how
+many it listed) besides walking every node and reading the recent events. ``cpu_pct_others`` says
 how busy the box was with processes this bench did not start. Bounded: every wait
 has a timeout and everything started is stopped. A quick run::
 
@@ -172,6 +173,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             sims.append(start(f"sim-{a + 1}", [py, "-m", "clumon.cli", "simulate", "--agents", str(hi - lo),
                                                "--first", str(lo), "--series", str(args.series),
                                                "--interval", str(args.interval), "--processes", "1",
+                                               "--node-series",
                                                "--parent", f"tcp://127.0.0.1:{ap}"]))
         for sim in sims:
             if not sim.wait_ready(120):
@@ -204,6 +206,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     return {
         "overview_ms": round(statistics.median(over), 2), "overview_p95_ms": round(pct(over, 95), 2),
         "overview_nodes_up": o["states"].get("up", 0),
+        "overview_hottest": len(o.get("hottest_cpu") or []),
         "node_month_ms": round(statistics.median(month), 2), "node_month_p95_ms": round(pct(month, 95), 2),
         "node_month_tier": m["tier"], "node_month_points": len(m["points"]),
         "assets_kb": round(kb, 1),

@@ -69,6 +69,8 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     s.add_argument("--ramp", type=float, default=None, help="seconds over which agents connect (default: interval)")
     s.add_argument("--stats-interval", type=float, default=10.0, help="seconds between JSON stats lines")
     s.add_argument("--histogram", action="store_true", help="add the ack latency histogram to stats lines")
+    s.add_argument("--node-series", action="store_true",
+                   help="name four gauges as the agent does (CPU, memory, load1): the overview's hottest nodes")
     s.add_argument("--heartbeat-interval", type=float, default=5.0)
     s.add_argument("--failover-after", type=float, default=15.0)
     s.add_argument("--drain-timeout", type=float, default=10.0, help="on stop, wait this long for acks")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             processes=a.processes, duration=a.duration, prefix=a.prefix, first=a.first, ramp=a.ramp,
             stats_interval=a.stats_interval, histogram=a.histogram, drain_timeout=a.drain_timeout,
             heartbeat_interval=a.heartbeat_interval, failover_after=a.failover_after,
-            keys=a.keys, parent_keys=tuple(a.parent_key)))
+            keys=a.keys, parent_keys=tuple(a.parent_key), node_series=a.node_series))
     if a.command == "rules" and a.action == "check":
         if not a.file:
             p.error("rules check needs the FILE to check")

@@ -76,6 +76,9 @@ class SimConfig(ChildLink):
     spool_max_bytes: int = 16 * 1024 * 1024
     #: fraction of series that are counters (``_total``); the rest are gauges
     counter_share: float = 0.25
+    #: the first gauges carry the names the overview and the rack grid read (CPU idle
+    #: and iowait, memory used, load1), so a simulated site has hottest nodes
+    node_series: bool = False
     seed: int = 0
     #: CurveZMQ: directory of the agents' secret keys (``<prefix><i>.key_secret``); empty: no keys
     keys: str = ""
@@ -133,15 +136,28 @@ class SimConfig(ChildLink):
         return lo, hi - lo
 
 
-def series_names(n: int, counter_share: float) -> tuple[list[str], list[bool]]:
-    """Prometheus-style names and whether each is a counter, in dictionary order."""
+#: gauges named as the agent names them, for ``node_series``
+NODE_SERIES = ('node_cpu_ratio{mode="idle"}', 'node_cpu_ratio{mode="iowait"}', "node_memory_used_ratio",
+               "node_load1")
+
+
+def series_names(n: int, counter_share: float, node_series: bool = False) -> tuple[list[str], list[bool]]:
+    """Prometheus-style names and whether each is a counter, in dictionary order
+    (sorted, as the agent's dictionary is: every counter before every gauge, which
+    the worker's column slices rely on)."""
     every = max(1, round(1 / counter_share)) if counter_share > 0 else 0
+    # with node_series, counters sort before "node_*" as they sort before "sim_gauge_*"
+    counter = "clumon_sim_events_{:04d}_total" if node_series else "sim_events_{:04d}_total"
+    named = list(NODE_SERIES) if node_series else []
     names, counters = [], []
     for k in range(n):
         is_counter = bool(every) and k % every == every - 1
-        names.append(f"sim_events_{k:04d}_total" if is_counter else f"sim_gauge_{k:04d}_ratio")
+        if is_counter:
+            names.append(counter.format(k))
+        else:
+            names.append(named.pop(0) if named else f"sim_gauge_{k:04d}_ratio")
         counters.append(is_counter)
-    order = sorted(range(n), key=names.__getitem__)  # the agent's dictionary is sorted
+    order = sorted(range(n), key=names.__getitem__)
     return [names[i] for i in order], [counters[i] for i in order]
 
 

@@ -78,8 +78,8 @@ class Worker:
         self.first = first
         self.count = count
         self._report = report
-        self.names, counters = series_names(cfg.series, cfg.counter_share)
-        # dictionary order is sorted: every "sim_events_*_total" comes before every "sim_gauge_*",
+        self.names, counters = series_names(cfg.series, cfg.counter_share, cfg.node_series)
+        # dictionary order is sorted: every counter comes before every gauge (series_names),
         # so counters and gauges are two column slices and updates work on views
         n_counters = sum(counters)
         assert counters == [True] * n_counters + [False] * (cfg.series - n_counters)
