@@ -57,7 +57,9 @@ def test_finite_extremes_do_not_poison_rollups_or_later_writes(tree, tmp_path, c
     db = tmp_path / "clumon.db"
     child = child_of(root.port)
     child.hello()
-    old = time.time() - 180  # a closed minute: its rollup bucket is drained at once
+    # a closed minute (its rollup bucket is drained at once), 5 s into it: the frames
+    # at old .. old + 4 share the bucket (at time.time() - 180 they straddled a minute 1 time in 20)
+    old = (time.time() // 60 - 3) * 60 + 5
     child.send(2, Data.from_values(1, [1e308, 5e-324]), ts=old)
     child.send(3, Data.from_values(1, [1e308, -5e-324]), ts=old + 1)
     child.send(4, Data.from_values(1, [-1e308, -0.0]), ts=old + 2)
