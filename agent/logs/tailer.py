@@ -28,7 +28,6 @@ called from the event loop (it sets an int).
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -36,17 +35,17 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from clumon.proto.frames import LogFile
 
 from . import parse, reader
+from .files import Tracked, digest, fingerprint, new_fid
 from .config import LogConfig
 from .rules import Rule, line_starts, matches
 
 log = logging.getLogger("clumon.agent.logs")
 
-FP_BYTES = 1024
 #: bytes read at once
 READ_CHUNK = 1024 * 1024
 #: at most this much of one file a poll (a backlog is read over several)
@@ -63,66 +62,6 @@ STATE_VERSION = 1
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z")
 #: polls between two readings of the globs (a moved or vanished path triggers one at once)
 SCAN_EVERY = 5
-
-
-def new_fid() -> int:
-    return int.from_bytes(os.urandom(8), "little") >> 2
-
-
-def fingerprint(fd: int) -> tuple[str, int]:
-    """(hash, length) of the first line (at most FP_BYTES); ('', 0) while there is none."""
-    head = os.pread(fd, FP_BYTES, 0)
-    nl = head.find(b"\n")
-    if nl < 0 and len(head) < FP_BYTES:
-        return "", 0
-    n = nl + 1 if nl >= 0 else FP_BYTES
-    return hashlib.blake2b(head[:n], digest_size=12).hexdigest(), n
-
-
-@dataclass(slots=True)
-class Tracked:
-    """One generation of one file, and how far it has been read and acknowledged."""
-
-    fid: int
-    source: str
-    path: str
-    dev: int
-    ino: int
-    fp: str = ""
-    fp_len: int = 0
-    #: next byte to read: what lies before was sent (or left out by include/exclude)
-    pos: int = 0
-    #: the root has stored everything before this
-    acked: int = 0
-    #: the rules have counted the lines before this
-    counted: int = 0
-    #: where the next chunk sent begins (the end of the last one)
-    sent_to: int = 0
-    #: acknowledged chunks beyond ``acked`` (start -> end), waiting for the ones before
-    ahead: dict = field(default_factory=dict)
-    fd: int | None = None
-    #: its path leads elsewhere now: read to the end, then let go
-    gone: bool = False
-    #: truncated, or not found yet after a restart: waits for a copy to go on with it
-    retired: bool = False
-    #: when it was retired (or loaded from the positions file): kept RETIRED_KEEP from then
-    since: float = 0.0
-    #: a line longer than max_line_bytes began here and is being skipped to its end
-    long_at: int = -1
-    long_head: bytes = b""
-    #: an open record (multiline, or the last line of a gone file) waits since then
-    held_since: float = 0.0
-    last_size: int = -1
-    #: gone, read to its end, and not grown since then (at this size)
-    gone_idle: float = 0.0
-    gone_size: int = -1
-    #: (size, mtime) at the last look: the first line is checked again when it moves
-    last_stat: tuple[int, int] = (-1, -1)
-
-    def state(self) -> dict[str, Any]:
-        return {"fid": self.fid, "source": self.source, "path": self.path, "dev": self.dev, "ino": self.ino,
-                "fp": self.fp, "fp_len": self.fp_len, "acked": self.acked, "counted": max(self.counted, self.acked),
-                "retired": self.retired}
 
 
 @dataclass(slots=True)
@@ -323,7 +262,7 @@ class Tailer:
         stat = (size, st.st_mtime_ns)
         if not replaced and t.fp and stat != t.last_stat:
             # truncated and written again past the position between two looks
-            replaced = hashlib.blake2b(os.pread(t.fd, t.fp_len, 0), digest_size=12).hexdigest() != t.fp
+            replaced = digest(os.pread(t.fd, t.fp_len, 0)) != t.fp
         t.last_stat = stat
         if replaced:
             log.info("%s was truncated at %d (copytruncate?): reading it anew", t.path, t.pos)
